@@ -1,0 +1,23 @@
+"""Editable install for development (pip install -e .). On a robot, colcon builds CMakeLists.txt."""
+from setuptools import find_packages, setup
+
+setup(
+    name="rats_ros",
+    version="0.1.0",
+    description="Long-term, queryable visual memory for ROS 2 robots (rLiVS streaming captioning)",
+    license="Apache-2.0",
+    packages=find_packages(include=["rats_ros", "rats_ros.*"]),
+    python_requires=">=3.10",
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/rats_ros"]),
+        ("share/rats_ros", ["package.xml"]),
+        ("share/rats_ros/launch", ["launch/stream.launch.py"]),
+        ("share/rats_ros/config", ["config/stream.yaml"]),
+    ],
+    entry_points={
+        "console_scripts": [
+            "rats-ros = rats_ros.cli:main",
+            "stream_node = rats_ros.node:main",
+        ],
+    },
+)

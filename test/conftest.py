@@ -1,0 +1,24 @@
+"""Session-wide fixtures: the network rule, a private ROS domain, a tiny offline model."""
+import os
+
+import pytest
+
+# Network rule: every rclpy context in this test process stays on loopback, in its own domain.
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 90 + 10))
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session")
+def domain_id() -> int:
+    """The ROS domain of this test run (child processes get it through ``helpers.ros_env``)."""
+    return int(os.environ["ROS_DOMAIN_ID"])
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    """A per-run cache directory where tiny-random models are built once and loaded from disk."""
+    path = tmp_path_factory.mktemp("model_cache")
+    os.environ["RATS_ROS_CACHE"] = str(path)
+    return path

@@ -1,0 +1,28 @@
+"""Shared test helpers: polling instead of sleeps, and the ROS 2 network rule."""
+import os
+import time
+
+
+def wait_for(condition, timeout=10.0, interval=0.05):
+    """Poll ``condition()`` until it returns a truthy value or ``timeout`` seconds pass.
+
+    :returns: the truthy value.
+    :raises AssertionError: when the timeout passes first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {condition}")
+        time.sleep(interval)
+
+
+def ros_env(domain_id: int) -> dict:
+    """Environment for a child process that starts ROS 2: loopback discovery, its own domain."""
+    env = dict(os.environ)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env["ROS_DOMAIN_ID"] = str(domain_id)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
