@@ -1,0 +1,6 @@
+"""``python -m rats_ros`` is ``rats-ros``."""
+import sys
+
+from rats_ros.cli import main
+
+sys.exit(main())

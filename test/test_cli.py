@@ -1,0 +1,148 @@
+"""rats-ros CLI: caption a real bag and video with the tiny model, store, ask, and error exits."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from rats_ros.bagio import list_image_topics, sample_scene, write_image_bag, write_sample_bag
+from rats_ros.cli import main
+from rats_ros.store import CaptionStore
+
+ROOT = Path(__file__).resolve().parents[1]
+S = 1_000_000_000
+START = 1_700_000_000  # sample_scene's first stamp, seconds
+FAST = ["--model", "tiny-random", "--max-new-tokens", "6", "--fps", "0.5", "--clip-frames", "4"]
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def captioned(tmp_path_factory, model_cache):
+    """A 24 s sample bag (2 fps) captioned at 0.5 fps, 4 frames per clip, into a store."""
+    tmp = tmp_path_factory.mktemp("cli")
+    bag, store, out = tmp / "bag", tmp / "captions.db", tmp / "captions.jsonl"
+    write_sample_bag(bag, seconds=24.0, fps=2.0, size=(96, 72), storage="mcap")
+    code = main(["caption", str(bag), *FAST, "--store", str(store), "--out", str(out)])
+    assert code == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    return tmp, bag, store, records
+
+
+def test_caption_writes_one_consistent_json_line_per_clip(captioned):
+    _, _, store, records = captioned
+    assert [r["clip_index"] for r in records] == [0, 1, 2]
+    assert [(r["start"], r["end"]) for r in records] == [
+        (START + 0.0, START + 6.0), (START + 8.0, START + 14.0), (START + 16.0, START + 22.0)]
+    keys = {"clip_index", "start", "end", "text", "frames", "visual_tokens", "kept_tokens",
+            "memory_tokens", "processing_time"}
+    for index, record in enumerate(records):
+        assert set(record) == keys
+        assert record["frames"] == 4 and isinstance(record["text"], str)
+        assert record["kept_tokens"] == max(1, round(record["visual_tokens"] / 16))
+        assert record["memory_tokens"] == index * record["kept_tokens"]  # FIFO grows per clip
+        assert record["processing_time"] > 0
+    with CaptionStore(store) as db:
+        rows = db.query()
+        assert [(r.clip_index, r.start_ns, r.end_ns, r.text) for r in rows] == [
+            (r["clip_index"], round(r["start"] * S), round(r["end"] * S), r["text"])
+            for r in records]
+        assert all(r.model == "tiny-random" for r in rows)
+        embedded = db.rows_after(0, 10)
+        assert all(r.embedding is not None and r.embedder.startswith("sentence:")
+                   for r in embedded)
+
+
+def test_ask_json_answers_with_evidence_from_the_window(captioned, capsys):
+    _, _, store, records = captioned
+    code, out, _ = run_cli(capsys, "ask", "--store", store, "--json", "--max-new-tokens", "4",
+                           "what moved?")
+    answer = json.loads(out)
+    assert code == 0 and answer["success"] is True and answer["message"] == ""
+    assert isinstance(answer["answer"], str) and answer["processing_time"] > 0
+    by_index = {r["clip_index"]: r for r in records}
+    assert answer["evidence"] and all(
+        e == {k: by_index[e["clip_index"]][k] for k in ("clip_index", "start", "end", "text")}
+        for e in answer["evidence"])
+    code, out, _ = run_cli(capsys, "ask", "--store", store, "--json", "--max-new-tokens", "4",
+                           "--since", START + 7, "--until", START + 15, "what moved?")
+    assert code == 0
+    assert [e["clip_index"] for e in json.loads(out)["evidence"]] == [1]
+
+
+def test_second_run_continues_clip_indices_on_a_video_without_recurrence(captioned, capsys):
+    tmp, _, store, _ = captioned
+    video = tmp / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 2.0, (96, 72))
+    for frame in sample_scene(seconds=10.0, fps=2.0, size=(96, 72)):
+        writer.write(cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+    writer.release()
+    code, out, _ = run_cli(capsys, "caption", video, *FAST, "--store", store,
+                           "--no-recurrence", "--embedder", "none", "--selection", "uniform")
+    records = [json.loads(line) for line in out.splitlines()]
+    assert code == 0
+    assert [r["clip_index"] for r in records] == [3, 4]  # continues after the stored clips
+    assert [(r["start"], r["end"], r["frames"]) for r in records] == [(0.0, 6.0, 4),
+                                                                       (8.0, 8.0, 1)]
+    assert all(r["memory_tokens"] == 0 for r in records)
+    with CaptionStore(store) as db:
+        assert db.count() == 5
+
+
+def test_input_errors_exit_2_with_a_message(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "caption", tmp_path / "missing", *FAST)
+    assert (code, out) == (2, "") and "does not exist" in err
+    write_image_bag(tmp_path / "empty", [])
+    code, _, err = run_cli(capsys, "caption", tmp_path / "empty", *FAST)
+    assert code == 2 and "has no messages" in err
+    write_sample_bag(tmp_path / "corrupt", seconds=4.0)
+    (data,) = (tmp_path / "corrupt").glob("*.db3")
+    data.write_bytes(b"\0garbage" * 512)
+    code, _, err = run_cli(capsys, "caption", tmp_path / "corrupt", *FAST)
+    assert code == 2 and "InputError" in err and "Traceback" not in err
+    code, _, err = run_cli(capsys, "caption", tmp_path / "corrupt", *FAST[:-4], "--fps", "0",
+                           "--clip-frames", "4")
+    assert code == 2 and "fps must be" in err
+
+
+def test_model_error_exits_1(tmp_path, capsys):
+    write_sample_bag(tmp_path / "bag", seconds=2.0, size=(32, 24))
+    code, _, err = run_cli(capsys, "caption", tmp_path / "bag", "--model",
+                           tmp_path / "no-such-checkpoint")
+    assert code == 1 and "ModelError" in err and "not found" in err
+
+
+def test_ask_errors_still_print_json_and_exit_non_zero(captioned, tmp_path, capsys):
+    _, _, store, _ = captioned
+    code, out, _ = run_cli(capsys, "ask", "--store", store, "--json", "--since", START + 20,
+                           "--until", START + 10, "anything?")
+    answer = json.loads(out)
+    assert code == 2 and answer["success"] is False and "inverted" in answer["message"]
+    assert answer["answer"] == "" and answer["evidence"] == []
+    code, out, _ = run_cli(capsys, "ask", "--store", tmp_path / "none.db", "--json", "hi?")
+    assert code == 2 and "does not exist" in json.loads(out)["message"]
+    code, out, err = run_cli(capsys, "ask", "--store", store, "--since", START + 100, "hi?")
+    assert code == 2 and out == "" and "no captions in the window" in err
+
+
+def test_sample_bag_console_script_and_replay_dispatch(tmp_path, capsys):
+    script = Path(sys.executable).parent / "rats-ros"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "rats_ros"]
+    done = subprocess.run([*command, "sample-bag", str(tmp_path / "bag"), "--seconds", "3",
+                           "--fps", "4", "--storage", "mcap", "--compressed"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert list_image_topics(tmp_path / "bag") == [
+        ("/camera/image_raw", "sensor_msgs/msg/CompressedImage", 12)]
+    code, _, err = run_cli(capsys, "sample-bag", tmp_path / "bag")  # exists already
+    assert code == 2 and "cannot write bag" in err
+    shutil.rmtree(tmp_path / "bag")
+    code, _, err = run_cli(capsys, "replay", tmp_path / "bag")  # handed to rats_ros.replay
+    assert code != 0 and "does not exist" in err
