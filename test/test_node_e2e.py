@@ -145,7 +145,11 @@ def test_use_sim_time_follows_the_bag_clock(tmp_path, bag, domain_id, model_cach
                               f"{ns}/image", "--wait-subscribers", "1")
         _, err = replay.communicate(timeout=60)
         assert replay.returncode == 0, err
-        wait_for(lambda: len(captions) >= CLIPS, timeout=60)
+        try:
+            wait_for(lambda: len(captions) >= CLIPS, timeout=60)
+        except AssertionError as missing:  # show the node's side of the story
+            raise AssertionError(f"{len(captions)} captions; node log:\n{node.log()[-4000:]}") \
+                from missing
 
         def sim_stamped():  # the node's clock, hence its diagnostics stamp, is the bag's time
             stamps = [time_ns(d.header.stamp) for d in diagnostics
