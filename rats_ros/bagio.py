@@ -20,7 +20,9 @@ from rosbags.typesys import Stores, get_typestore
 from rats_ros.clips import Frame
 from rats_ros.errors import FrameError, InputError
 from rats_ros.images import decode_compressed, decode_raw, encode_compressed, encode_raw
+from rats_ros.sample_scene import sample_scene, write_sample_bag
 
+# sample_scene and write_sample_bag live in rats_ros.sample_scene, re-exported here.
 __all__ = ["IMAGE", "COMPRESSED", "list_image_topics", "read_frames", "read_video_frames",
            "open_input", "serialize_image", "write_image_bag", "sample_scene", "write_sample_bag"]
 
@@ -294,58 +296,3 @@ def _image_msg(frame: Frame, frame_id: str, compressed: bool, encoding: str):
     encoding, width, height, step, raw = encode_raw(frame.image, encoding)
     return types[IMAGE](header=header, height=height, width=width, encoding=encoding,
                         is_bigendian=0, step=step, data=np.frombuffer(raw, dtype=np.uint8))
-
-
-def write_sample_bag(path, seconds: float = 64.0, fps: float = 2.0,
-                     size: tuple[int, int] = (320, 240), seed: int = 0,
-                     storage: str = "sqlite3", compressed: bool = False,
-                     topic: str = "/camera/image_raw") -> int:
-    """Write :func:`sample_scene` as a bag (for ``make demo`` and tests).
-
-    :returns: the number of messages written.
-    """
-    scene = sample_scene(seconds=seconds, fps=fps, size=size, seed=seed)
-    return write_image_bag(path, scene, topic=topic, storage=storage, compressed=compressed)
-
-
-def sample_scene(seconds: float = 64.0, fps: float = 2.0, size: tuple[int, int] = (320, 240),
-                 seed: int = 0, start_ns: int = 1_700_000_000 * 1_000_000_000) -> Iterator[Frame]:
-    """A deterministic synthetic scene: a red ball crossing a textured floor, a blue box that
-    appears and disappears, a green bar sweeping up and down.
-
-    :param seconds: duration.
-    :param fps: frame rate.
-    :param size: ``(width, height)``.
-    :param seed: texture and motion seed (same seed, same frames).
-    :param start_ns: stamp of the first frame.
-    :returns: an iterator of ``int(seconds * fps)`` frames.
-    """
-    width, height = size
-    rng = np.random.default_rng(seed)
-    background = _texture(rng, width, height)  # (H, W, 3)
-    speed, phase = rng.uniform(0.6, 1.4), rng.uniform(0, 2 * np.pi)
-    for index in range(int(seconds * fps)):
-        t = index / fps
-        image = background.copy()
-        _draw_scene(image, t, seconds, speed, phase)
-        yield Frame(start_ns + round(t * 1e9), image)
-
-
-def _texture(rng, width, height) -> np.ndarray:
-    noise = rng.integers(0, 256, (max(1, height // 8), max(1, width // 8), 3), dtype=np.uint8)
-    tiles = cv2.resize(noise, (width, height), interpolation=cv2.INTER_CUBIC)
-    gradient = np.linspace(60, 160, height, dtype=np.float32)[:, None, None]  # (H, 1, 1)
-    return np.clip(0.3 * tiles + gradient, 0, 255).astype(np.uint8)
-
-
-def _draw_scene(image, t, seconds, speed, phase) -> None:
-    height, width = image.shape[:2]
-    radius = max(2, min(width, height) // 10)
-    ball_x = int((t * speed / max(seconds, 1e-9) * 2 % 1.0) * (width + 2 * radius)) - radius
-    ball_y = int(height * (0.6 + 0.2 * np.sin(t + phase)))
-    cv2.circle(image, (ball_x, ball_y), radius, (220, 30, 30), thickness=-1)
-    if int(t // 8) % 2 == 1:  # the box is there every other 8 s
-        box = (width // 6, height // 5, width // 3, height // 2)
-        cv2.rectangle(image, box[:2], box[2:], (30, 60, 220), thickness=-1)
-    bar_y = int((0.5 + 0.4 * np.sin(0.5 * t)) * height)
-    cv2.rectangle(image, (width - width // 8, bar_y - 3), (width - 2, bar_y + 3), (40, 200, 40), -1)

@@ -10,67 +10,24 @@ after it is durable, and ``kill -9`` of a writer loses at most the row it had no
 Retention (:class:`RetentionPolicy`) runs in a background thread, in small batches of short
 transactions, never on the captioning path: a writer waits at most for one batch (a few ms).
 """
-import logging
 import os
 import sqlite3
 import threading
 import time
 import weakref
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from rats_ros.errors import ConfigError, StoreError
+from rats_ros.store_retention import RetentionMixin, RetentionPolicy
+from rats_ros.store_schema import SCHEMA_VERSION, ConnHolder, error_hint, init_schema, transaction
 
-_LOG = logging.getLogger(__name__)
-SCHEMA_VERSION = 1
+# Public names, some defined in the helper modules; importers use rats_ros.store.
+__all__ = ["CaptionStore", "RetentionPolicy", "StoredCaption", "SCHEMA_VERSION"]
 _SYNC_MODES = ("FULL", "NORMAL")
 _COLUMNS = ("id, stream_id, clip_index, start_ns, end_ns, text, model, frames, visual_tokens, "
             "kept_tokens, memory_tokens, processing_time, created_ns, embedder")
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS streams (
-    stream_id TEXT PRIMARY KEY, next_clip_index INTEGER NOT NULL, origin_ns INTEGER NOT NULL,
-    deleted INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS captions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, stream_id TEXT NOT NULL, clip_index INTEGER NOT NULL,
-    start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, text TEXT NOT NULL, model TEXT NOT NULL,
-    frames INTEGER NOT NULL, visual_tokens INTEGER NOT NULL, kept_tokens INTEGER NOT NULL,
-    memory_tokens INTEGER NOT NULL, processing_time REAL NOT NULL, created_ns INTEGER NOT NULL,
-    embedding BLOB, embedder TEXT NOT NULL DEFAULT '', UNIQUE (stream_id, clip_index));
-CREATE INDEX IF NOT EXISTS captions_window ON captions (stream_id, start_ns);
-CREATE INDEX IF NOT EXISTS captions_age ON captions (stream_id, created_ns);
-"""
-
-
-@dataclass(frozen=True)
-class RetentionPolicy:
-    """How long captions are kept. 0 disables a limit.
-
-    :param max_age_s: delete captions stored (wall clock, ``created_ns``) more than this long ago;
-        wall clock rather than stream stamps, so replaying an old bag does not wipe it at once.
-    :param max_rows: keep at most this many captions of the stream (oldest go first).
-    :param interval_s: seconds between pruning passes of the background thread.
-    :param batch_rows: rows deleted per transaction; small so a waiting writer gets in quickly.
-    """
-
-    max_age_s: float = 0.0
-    max_rows: int = 0
-    interval_s: float = 60.0
-    batch_rows: int = 500
-
-    def __post_init__(self):
-        if self.max_age_s < 0 or self.max_rows < 0:
-            raise ConfigError("retention max_age_s and max_rows must be >= 0 (0 keeps forever)")
-        if self.interval_s <= 0 or self.batch_rows < 1:
-            raise ConfigError("retention interval_s must be > 0 and batch_rows >= 1")
-
-    @property
-    def enabled(self) -> bool:
-        return self.max_age_s > 0 or self.max_rows > 0
-
-
 @dataclass
 class StoredCaption:
     """One stored caption. ``embedding`` is filled only by :meth:`CaptionStore.rows_after`."""
@@ -92,46 +49,7 @@ class StoredCaption:
     embedding: np.ndarray | None = None  # (d,) float32
 
 
-class _ConnHolder:
-    """One thread's connection; closed when its thread ends (the thread-local is dropped)."""
-
-    __slots__ = ("conn", "__weakref__")
-
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-
-    def __del__(self):
-        self.conn.close()
-
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection):
-    """A short write transaction: takes the write lock at once (waits up to busy_timeout)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:  # a failed COMMIT leaves it open; never leak it to the next call
-            conn.execute("ROLLBACK")
-        raise
-
-
-def _hint(message: str) -> str:
-    text = message.lower()
-    if "locked" in text or "busy" in text:
-        return "another process holds a lock on it; stop that process or use another store_path"
-    if "not a database" in text or "malformed" in text or "corrupt" in text:
-        return ("the file is corrupt or not a SQLite file; move it aside (keep it for inspection) "
-                "and start with a fresh store_path")
-    if "readonly" in text or "unable to open" in text or "permission" in text:
-        return "check that store_path is a file path in a writable directory"
-    if "full" in text or "i/o" in text:
-        return "check free disk space and the health of the disk holding store_path"
-    return "check store_path and the disk it is on"
-
-
-class CaptionStore:
+class CaptionStore(RetentionMixin):
     """Captions of one stream in a SQLite file.
 
     :param path: the SQLite file; its directory is created when missing.
@@ -158,7 +76,7 @@ class CaptionStore:
         self._sync = synchronous.upper()
         self._busy_ms = int(busy_timeout_s * 1000)
         self._local = threading.local()
-        self._conns: weakref.WeakSet[_ConnHolder] = weakref.WeakSet()
+        self._conns: weakref.WeakSet[ConnHolder] = weakref.WeakSet()
         self._conns_lock = threading.Lock()
         self._closed = threading.Event()
         self._pruner = None
@@ -184,7 +102,7 @@ class CaptionStore:
             return fn(self._conn())
         except sqlite3.Error as err:
             raise StoreError(f"{action} failed on caption store {self.path}: {err}; "
-                             f"{_hint(str(err))}") from err
+                             f"{error_hint(str(err))}") from err
 
     def _conn(self) -> sqlite3.Connection:
         holder = getattr(self._local, "holder", None)
@@ -193,7 +111,7 @@ class CaptionStore:
             # when the owning thread ends) may close it; only the owning thread uses it.
             conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000,
                                    isolation_level=None, check_same_thread=False)
-            holder = _ConnHolder(conn)
+            holder = ConnHolder(conn)
             self._local.holder = holder
             with self._conns_lock:
                 self._conns.add(holder)
@@ -211,38 +129,7 @@ class CaptionStore:
         if os.path.isdir(self.path):
             raise StoreError(f"store_path {self.path} is a directory; give a file path such as "
                              f"{os.path.join(self.path, 'captions.db')}")
-        self._run("opening", self._init_schema)
-
-    def _init_schema(self, conn):
-        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-        if mode.lower() != "wal":
-            conn.execute("PRAGMA journal_mode=WAL")
-        with _transaction(conn):
-            tables = {r[0] for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type='table'")}
-            if tables and "meta" not in tables:
-                raise StoreError(f"{self.path} is a SQLite file but not a rats_ros caption store "
-                                 f"(tables {sorted(tables)}); choose another store_path")
-            if "meta" in tables:
-                self._check_version(conn)
-                return
-            # Statement by statement: executescript() would commit the open transaction.
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(statement)
-            conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-
-    def _check_version(self, conn):
-        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        version = row[0] if row else None
-        if version == str(SCHEMA_VERSION):
-            return
-        if version is not None and version.isdigit() and int(version) > SCHEMA_VERSION:
-            raise StoreError(f"caption store {self.path} has schema version {version}, newer than "
-                             f"this rats_ros reads ({SCHEMA_VERSION}); upgrade rats_ros or use "
-                             "another store_path")
-        raise StoreError(f"caption store {self.path} has an unknown schema version {version!r} "
-                         f"(this rats_ros reads {SCHEMA_VERSION}); move the file aside or use "
-                         "another store_path")
+        self._run("opening", lambda conn: init_schema(conn, self.path))
 
     def close(self):
         """Stop the retention thread and close every thread's connection. Idempotent."""
@@ -285,7 +172,7 @@ class CaptionStore:
                float(caption.processing_time), time.time_ns(), blob, embedder if blob else "")
 
         def write(conn):
-            with _transaction(conn):
+            with transaction(conn):
                 cur = conn.execute(
                     "INSERT INTO captions (stream_id, clip_index, start_ns, end_ns, text, model, "
                     "frames, visual_tokens, kept_tokens, memory_tokens, processing_time, "
@@ -317,7 +204,7 @@ class CaptionStore:
                   for i, e in zip(ids, embeddings, strict=True)]
 
         def write(conn):
-            with _transaction(conn):
+            with transaction(conn):
                 return conn.executemany("UPDATE captions SET embedding=?, embedder=? "
                                         "WHERE id=? AND embedding IS NULL", params).rowcount
 
@@ -385,54 +272,3 @@ class CaptionStore:
             for cap, r in zip(out, rows, strict=True):
                 cap.embedding = None if r[14] is None else np.frombuffer(r[14], dtype="<f4")
         return out
-
-    # -- retention --------------------------------------------------------------------------
-    def prune(self, now_ns: int | None = None) -> int:
-        """Apply the retention policy now, in batches of short transactions.
-
-        :param now_ns: wall-clock "now" for the age limit (default: ``time.time_ns()``).
-        :returns: the number of captions deleted.
-        """
-        policy = self.retention
-        if policy is None or not policy.enabled:
-            return 0
-        deleted = 0
-        if policy.max_age_s > 0:
-            cutoff = (now_ns or time.time_ns()) - int(policy.max_age_s * 1e9)
-            deleted += self._delete_batches("stream_id=? AND created_ns<?",
-                                            (self.stream_id, cutoff), None)
-        if policy.max_rows > 0:  # oldest first, walking the rowid order ("+": not by index)
-            deleted += self._delete_batches("+stream_id=?", (self.stream_id,),
-                                            self.count() - policy.max_rows)
-        return deleted
-
-    def _delete_batches(self, condition: str, params, limit: int | None) -> int:
-        deleted = 0
-        batch = self.retention.batch_rows
-        while limit is None or deleted < limit:
-            size = batch if limit is None else min(batch, limit - deleted)
-            sql = (f"DELETE FROM captions WHERE id IN (SELECT id FROM captions WHERE "
-                   f"{condition} ORDER BY id LIMIT ?)")
-            count = self._run("pruning captions", lambda c, sql=sql, size=size: self._delete_tx(
-                c, sql, (*params, size)))
-            deleted += count
-            if count < size or self._closed.wait(0.005):  # yield to a waiting writer
-                break
-        return deleted
-
-    def _delete_tx(self, conn, sql: str, params) -> int:
-        with _transaction(conn):
-            count = conn.execute(sql, params).rowcount
-            conn.execute("UPDATE streams SET deleted = deleted + ? WHERE stream_id=?",
-                         (count, self.stream_id))
-        return count
-
-    def _prune_loop(self):
-        while not self._closed.wait(self.retention.interval_s):
-            try:
-                self.prune()
-            except StoreError as err:
-                if self._closed.is_set():
-                    return
-                # A busy store only delays pruning; the next pass catches up.
-                _LOG.warning("caption retention pass skipped: %s", err)

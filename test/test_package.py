@@ -9,7 +9,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CORE_MODULES = [
     "clips", "images", "selection", "memory", "readout", "captioner", "backends",
-    "store", "embedders", "retrieval", "qa", "bagio",
+    "store", "store_schema", "store_retention", "embedders", "retrieval", "mmr", "qa", "bagio",
+    "sample_scene",
 ]
 
 
