@@ -25,3 +25,15 @@ def model_cache(tmp_path_factory):
     path = tmp_path_factory.mktemp("model_cache")
     os.environ["RATS_ROS_CACHE"] = str(path)
     return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models are overhead-bound: one intra-op thread avoids OpenMP spin-waits, which slow
+    model tests several-fold on a busy 2-core machine (OMP_NUM_THREADS covers child processes)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

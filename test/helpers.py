@@ -1,6 +1,9 @@
 """Shared test helpers: polling instead of sleeps, and the ROS 2 network rule."""
 import os
 import time
+from dataclasses import dataclass
+
+SEC = 1_000_000_000
 
 
 def wait_for(condition, timeout=10.0, interval=0.05):
@@ -26,3 +29,18 @@ def ros_env(domain_id: int) -> dict:
     env["ROS_DOMAIN_ID"] = str(domain_id)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@dataclass
+class CaptionRecord:
+    """The ClipCaption attributes the store reads (the captioner's output has these and more)."""
+
+    clip_index: int
+    start_ns: int
+    end_ns: int
+    text: str
+    frames: int = 16
+    visual_tokens: int = 3136
+    kept_tokens: int = 196
+    memory_tokens: int = 392
+    processing_time: float = 0.25

@@ -20,14 +20,6 @@ PROMPT = "Describe what's happening in this video."
 TINY = ["tiny-random", "tiny-random-qwen2_5_vl"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models are overhead-bound: one intra-op thread avoids OpenMP spin-waits, which
-    slow these tests several-fold on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def frames(seed=0, t=16, h=48, w=64):

@@ -14,14 +14,6 @@ from rats_ros.errors import ConfigError
 SECOND = 1_000_000_000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models are overhead-bound: one intra-op thread avoids OpenMP spin-waits, which
-    slow these tests several-fold on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def make_clips(count, frames=16, seed=0, start_s=100):

@@ -2,10 +2,10 @@
 LLaVA-OneVision answering (its answers are meaningless; the tests check the plumbing: which
 captions it was given, in which order, under which budget, and the errors)."""
 import threading
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from helpers import CaptionRecord as Caption
 
 from rats_ros.backends import load_backend
 from rats_ros.embedders import ModelEmbedder, SentenceEmbedder, make_embedder
@@ -22,17 +22,6 @@ EVENTS = ["A man waters the plants on the balcony.", "A woman folds laundry on t
           "An old man washes dishes in the sink.", "A woman types on a laptop at the desk."]
 
 
-@dataclass
-class Caption:
-    clip_index: int
-    start_ns: int
-    end_ns: int
-    text: str
-    frames: int = 16
-    visual_tokens: int = 3136
-    kept_tokens: int = 196
-    memory_tokens: int = 392
-    processing_time: float = 0.2
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,6 @@ EAGER_CLASS = {"tiny-random": LlavaOnevisionForConditionalGeneration,
                "tiny-random-qwen2_5_vl": Qwen2_5_VLForConditionalGeneration}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models are overhead-bound: one intra-op thread avoids OpenMP spin-waits, which
-    slow these tests several-fold on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module", params=sorted(EAGER_CLASS))

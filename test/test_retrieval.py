@@ -2,10 +2,10 @@
 the token budget, MMR against near-duplicates, and the incremental index under retention."""
 import itertools
 import random
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from helpers import CaptionRecord as Caption
 
 from rats_ros.embedders import SentenceEmbedder
 from rats_ros.errors import QuestionError
@@ -21,17 +21,6 @@ def words(text: str) -> int:
     return len(text.split())
 
 
-@dataclass
-class Caption:
-    clip_index: int
-    start_ns: int
-    end_ns: int
-    text: str
-    frames: int = 16
-    visual_tokens: int = 3136
-    kept_tokens: int = 196
-    memory_tokens: int = 392
-    processing_time: float = 0.2
 
 
 def timeline(n: int, seed: int = 0) -> list[str]:

@@ -6,11 +6,11 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import CaptionRecord as Caption
 from helpers import wait_for
 
 from rats_ros.errors import ConfigError, StoreError
@@ -20,19 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 SEC = 1_000_000_000
 
 
-@dataclass
-class Caption:
-    """The ClipCaption attributes the store reads (the captioner's output has these and more)."""
-
-    clip_index: int
-    start_ns: int
-    end_ns: int
-    text: str
-    frames: int = 16
-    visual_tokens: int = 3136
-    kept_tokens: int = 196
-    memory_tokens: int = 392
-    processing_time: float = 0.25
 
 
 def clip(i: int, text: str = "") -> Caption:
