@@ -15,7 +15,7 @@ from transformers import AutoTokenizer, DynamicCache
 
 from .. import readout as ro
 from ..errors import ModelError
-from . import tiny
+from . import fast_decode, tiny
 from .base import BackendConfig, CaptionOutput, VideoBackend
 
 
@@ -193,6 +193,9 @@ class HFVideoBackend(VideoBackend):
     def greedy(self, embeds: torch.Tensor, max_new_tokens: int,
                timings: dict) -> list[int]:
         """Greedy decoding: prefill, then one token per step; the last token is never fed."""
+        ids = fast_decode.maybe_greedy(self, embeds, max_new_tokens, timings)  # CUDA fast path
+        if ids is not None:
+            return ids
         cache = DynamicCache(config=self.model.config.text_config)
         start = self._sync()
         logits = self.prefill(embeds, cache)

@@ -4,6 +4,7 @@ import math
 import torch
 from transformers import LlavaOnevisionForConditionalGeneration
 
+from .fast_layers import install_fast_pooling
 from .hf import HFVideoBackend, model_errors
 from .preprocess import pixel_norm, read_preprocessor_config, resize_normalize, upload
 from .tiny import LLAVA_VIDEO_MARKUP
@@ -28,6 +29,7 @@ class LlavaOnevisionBackend(HFVideoBackend):
         self.pooled_side = math.ceil(vision.image_size // vision.patch_size / 2)  # 2x2 pooling
         self.tokens_per_frame = self.pooled_side ** 2
         self.norm = pixel_norm(read_preprocessor_config(self.directory), SIGLIP_MEAN, SIGLIP_STD)
+        install_fast_pooling(self.model)  # same 2x2 bilinear pooling as two matrix products
 
     def token_grid(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
         return num_frames, self.pooled_side, self.pooled_side

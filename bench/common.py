@@ -1,0 +1,155 @@
+"""Bench plumbing shared by the bench scripts: backends at bench size, clips, timing, JSON lines.
+
+Every measurement is printed as one JSON line (``emit``) and appended to ``--out`` when given.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import models  # noqa: E402  (bench/models.py, beside this file)
+
+from rats_ros.backends import fast_decode, load_backend  # noqa: E402
+from rats_ros.backends.llava_onevision import LlavaOnevisionBackend  # noqa: E402
+from rats_ros.clips import Clip, Frame  # noqa: E402
+
+SIZES = ("tiny", "0.5b", "7b")
+FPS = 0.5  # the paper's sampling rate for RVS-Ego/Movie: one frame every 2 s
+
+
+class RandomWeightBackend(LlavaOnevisionBackend):
+    """The real LLaVA-OneVision backend, with weights drawn at random on the device.
+
+    Only ``_load_model`` differs: building a 7B model from its config on the GPU takes seconds,
+    where writing and reading a 16 GB random checkpoint would take minutes. Tokenizer, prompt
+    layout, preprocessing, read-out and decoding are the backend's own.
+    """
+
+    def _load_model(self):
+        from transformers import LlavaOnevisionConfig
+
+        config = LlavaOnevisionConfig.from_pretrained(self.directory)
+        return models.build_model(config, str(self.device), self.dtype).requires_grad_(False)
+
+
+def load_bench_backend(size: str, device: str, dtype: str = "bfloat16"):
+    """:returns: the backend for ``size`` (``tiny`` loads the tiny-random checkpoint), with the
+    fast decode path attached (it decides per call; ``backend.fast_decode`` switches it).
+
+    Bench sizes reuse the tiny-random checkpoint's tokenizer and chat template (a small BPE
+    vocabulary; token ids only matter for prompt length) with the bench-size model config.
+    """
+    if size == "tiny":
+        return fast_decode.attach(load_backend("tiny-random", device=device, dtype=dtype))
+    from transformers import AutoTokenizer
+
+    from rats_ros.backends import resolve_model
+    from rats_ros.backends.base import BackendConfig
+
+    tiny_dir = resolve_model("tiny-random")
+    directory = Path(tempfile.mkdtemp(prefix=f"rats-bench-{size}-"))
+    for item in tiny_dir.iterdir():  # tokenizer files and templates, not weights or configs
+        if item.name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                         "chat_template.jinja", "chat_template.json"):
+            shutil.copy(item, directory / item.name)
+    tok = AutoTokenizer.from_pretrained(tiny_dir, local_files_only=True)
+    models.build_config(size, tok.eos_token_id, tok.convert_tokens_to_ids("<image>"),
+                        tok.convert_tokens_to_ids("<video>")).save_pretrained(directory)
+    models.write_preprocessor_config(directory)
+    return fast_decode.attach(RandomWeightBackend(
+        directory, BackendConfig(model=str(directory), device=device, dtype=dtype),
+        f"random-llava-ov-{size}"))
+
+
+def frame_pool(count: int, side: int, frames: int, seed: int = 0) -> list[np.ndarray]:
+    """``count`` distinct random clips ``(frames, side, side, 3)`` uint8 to cycle through."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (frames, side, side, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def make_clip(pixels: np.ndarray, index: int, fps: float = FPS) -> Clip:
+    """Clip ``index`` of a stream sampled at ``fps``, with stamps in ns."""
+    period = int(1e9 / fps)
+    t = pixels.shape[0]
+    return Clip([Frame((index * t + i) * period, pixels[i]) for i in range(t)])
+
+
+def sync(device) -> float:
+    """Synchronise ``device`` (CUDA) and return ``time.perf_counter()``."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def reset_peak(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def memory_mb(device) -> dict:
+    """Allocated and peak-allocated device memory (MiB); zeros on CPU."""
+    if torch.device(device).type != "cuda":
+        return {"allocated_mb": 0.0, "peak_mb": 0.0}
+    return {"allocated_mb": torch.cuda.memory_allocated(device) / 2**20,
+            "peak_mb": torch.cuda.max_memory_allocated(device) / 2**20}
+
+
+def summary(values: list[float]) -> dict:
+    """p50 / p99 / mean / min / max of a list (ms or any unit)."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+    return {"p50": statistics.median(ordered), "p99": p99, "mean": statistics.fmean(ordered),
+            "min": ordered[0], "max": ordered[-1], "n": len(ordered)}
+
+
+def environment(device: str) -> dict:
+    """Device, software versions, date and git commit of this run."""
+    import transformers
+
+    commit = os.environ.get("RATS_GIT_COMMIT", "")
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                    check=True, cwd=Path(__file__).parent).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            commit = "unknown"
+    name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu"
+    return {"device": name, "torch": torch.__version__, "transformers": transformers.__version__,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit}
+
+
+class Emitter:
+    """Prints one JSON line per measurement and appends it to ``path`` when given."""
+
+    def __init__(self, path: str | None = None):
+        self.path = path
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, record: dict) -> dict:
+        line = json.dumps(record, sort_keys=True, default=float)
+        print(line, flush=True)
+        if self.path:
+            with open(self.path, "a") as fh:
+                fh.write(line + "\n")
+        return record
+
+
+def write_json(path: str | None, data) -> None:
+    """Write ``data`` as indented JSON to ``path`` (no-op without a path)."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(data, indent=1, default=float))

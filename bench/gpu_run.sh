@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The one script sent to the GPU machine (see bench/README.md). Runs from the repository root.
+#   RATS_GIT_COMMIT=$(git rev-parse HEAD) bash bench/gpu_run.sh PHASE...
+# PHASE: check (versions, CUDA tests of the fast path) | clip | stream | stream10h | ask
+#        | attn (cuDNN vs flash prefill) | confirm (= check clip ask) | all (= check clip stream)
+#        | final (check; ours/stock/full clips; ours ask; 1 h streams)
+# Results: $OUT/results.jsonl (one JSON line per measurement), per-bench JSON with per-clip rows,
+# and a log; all packed into $OUT/bench_out.tar.gz (the device returns at most 8 files).
+set -u -o pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RATS_ROS_CACHE=/tmp/rats_cache
+OUT=${OUT:-bench/out}
+mkdir -p "$OUT/json"
+RES="$OUT/results.jsonl"
+LOG="$OUT/log.txt"
+status=0
+
+run() {  # run LIMIT_S CMD...: one bench with its own time limit; a failure is recorded, not fatal
+    local limit=$1; shift
+    echo "### $*" | tee -a "$LOG"
+    timeout "$limit" "$@" >>"$LOG" 2>&1
+    local rc=$?
+    [ $rc -ne 0 ] && { echo "### FAILED rc=$rc: $*" | tee -a "$LOG"; status=1; }
+    return 0
+}
+
+phase_check() {
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv \
+        | tee -a "$LOG"
+    python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers',
+transformers.__version__, torch.cuda.get_device_name())" | tee -a "$LOG"
+    run 240 python3 -m pytest -q -rs -p no:cacheprovider test/test_fast_decode.py
+}
+
+clip() {  # clip SIZE REPEATS [extra args]
+    local size=$1 reps=$2; shift 2
+    run 420 python3 bench/bench_clip.py --size "$size" --repeats "$reps" --out "$RES" \
+        --json "$OUT/json/clip_$size.json" "$@"
+}
+
+stream() {  # stream SIZE VARIANT CLIPS|HOURS-ARG...
+    local size=$1 variant=$2; shift 2
+    run 500 python3 bench/bench_stream.py --size "$size" --variant "$variant" --out "$RES" \
+        --json "$OUT/json/stream_${size}_${variant}_${1#--}$2.json" "$@"
+}
+
+for phase in "${@:-all}"; do
+    case $phase in
+        check) phase_check ;;
+        clip) clip 0.5b 5 --profile; clip 7b 3 --profile ;;
+        clip05) clip 0.5b 5 ;;
+        clip7) clip 7b 3 ;;
+        stream) stream 0.5b ours --hours 1; stream 0.5b full --clips 24
+                stream 7b ours --hours 1; stream 7b full --clips 20 ;;
+        stream10h) stream 0.5b ours --hours 10 ;;
+        attn) clip 0.5b 5 --variants ours ours_cudnn full full_cudnn --states full
+              clip 7b 3 --variants ours ours_cudnn full full_cudnn --states full ;;
+        final) phase_check
+               clip 0.5b 5 --variants ours stock full; clip 7b 3 --variants ours stock full
+               run 300 python3 bench/bench_ask.py --size 0.5b --variants ours --out "$RES"
+               run 300 python3 bench/bench_ask.py --size 7b --variants ours --repeats 3 \
+                   --out "$RES"
+               stream 0.5b ours --hours 1; stream 7b ours --hours 1 ;;
+        ask) run 400 python3 bench/bench_ask.py --size 0.5b --out "$RES"
+             run 500 python3 bench/bench_ask.py --size 7b --repeats 3 --out "$RES" ;;
+        confirm) phase_check; clip 0.5b 5 --profile; clip 7b 3 --profile
+                 run 400 python3 bench/bench_ask.py --size 0.5b --out "$RES"
+                 run 500 python3 bench/bench_ask.py --size 7b --repeats 3 --out "$RES" ;;
+        all) phase_check; clip 0.5b 5; clip 7b 3
+             stream 0.5b ours --hours 1; stream 0.5b full --clips 24
+             stream 7b ours --hours 1; stream 7b full --clips 20 ;;
+        *) echo "unknown phase $phase" | tee -a "$LOG"; status=1 ;;
+    esac
+done
+python3 bench/run_all.py --table "$RES" | tee -a "$LOG"
+tar -czf "$OUT/bench_out.tar.gz" -C "$OUT" results.jsonl log.txt json
+exit $status

@@ -1,0 +1,193 @@
+"""The fast decode path gives the plain path's tokens and read-out scores.
+
+CPU runs exercise the static-cache decode step without a CUDA graph (the same arithmetic that
+the graph captures). The CUDA-graph test runs only where CUDA exists (the bench device); on a CPU
+machine pytest reports it as skipped, never as passed.
+"""
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import torch
+
+from rats_ros import readout as ro
+from rats_ros.backends import fast_decode, fast_layers, load_backend
+from rats_ros.errors import ModelError
+
+PROMPT = "Describe what's happening in this video."
+
+
+@pytest.fixture(scope="module")
+def backend(model_cache):
+    return load_backend("tiny-random")
+
+
+def clip(seed):
+    return np.random.default_rng(seed).integers(0, 256, (16, 48, 64, 3), dtype=np.uint8)
+
+
+def plain_and_fast(backend, memory_tokens, max_new, eos_ids=None, **fast_kwargs):
+    """Decode the same prompt through the backend's plain loop and through the fast path."""
+    visual = backend.encode_clip(clip(memory_tokens))
+    memory = torch.randn(memory_tokens, backend.hidden_size, generator=torch.Generator()
+                         .manual_seed(memory_tokens)) * 0.1
+    saved = backend.eos_ids
+    if eos_ids is not None:
+        backend.eos_ids = eos_ids
+    try:
+        with torch.inference_mode():
+            embeds, start = backend.build_inputs(memory, visual, PROMPT)
+        results = []
+        for fast in (False, True):
+            session = ro.Readout(backend.readout_layers, start, visual.shape[0])
+            timings = {}
+            with torch.inference_mode(), ro.active(session):
+                if fast:
+                    with forced_fast(backend, **fast_kwargs):
+                        ids = fast_decode.maybe_greedy(backend, embeds, max_new, timings)
+                else:
+                    ids = backend.greedy(embeds, max_new, timings)
+            results.append((ids, session.scores(), session.count, timings))
+    finally:
+        backend.eos_ids = saved
+    return results
+
+
+@contextmanager
+def forced_fast(backend, **kwargs):
+    """Switch the real backend's fast path on (it is off on CPU by default), then off again."""
+    backend.fast_decode = True
+    backend._fast_decoder = fast_decode.FastDecoder(backend.model, backend.readout_layers, **kwargs)
+    try:
+        yield backend._fast_decoder
+    finally:
+        backend.fast_decode, backend._fast_decoder = None, None
+
+
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("memory_tokens", [0, 37])
+def test_fast_matches_plain_tokens_and_scores(backend, memory_tokens, split, monkeypatch):
+    # split: the large-prompt prefill layout (one product per projection), forced on tiny sizes
+    monkeypatch.setattr(fast_layers, "SPLIT_ELEMENTS", 0 if split else 2**62)
+    (ids, scores, count, _), (fids, fscores, fcount, ftimes) = plain_and_fast(
+        backend, memory_tokens, 12, eos_ids=set())
+    assert fids == ids and len(ids) == 12
+    assert fcount == count
+    torch.testing.assert_close(fscores, scores, rtol=1e-5, atol=1e-7)
+    assert ftimes["prefill"] > 0 and ftimes["decode"] > 0
+
+
+def test_fast_stops_at_eos_like_plain(backend):
+    ids = plain_and_fast(backend, 5, 10, eos_ids=set())[0][0]
+    eos = ids[5]  # an id the greedy caption emits; both paths must stop at its first use
+    first = ids.index(eos)
+    (pids, pscores, pcount, _), (fids, fscores, fcount, _) = plain_and_fast(
+        backend, 5, 10, eos_ids={eos})
+    assert pids == ids[:first + 1] and fids == pids
+    assert fcount == pcount
+    torch.testing.assert_close(fscores, pscores, rtol=1e-5, atol=1e-7)
+
+
+def test_capacity_growth_and_bucket_reuse_give_same_results(backend):
+    decoder = fast_decode.FastDecoder(backend.model, backend.readout_layers, bucket=64)
+    embeds_long = torch.randn(300, backend.hidden_size) * 0.1
+    embeds_short = torch.randn(40, backend.hidden_size) * 0.1
+    with torch.inference_mode():
+        short_fresh = decoder.run(embeds_short, 6, (), (0, 40))
+        capacity = decoder._state.capacity
+        decoder.run(embeds_long, 6, (), (0, 300))  # grows the static buffers
+        assert decoder._state.capacity > capacity
+        short_again = decoder.run(embeds_short, 6, (), (0, 40))
+    assert short_again.token_ids == short_fresh.token_ids
+    torch.testing.assert_close(short_again.scores, short_fresh.scores)
+
+
+def test_text_only_generate_matches(backend):
+    ids = torch.tensor(backend._encode(backend._render("What happened?")))
+    with torch.inference_mode():
+        embeds = backend.embed_tokens(ids)[None]
+        plain = backend.greedy(embeds, 8, {})
+        with forced_fast(backend):
+            fast = fast_decode.maybe_greedy(backend, embeds, 8, {})
+    assert fast == plain and len(plain) >= 1
+
+
+def test_unsupported_and_disabled_fall_back(model_cache, backend):
+    qwen = load_backend("tiny-random-qwen2_5_vl")
+    assert not fast_decode.supports(qwen.model)  # mRoPE language model: plain loop
+    assert fast_decode.maybe_greedy(qwen, torch.zeros(1, 3, qwen.hidden_size), 2, {}) is None
+    assert not fast_decode.enabled(backend)  # CPU default: plain loop
+    with pytest.raises(ModelError):
+        fast_decode.FastDecoder(qwen.model)
+
+
+def test_bad_arguments_raise_model_error(backend):
+    decoder = fast_decode.FastDecoder(backend.model, backend.readout_layers)
+    with pytest.raises(ModelError):
+        decoder.run(torch.zeros(0, backend.hidden_size), 4)
+    with pytest.raises(ModelError):
+        decoder.run(torch.zeros(5, backend.hidden_size), 4, readout_range=(3, 9))
+    with pytest.raises(ModelError):
+        fast_decode.FastDecoder(backend.model, (99,))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (bench device)")
+def test_cuda_graph_matches_eager_step(backend):
+    model = backend.model.to("cuda")
+    try:
+        graphed = fast_decode.FastDecoder(model, backend.readout_layers, bucket=64)
+        for length in (200, 260, 700, 200, 1300):  # grows the buffers twice, reuses buckets
+            embeds = (torch.randn(length, backend.hidden_size) * 0.1).cuda()
+            eager = fast_decode.FastDecoder(model, backend.readout_layers, use_cuda_graph=False)
+            runs = [d.run(embeds, 16, (), (10, 150)) for d in (eager, graphed)]
+            assert runs[1].token_ids == runs[0].token_ids
+            torch.testing.assert_close(runs[1].scores, runs[0].scores, rtol=1e-5, atol=1e-7)
+        assert len(graphed._graphs) <= fast_decode.MAX_GRAPHS
+    finally:
+        backend.model.to("cpu")
+
+
+def test_attached_backend_captions_like_plain(model_cache):
+    backend = load_backend("tiny-random")
+    visual = backend.encode_clip(clip(7))
+    memory = visual[:20] * 0.5
+    plain = backend.caption(memory, visual, PROMPT, 10, readout=True)
+    fast_decode.attach(backend)
+    backend.fast_decode = True
+    fast = backend.caption(memory, visual, PROMPT, 10, readout=True)
+    assert isinstance(backend._fast_decoder, fast_decode.FastDecoder)  # the fast path ran
+    assert fast.token_ids == plain.token_ids and fast.text == plain.text
+    torch.testing.assert_close(fast.scores, plain.scores, rtol=1e-5, atol=1e-7)
+    assert set(fast.timings) == {"prefill", "decode"}
+
+
+def test_fast_pooling_matches_stock_interpolate(model_cache):
+    backend = load_backend("tiny-random")
+    frames = clip(11)
+    stock = backend.encode_clip(frames)  # (N, D) through F.interpolate
+    assert fast_layers.install_fast_pooling(backend.model)
+    fast = backend.encode_clip(frames)
+    assert fast.shape == stock.shape
+    torch.testing.assert_close(fast, stock, rtol=1e-5, atol=1e-6)
+    features = torch.randn(3, 8 * 8, 5, dtype=torch.float64)  # any D, any dtype
+    reference = torch.nn.functional.interpolate(
+        features.view(3, 8, 8, 5).permute(0, 3, 1, 2), size=[4, 4], mode="bilinear")
+    torch.testing.assert_close(backend.model.model.apply_pooling(features),
+                               reference.permute(0, 2, 3, 1).reshape(3, 16, 5))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (bench device)")
+@pytest.mark.parametrize("attention", ["cudnn", "flash"])
+def test_cuda_bf16_fast_path_close_to_plain(model_cache, attention):
+    backend = load_backend("tiny-random", device="cuda", dtype="bfloat16")
+    visual = backend.encode_clip(clip(3))
+    memory = visual[:40]
+    backend.fast_decode = False
+    plain = backend.caption(memory, visual, PROMPT, 4, readout=True)
+    backend.fast_decode = True
+    backend._fast_decoder = fast_decode.FastDecoder(backend.model, backend.readout_layers,
+                                                    prefill_attention=attention)
+    fast = backend.caption(memory, visual, PROMPT, 4, readout=True)
+    assert fast.token_ids[0] == plain.token_ids[0]
+    error = (fast.scores.float() - plain.scores.float()).norm() / plain.scores.float().norm()
+    assert error < 5e-2  # bf16 arithmetic in both paths, in different orders
