@@ -141,10 +141,10 @@ class Player:
         return self.published
 
     def _play_once(self) -> None:
-        start_wall = time.monotonic()
-        first_ns = None
+        start_wall = first_ns = None
         for log_ns, raw in iter_raw(self._bag, self._topic):
-            first_ns = log_ns if first_ns is None else first_ns
+            if first_ns is None:  # the schedule starts with the first message, after opening
+                first_ns, start_wall = log_ns, time.monotonic()  # the bag (slow under load)
             due = start_wall + (log_ns - first_ns) / _NS / self._options.rate
             if not self._sleep_until(due, first_ns, start_wall):
                 return

@@ -49,6 +49,10 @@ class RosClient:
         except rclpy.executors.ExternalShutdownException:
             pass
 
+    def spinning(self) -> bool:
+        """False when the executor thread ended (an exception in it is printed by pytest)."""
+        return self._thread.is_alive()
+
     def collect(self, msg_type, topic: str, reliable: bool = True) -> list:
         """Subscribe and return the list the messages are appended to."""
         received = []

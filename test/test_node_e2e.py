@@ -59,9 +59,21 @@ def streamed(node, bag, domain_id, ros_client):  # noqa: F811
     seen_when_asked = len(captions)
     _, err = replay.communicate(timeout=60)
     assert replay.returncode == 0, err
-    wait_for(lambda: len(captions) >= CLIPS, timeout=60)
+    _wait_for_captions(captions, diagnostics, node, err, ros_client)
     return {"captions": captions, "overlays": overlays, "diagnostics": diagnostics,
             "during": during, "seen_when_asked": seen_when_asked}
+
+
+def _wait_for_captions(captions, diagnostics, node, replay_err, client):
+    """Wait for all clips' captions; on a timeout, show the node's side of the story."""
+    try:
+        wait_for(lambda: len(captions) >= CLIPS, timeout=60)
+    except AssertionError as missing:
+        last = diagnostics_values(diagnostics[-1]) if diagnostics else "none received"
+        raise AssertionError(
+            f"captions {[c.clip_index for c in captions]}, replay: {replay_err.strip()!r}, "
+            f"client spinning: {client.spinning()}, last diagnostics: {last}; "
+            f"node log:\n{node.log()[-4000:]}") from missing
 
 
 def test_every_clip_is_captioned_with_consistent_stamps(streamed):
@@ -129,7 +141,8 @@ def test_selection_overlay_and_diagnostics_after_the_stream(streamed):
 
 
 def test_sigterm_stops_cleanly(node, streamed):
-    assert node.stop(signal.SIGTERM) == 0
+    code = node.stop(signal.SIGTERM)
+    assert code == 0, f"exit code {code}; node log:\n{node.log()[-4000:]}"
     assert_no_traceback(node.log())
 
 
@@ -145,11 +158,7 @@ def test_use_sim_time_follows_the_bag_clock(tmp_path, bag, domain_id, model_cach
                               f"{ns}/image", "--wait-subscribers", "1")
         _, err = replay.communicate(timeout=60)
         assert replay.returncode == 0, err
-        try:
-            wait_for(lambda: len(captions) >= CLIPS, timeout=60)
-        except AssertionError as missing:  # show the node's side of the story
-            raise AssertionError(f"{len(captions)} captions; node log:\n{node.log()[-4000:]}") \
-                from missing
+        _wait_for_captions(captions, diagnostics, node, err, ros_client)
 
         def sim_stamped():  # the node's clock, hence its diagnostics stamp, is the bag's time
             stamps = [time_ns(d.header.stamp) for d in diagnostics
