@@ -13,7 +13,7 @@ test: setup lint
 	@$(ENV) python -m pytest test $(PYTEST_ARGS)
 
 demo: setup
-	@$(ENV) python -m rats_ros.demo $(DEMO_ARGS)
+	@$(ENV) python -m rats_ros.ros.demo $(DEMO_ARGS)
 
 bench: setup
 	@$(ENV) python bench/run_all.py --smoke

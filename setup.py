@@ -16,8 +16,8 @@ setup(
     ],
     entry_points={
         "console_scripts": [
-            "rats-ros = rats_ros.cli:main",
-            "stream_node = rats_ros.node:main",
+            "rats-ros = rats_ros.tools.cli:main",
+            "stream_node = rats_ros.ros.main:main",
         ],
     },
 )

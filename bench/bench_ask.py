@@ -9,7 +9,6 @@ the worst-case prompt).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 
@@ -17,19 +16,22 @@ import numpy as np
 from common import (
     FPS,
     Emitter,
+    entry_point,
     environment,
     load_bench_backend,
+    model_parser,
+    parse_args,
     reset_peak,
     summary,
     sync,
     write_json,
 )
 
-from rats_ros.backends import fast_decode
-from rats_ros.captioner import ClipCaption
-from rats_ros.embedders import ModelEmbedder
-from rats_ros.qa import QAConfig, QuestionAnswerer
-from rats_ros.store import CaptionStore
+from rats_ros.models.fast import decode as fast_decode
+from rats_ros.recall.embedders import ModelEmbedder
+from rats_ros.recall.qa import QAConfig, QuestionAnswerer
+from rats_ros.recall.store import CaptionStore
+from rats_ros.stream.captioner import ClipCaption
 
 WORDS = ("a person walks into the kitchen and opens the fridge the robot moves along the corridor "
          "a man is sitting at a desk typing on a laptop while a woman talks on the phone red bus "
@@ -118,10 +120,7 @@ def bench(args) -> list[dict]:
 
 
 def parse(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", choices=("tiny", "0.5b", "7b"), default="0.5b")
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--dtype", default="bfloat16")
+    ap = model_parser(__doc__)
     ap.add_argument("--variants", nargs="+", default=["ours", "plain"], choices=("ours", "plain"))
     ap.add_argument("--hours", type=float, default=1.0)
     ap.add_argument("--frames", type=int, default=16)
@@ -131,20 +130,11 @@ def parse(argv=None):
     ap.add_argument("--budget", type=int, default=10000)
     ap.add_argument("--answer-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--out", help="append JSON lines here")
-    ap.add_argument("--json", help="write full records here")
-    ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU, seconds")
-    args = ap.parse_args(argv)
-    if args.smoke:
-        args.size, args.device, args.dtype = "tiny", "cpu", "float32"
-        args.hours, args.caption_tokens, args.budget_tokens = 0.05, 20, 40
-        args.budget, args.answer_tokens, args.repeats = 200, 4, 1
-    return args
+    return parse_args(ap, argv, hours=0.05, caption_tokens=20, budget_tokens=40,
+                      budget=200, answer_tokens=4, repeats=1)
 
 
-def main(argv=None) -> int:
-    bench(parse(argv))
-    return 0
+main = entry_point(parse, bench)
 
 
 if __name__ == "__main__":

@@ -16,30 +16,32 @@ Variants (each one JSON line per memory state, medians over ``--repeats`` clips)
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import models
 import torch
 from common import (
     Emitter,
+    entry_point,
     environment,
     frame_pool,
     load_bench_backend,
     make_clip,
     memory_mb,
+    model_parser,
+    parse_args,
     reset_peak,
     summary,
     sync,
     write_json,
 )
 
-from rats_ros import readout as ro
-from rats_ros.backends import fast_decode
-from rats_ros.backends.preprocess import resize_normalize, upload
-from rats_ros.captioner import CaptionerConfig, RecurrentCaptioner
 from rats_ros.errors import ModelError
-from rats_ros.selection import keep_count
+from rats_ros.models.fast import decode as fast_decode
+from rats_ros.models.preprocess import resize_normalize, upload
+from rats_ros.stream import readout as ro
+from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
+from rats_ros.stream.selection import keep_count
 
 VARIANTS = ("ours", "fast_nograph", "plain", "stock", "full", "ours_cudnn", "full_cudnn")
 PHASES = ("encode", "prefill", "decode", "select")
@@ -268,10 +270,7 @@ def bench(args) -> list[dict]:
 
 
 def parse(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", choices=("tiny", "0.5b", "7b"), default="0.5b")
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--dtype", default="bfloat16")
+    ap = model_parser(__doc__)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--states", nargs="+", default=["empty", "full"], choices=("empty", "full"))
     ap.add_argument("--tokens", type=int, default=40)
@@ -279,20 +278,11 @@ def parse(argv=None):
     ap.add_argument("--side", type=int, default=384)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--out", help="append JSON lines here")
-    ap.add_argument("--json", help="write full records (per-clip rows) here")
     ap.add_argument("--profile", action="store_true", help="CUDA kernel counts per phase")
-    ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU, seconds")
-    args = ap.parse_args(argv)
-    if args.smoke:
-        args.size, args.device, args.dtype = "tiny", "cpu", "float32"
-        args.tokens, args.side, args.warmup, args.repeats = 4, 64, 1, 1
-    return args
+    return parse_args(ap, argv, tokens=4, side=64, warmup=1, repeats=1)
 
 
-def main(argv=None) -> int:
-    bench(parse(argv))
-    return 0
+main = entry_point(parse, bench)
 
 
 if __name__ == "__main__":

@@ -30,9 +30,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rats_ros.embedders import SentenceEmbedder  # noqa: E402
-from rats_ros.retrieval import RetrievalIndex, select_under_budget  # noqa: E402
-from rats_ros.store import CaptionStore  # noqa: E402
+from rats_ros.recall.embedders import SentenceEmbedder  # noqa: E402
+from rats_ros.recall.retrieval import RetrievalIndex, select_under_budget  # noqa: E402
+from rats_ros.recall.store import CaptionStore  # noqa: E402
 
 CLIPS_PER_HOUR = 3600 * 0.5 / 16  # 112.5
 SEC = 1_000_000_000
@@ -160,7 +160,7 @@ def bench_disk(texts, emb, tmp, n):
                 vec = emb[i % len(emb)] if dim == emb.shape[1] else (
                     rng.standard_normal(dim).astype(np.float32) if dim else None)
                 store.add(caption(i, texts[i % len(texts)]), vec, label if dim else "")
-            store._run("checkpoint", lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+            store.run("checkpoint", lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
         per_row = os.path.getsize(path) / n
         emit("disk", n, f"{label}_per_hour", per_row * CLIPS_PER_HOUR / 1e6, "MB/h",
              bytes_per_caption=round(per_row))

@@ -8,7 +8,6 @@ step, and the store's size on disk. ``--variant full`` runs the full-context bas
 """
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -16,20 +15,23 @@ import time
 from common import (
     FPS,
     Emitter,
+    entry_point,
     environment,
     frame_pool,
     load_bench_backend,
     make_clip,
     memory_mb,
+    model_parser,
+    parse_args,
     reset_peak,
     summary,
     write_json,
 )
 
-from rats_ros.backends import fast_decode
-from rats_ros.captioner import CaptionerConfig, RecurrentCaptioner
-from rats_ros.embedders import ModelEmbedder
-from rats_ros.store import CaptionStore
+from rats_ros.models.fast import decode as fast_decode
+from rats_ros.recall.embedders import ModelEmbedder
+from rats_ros.recall.store import CaptionStore
+from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
 
 
 def store_bytes(path: str) -> int:
@@ -93,10 +95,7 @@ def stream(args) -> dict:
 
 
 def parse(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", choices=("tiny", "0.5b", "7b"), default="0.5b")
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--dtype", default="bfloat16")
+    ap = model_parser(__doc__)
     ap.add_argument("--variant", choices=("ours", "full"), default="ours")
     ap.add_argument("--plain", action="store_true", help="the backend's plain decode loop")
     ap.add_argument("--hours", type=float, default=1.0)
@@ -104,19 +103,10 @@ def parse(argv=None):
     ap.add_argument("--tokens", type=int, default=40)
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--side", type=int, default=384)
-    ap.add_argument("--out", help="append JSON lines here")
-    ap.add_argument("--json", help="write the summary and per-clip rows here")
-    ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU, seconds")
-    args = ap.parse_args(argv)
-    if args.smoke:
-        args.size, args.device, args.dtype = "tiny", "cpu", "float32"
-        args.clips, args.tokens, args.side = 4, 4, 64
-    return args
+    return parse_args(ap, argv, clips=4, tokens=4, side=64)
 
 
-def main(argv=None) -> int:
-    stream(parse(argv))
-    return 0
+main = entry_point(parse, stream)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Every measurement is printed as one JSON line (``emit``) and appended to ``--out
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -20,11 +21,40 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import models  # noqa: E402  (bench/models.py, beside this file)
 
-from rats_ros.backends import fast_decode, load_backend  # noqa: E402
-from rats_ros.backends.llava_onevision import LlavaOnevisionBackend  # noqa: E402
-from rats_ros.clips import Clip, Frame  # noqa: E402
+from rats_ros.models import load_backend  # noqa: E402
+from rats_ros.models.llava_onevision import LlavaOnevisionBackend  # noqa: E402
+from rats_ros.stream.clips import Clip, Frame  # noqa: E402
 
 SIZES = ("tiny", "0.5b", "7b")
+SMOKE = {"size": "tiny", "device": "cpu", "dtype": "float32"}
+
+
+def model_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every model bench shares: size, device, dtype, outputs, ``--smoke``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--size", choices=SIZES, default="0.5b")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--out", help="append JSON lines here")
+    ap.add_argument("--json", help="write the full records here")
+    ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU, seconds (CI)")
+    return ap
+
+
+def parse_args(ap: argparse.ArgumentParser, argv, **smoke) -> argparse.Namespace:
+    """Parse ``argv``; with ``--smoke`` the tiny model on the CPU and the ``smoke`` values."""
+    args = ap.parse_args(argv)
+    if args.smoke:
+        vars(args).update(SMOKE | smoke)
+    return args
+
+
+def entry_point(parse, run):
+    """``main(argv=None) -> 0`` of a bench script: ``run(parse(argv))``."""
+    def main(argv=None) -> int:
+        run(parse(argv))
+        return 0
+    return main
 FPS = 0.5  # the paper's sampling rate for RVS-Ego/Movie: one frame every 2 s
 
 
@@ -44,18 +74,18 @@ class RandomWeightBackend(LlavaOnevisionBackend):
 
 
 def load_bench_backend(size: str, device: str, dtype: str = "bfloat16"):
-    """:returns: the backend for ``size`` (``tiny`` loads the tiny-random checkpoint), with the
-    fast decode path attached (it decides per call; ``backend.fast_decode`` switches it).
+    """:returns: the backend for ``size`` (``tiny`` loads the tiny-random checkpoint); its
+    ``greedy`` takes the fast decode path where it applies (``backend.fast_decode`` switches it).
 
     Bench sizes reuse the tiny-random checkpoint's tokenizer and chat template (a small BPE
     vocabulary; token ids only matter for prompt length) with the bench-size model config.
     """
     if size == "tiny":
-        return fast_decode.attach(load_backend("tiny-random", device=device, dtype=dtype))
+        return load_backend("tiny-random", device=device, dtype=dtype)
     from transformers import AutoTokenizer
 
-    from rats_ros.backends import resolve_model
-    from rats_ros.backends.base import BackendConfig
+    from rats_ros.models import resolve_model
+    from rats_ros.models.base import BackendConfig
 
     tiny_dir = resolve_model("tiny-random")
     directory = Path(tempfile.mkdtemp(prefix=f"rats-bench-{size}-"))
@@ -67,9 +97,9 @@ def load_bench_backend(size: str, device: str, dtype: str = "bfloat16"):
     models.build_config(size, tok.eos_token_id, tok.convert_tokens_to_ids("<image>"),
                         tok.convert_tokens_to_ids("<video>")).save_pretrained(directory)
     models.write_preprocessor_config(directory)
-    return fast_decode.attach(RandomWeightBackend(
+    return RandomWeightBackend(
         directory, BackendConfig(model=str(directory), device=device, dtype=dtype),
-        f"random-llava-ov-{size}"))
+        f"random-llava-ov-{size}")
 
 
 def frame_pool(count: int, side: int, frames: int, seed: int = 0) -> list[np.ndarray]:

@@ -1,6 +1,6 @@
 """``python -m rats_ros`` is ``rats-ros``."""
 import sys
 
-from rats_ros.cli import main
+from rats_ros.tools.cli import main
 
 sys.exit(main())

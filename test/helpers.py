@@ -1,7 +1,8 @@
 """Shared test helpers: polling instead of sleeps, and the ROS 2 network rule."""
 import os
 import time
-from dataclasses import dataclass
+
+from rats_ros.records import CaptionRecord
 
 SEC = 1_000_000_000
 
@@ -31,16 +32,9 @@ def ros_env(domain_id: int) -> dict:
     return env
 
 
-@dataclass
-class CaptionRecord:
-    """The ClipCaption attributes the store reads (the captioner's output has these and more)."""
-
-    clip_index: int
-    start_ns: int
-    end_ns: int
-    text: str
-    frames: int = 16
-    visual_tokens: int = 3136
-    kept_tokens: int = 196
-    memory_tokens: int = 392
-    processing_time: float = 0.25
+def make_caption(clip_index: int, start_ns: int, end_ns: int, text: str,
+                 **fields) -> CaptionRecord:
+    """A caption record with plausible statistics (the store tests care about the text/times)."""
+    stats = dict(frames=16, visual_tokens=3136, kept_tokens=196, memory_tokens=392,
+                 processing_time=0.25) | fields
+    return CaptionRecord(clip_index, start_ns, end_ns, text, **stats)

@@ -2,7 +2,7 @@
 
 Every child process runs with ``helpers.ros_env(domain_id)`` (loopback discovery, this run's
 domain); the test side owns its own ``rclpy.Context``. Nothing here fakes ROS: the node is
-``python -m rats_ros.node`` with a real tiny model, topics and services go through Fast DDS.
+``python -m rats_ros.ros.main`` with a real tiny model, topics and services go through Fast DDS.
 """
 from __future__ import annotations
 
@@ -101,12 +101,14 @@ class RosClient:
 
 
 class NodeProcess:
-    """``python -m rats_ros.node`` as a child process, output captured in files."""
+    """``python -m rats_ros.ros.main`` as a child process, output captured in files."""
 
     def __init__(self, workdir: Path, domain_id: int, params: dict, params_file=CONFIG,
-                 name: str = "node", remaps: dict | None = None):
+                 name: str = "node", remaps: dict | None = None, command=None, env=None):
+        """:param command: the executable (default: this checkout's ``python -m``);
+        :param env: extra environment on top of :func:`helpers.ros_env`."""
         self.log_path = Path(workdir) / f"{name}.log"
-        args = [sys.executable, "-m", "rats_ros.node", "--ros-args"]
+        args = list(command or [sys.executable, "-m", "rats_ros.ros.main"]) + ["--ros-args"]
         if params_file:
             args += ["--params-file", str(params_file)]
         for key, value in params.items():
@@ -114,7 +116,8 @@ class NodeProcess:
         for source, target in (remaps or {}).items():
             args += ["-r", f"{source}:={target}"]
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=ros_env(domain_id), stdout=self._log,
+        self.proc = subprocess.Popen(args, cwd=workdir if command else ROOT,
+                                     env=ros_env(domain_id) | (env or {}), stdout=self._log,
                                      stderr=subprocess.STDOUT)
 
     def log(self) -> str:
@@ -167,8 +170,8 @@ def start_node(workdir, domain_id, wait_active: bool = True, **params) -> NodePr
 
 
 def start_replay(bag, domain_id, *options) -> subprocess.Popen:
-    """``python -m rats_ros.replay BAG OPTIONS`` as a child process."""
-    return subprocess.Popen([sys.executable, "-m", "rats_ros.replay", str(bag), *options],
+    """``python -m rats_ros.ros.replay BAG OPTIONS`` as a child process."""
+    return subprocess.Popen([sys.executable, "-m", "rats_ros.ros.replay", str(bag), *options],
                             cwd=ROOT, env=ros_env(domain_id), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -176,9 +179,9 @@ def start_replay(bag, domain_id, *options) -> subprocess.Popen:
 def scene_frames(count: int, fps: float, start_s: float = 100.0, size=(96, 64), seed: int = 0):
     """``count`` frames of a moving square, ``fps`` apart, stamps from ``start_s`` seconds.
 
-    :returns: a list of :class:`rats_ros.clips.Frame`.
+    :returns: a list of :class:`rats_ros.stream.clips.Frame`.
     """
-    from rats_ros.clips import Frame
+    from rats_ros.stream.clips import Frame
 
     rng = np.random.default_rng(seed)
     width, height = size

@@ -12,9 +12,9 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
     smart_resize as hf_smart_resize,
 )
 
-from rats_ros.backends import BackendConfig, load_backend
-from rats_ros.backends.preprocess import qwen_patchify, resize_normalize, smart_resize, upload
 from rats_ros.errors import ConfigError, FrameError, ModelError
+from rats_ros.models import BackendConfig, load_backend
+from rats_ros.models.preprocess import qwen_patchify, resize_normalize, smart_resize, upload
 
 PROMPT = "Describe what's happening in this video."
 TINY = ["tiny-random", "tiny-random-qwen2_5_vl"]
@@ -192,7 +192,7 @@ def test_cuda_without_gpu_raises_model_error(model_cache):
 def test_tiny_build_is_atomic_concurrent_and_deterministic(tmp_path, monkeypatch):
     """Two threads building into an empty cache get one complete checkpoint, byte-identical to
     a build in another cache (fixed seed, deterministic tokenizer training)."""
-    from rats_ros.backends import tiny
+    from rats_ros.testing import tiny
 
     results, errors = [], []
 

@@ -7,18 +7,17 @@ import pytest
 from rosbags.rosbag2 import Writer
 from rosbags.typesys import Stores, get_typestore
 
-from rats_ros.bagio import (
+from rats_ros.errors import InputError
+from rats_ros.io.bags import (
     list_image_topics,
     open_input,
     read_frames,
-    read_video_frames,
-    sample_scene,
     serialize_image,
     write_image_bag,
-    write_sample_bag,
 )
-from rats_ros.clips import Frame
-from rats_ros.errors import InputError
+from rats_ros.io.sample_scene import sample_scene, write_sample_bag
+from rats_ros.io.video import read_video_frames
+from rats_ros.stream.clips import Frame
 
 S = 1_000_000_000
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)

@@ -8,9 +8,10 @@ from pathlib import Path
 import cv2
 import pytest
 
-from rats_ros.bagio import list_image_topics, sample_scene, write_image_bag, write_sample_bag
-from rats_ros.cli import main
-from rats_ros.store import CaptionStore
+from rats_ros.io.bags import list_image_topics, write_image_bag
+from rats_ros.io.sample_scene import sample_scene, write_sample_bag
+from rats_ros.recall.store import CaptionStore
+from rats_ros.tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 S = 1_000_000_000
@@ -144,5 +145,5 @@ def test_sample_bag_console_script_and_replay_dispatch(tmp_path, capsys):
     code, _, err = run_cli(capsys, "sample-bag", tmp_path / "bag")  # exists already
     assert code == 2 and "cannot write bag" in err
     shutil.rmtree(tmp_path / "bag")
-    code, _, err = run_cli(capsys, "replay", tmp_path / "bag")  # handed to rats_ros.replay
+    code, _, err = run_cli(capsys, "replay", tmp_path / "bag")  # handed to rats_ros.ros.replay
     assert code != 0 and "does not exist" in err

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from rats_ros.clips import Clip, ClipAssembler, Frame
 from rats_ros.errors import ConfigError, FrameError
+from rats_ros.stream.clips import Clip, ClipAssembler, Frame
 
 S = 1_000_000_000
 BASE = 1_700_000_000 * S  # realistic epoch stamps, so float precision is exercised

@@ -1,4 +1,4 @@
-"""`make demo` (python -m rats_ros.demo): real node, real replay, captions and an answer."""
+"""`make demo` (python -m rats_ros.ros.demo): real node, real replay, captions and an answer."""
 import subprocess
 import sys
 
@@ -13,7 +13,7 @@ def test_demo_prints_captions_and_an_answer_and_exits_zero(tmp_path, domain_id, 
     env = ros_env(domain_id)
     env["RATS_ROS_DEMO_DOMAIN"] = str(domain_id)  # the demo's own domain: this run's
     env.pop("RATS_ROS_MODEL", None)
-    done = subprocess.run([sys.executable, "-m", "rats_ros.demo", "--sample-dir",
+    done = subprocess.run([sys.executable, "-m", "rats_ros.ros.demo", "--sample-dir",
                            str(tmp_path / "sample")], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=240)
     output = done.stdout + done.stderr

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from rats_ros import readout as ro
-from rats_ros.backends import fast_decode, fast_layers, load_backend
 from rats_ros.errors import ModelError
+from rats_ros.models import load_backend
+from rats_ros.models.fast import decode as fast_decode
+from rats_ros.models.fast import layers as fast_layers
+from rats_ros.stream import readout as ro
 
 PROMPT = "Describe what's happening in this video."
 
@@ -147,12 +149,12 @@ def test_cuda_graph_matches_eager_step(backend):
         backend.model.to("cpu")
 
 
-def test_attached_backend_captions_like_plain(model_cache):
-    backend = load_backend("tiny-random")
+def test_backend_fast_path_captions_like_plain(model_cache):
+    backend = load_backend("tiny-random")  # CPU: the fast path is off by default
     visual = backend.encode_clip(clip(7))
     memory = visual[:20] * 0.5
     plain = backend.caption(memory, visual, PROMPT, 10, readout=True)
-    fast_decode.attach(backend)
+    assert getattr(backend, "_fast_decoder", None) is None  # the plain loop ran
     backend.fast_decode = True
     fast = backend.caption(memory, visual, PROMPT, 10, readout=True)
     assert isinstance(backend._fast_decoder, fast_decode.FastDecoder)  # the fast path ran
@@ -161,19 +163,34 @@ def test_attached_backend_captions_like_plain(model_cache):
     assert set(fast.timings) == {"prefill", "decode"}
 
 
-def test_fast_pooling_matches_stock_interpolate(model_cache):
+def test_fast_pooling_equals_interpolate_on_the_odd_27x27_grid(model_cache):
+    """LLaVA-OV's 384 px / patch 14 gives a 27x27 grid pooled to 14x14 (odd: edge rows blend).
+
+    The backend installs the fast pooling at load; the reference is ``F.interpolate`` as the
+    transformers method calls it, and the transformers method itself on the same model.
+    """
+    backend = load_backend("tiny-random")
+    inner = backend.model.model
+    assert "apply_pooling" in vars(inner)  # the backend installed the fast pooling
+    inner.config.vision_config.image_size = 27 * inner.config.vision_config.patch_size
+    assert fast_layers.install_fast_pooling(backend.model)  # pooling matrices for 27 -> 14
+    features = torch.randn(3, 27 * 27, 5)  # (frames, patches, D); fast pooling is float32
+    reference = torch.nn.functional.interpolate(
+        features.view(3, 27, 27, 5).permute(0, 3, 1, 2), size=[14, 14], mode="bilinear")
+    reference = reference.permute(0, 2, 3, 1).reshape(3, 14 * 14, 5)
+    stock = type(inner).apply_pooling(inner, features)  # the transformers method
+    torch.testing.assert_close(stock, reference)
+    torch.testing.assert_close(inner.apply_pooling(features), reference)  # float32 tolerance
+
+
+def test_fast_pooling_leaves_the_clip_tokens_unchanged(model_cache):
     backend = load_backend("tiny-random")
     frames = clip(11)
-    stock = backend.encode_clip(frames)  # (N, D) through F.interpolate
-    assert fast_layers.install_fast_pooling(backend.model)
     fast = backend.encode_clip(frames)
+    del backend.model.model.apply_pooling  # back to the transformers method
+    stock = backend.encode_clip(frames)
     assert fast.shape == stock.shape
     torch.testing.assert_close(fast, stock, rtol=1e-5, atol=1e-6)
-    features = torch.randn(3, 8 * 8, 5, dtype=torch.float64)  # any D, any dtype
-    reference = torch.nn.functional.interpolate(
-        features.view(3, 8, 8, 5).permute(0, 3, 1, 2), size=[4, 4], mode="bilinear")
-    torch.testing.assert_close(backend.model.model.apply_pooling(features),
-                               reference.permute(0, 2, 3, 1).reshape(3, 16, 5))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (bench device)")

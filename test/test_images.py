@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rats_ros.errors import ConfigError, FrameError
-from rats_ros.images import (
+from rats_ros.io.images import (
     SUPPORTED_ENCODINGS,
     decode_compressed,
     decode_raw,

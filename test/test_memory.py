@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from rats_ros.errors import ConfigError
-from rats_ros.memory import TokenMemory
+from rats_ros.stream.memory import TokenMemory
 
 
 def clip_tokens(value, k=3, d=4):

@@ -23,7 +23,7 @@ from ros_fixtures import (  # noqa: F401
 )
 from sensor_msgs.msg import Image
 
-from rats_ros.bagio import write_image_bag
+from rats_ros.io.bags import write_image_bag
 
 pytestmark = pytest.mark.ros
 FRAMES = scene_frames(48, fps=4.0, start_s=100.0)
@@ -38,7 +38,21 @@ def bag(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory, domain_id, model_cache):
+def topics(ros_client):  # noqa: F811
+    """The node's outputs, subscribed to BEFORE the node starts.
+
+    A volatile publisher delivers only to subscriptions it has matched. One made while the node
+    runs is matched when discovery reaches the node, which took seconds on a loaded machine
+    (the node captioned clips 0-5, the test received 2-5). Made before, the node learns of it
+    while it loads the model, and its publishers match it as they are created.
+    """
+    return {"captions": ros_client.collect(Caption, "/captions"),
+            "overlays": ros_client.collect(Image, "/rats_stream/selection_overlay"),
+            "diagnostics": ros_client.collect(DiagnosticArray, "/diagnostics")}
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory, domain_id, model_cache, topics):
     process = start_node(tmp_path_factory.mktemp("node"), domain_id, publish_overlay=True,
                          qos_reliability="reliable", remaps={"image": "/camera/image_raw"})
     yield process
@@ -47,11 +61,9 @@ def node(tmp_path_factory, domain_id, model_cache):
 
 
 @pytest.fixture(scope="module")
-def streamed(node, bag, domain_id, ros_client):  # noqa: F811
+def streamed(node, topics, bag, domain_id, ros_client):  # noqa: F811
     """Replay the bag once; ask a question while it streams. :returns: what was received."""
-    captions = ros_client.collect(Caption, "/captions")
-    overlays = ros_client.collect(Image, "/rats_stream/selection_overlay")
-    diagnostics = ros_client.collect(DiagnosticArray, "/diagnostics")
+    captions, overlays, diagnostics = (topics[k] for k in ("captions", "overlays", "diagnostics"))
     replay = start_replay(bag, domain_id, "--rate", "2", "--wait-subscribers", "1")
     wait_for(lambda: len(captions) >= 2, timeout=60)
     during = ros_client.call(AskVideo, "/ask_video", AskVideo.Request(question="What moves?"),
@@ -149,10 +161,10 @@ def test_sigterm_stops_cleanly(node, streamed):
 def test_use_sim_time_follows_the_bag_clock(tmp_path, bag, domain_id, model_cache,
                                             ros_client):  # noqa: F811
     ns = "/sim"
+    captions = ros_client.collect(Caption, f"{ns}/captions")  # before the node: see topics()
+    diagnostics = ros_client.collect(DiagnosticArray, "/diagnostics")
     node = start_node(tmp_path, domain_id, use_sim_time=True, qos_reliability="reliable",
                       remaps={"__ns": ns})
-    captions = ros_client.collect(Caption, f"{ns}/captions")
-    diagnostics = ros_client.collect(DiagnosticArray, "/diagnostics")
     try:
         replay = start_replay(bag, domain_id, "--rate", "4", "--clock", "--remap-to",
                               f"{ns}/image", "--wait-subscribers", "1")

@@ -15,9 +15,9 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from ros_fixtures import CONFIG, ROOT, NodeProcess, assert_no_traceback, ros_client  # noqa: F401
 
-from rats_ros import node_params
 from rats_ros.errors import ConfigError
-from rats_ros.node import StreamNode
+from rats_ros.ros import params as node_params
+from rats_ros.ros.node import StreamNode
 
 pytestmark = pytest.mark.ros
 
@@ -34,6 +34,28 @@ def test_yaml_has_every_parameter_with_its_default_and_a_comment():
         key = line.strip().split(":")[0]
         if key in values:
             assert lines[i - 1].strip().startswith("#"), f"{key} has no comment above it"
+
+
+def _readme_parameter_rows() -> list[list[str]]:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index("| Name | Type | Default | Range / choices | Meaning |") + 2
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_readme_table_lists_every_parameter_with_its_type_and_default():
+    rows = _readme_parameter_rows()
+    assert [row[0] for row in rows] == [spec.name for spec in node_params.SPECS]
+    ros_types = {str: "string", int: "int", float: "double", bool: "bool"}
+    for (name, kind, default, *_), spec in zip(rows, node_params.SPECS, strict=True):
+        assert kind == ros_types[type(spec.default)], name
+        shown = str(spec.default).lower() if isinstance(spec.default, bool) else (
+            str(spec.default) or '""')
+        assert default.split()[0] == shown, f"{name}: README says {default!r}, spec {shown!r}"
 
 
 def test_every_parameter_has_a_descriptor_with_description_and_range():

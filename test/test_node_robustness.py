@@ -22,8 +22,8 @@ from ros_fixtures import (  # noqa: F401
 )
 from sensor_msgs.msg import CompressedImage, Image
 
-from rats_ros.bagio import write_image_bag
-from rats_ros.images import encode_compressed, encode_raw
+from rats_ros.io.bags import write_image_bag
+from rats_ros.io.images import encode_compressed, encode_raw
 
 pytestmark = pytest.mark.ros
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)

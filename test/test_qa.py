@@ -5,14 +5,14 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import CaptionRecord as Caption
+from helpers import make_caption as Caption
 
-from rats_ros.backends import load_backend
-from rats_ros.embedders import ModelEmbedder, SentenceEmbedder, make_embedder
 from rats_ros.errors import ConfigError, QuestionError, StoreError
-from rats_ros.qa import QAConfig, QuestionAnswerer
-from rats_ros.retrieval import format_caption
-from rats_ros.store import CaptionStore
+from rats_ros.models import load_backend
+from rats_ros.recall.embedders import ModelEmbedder, SentenceEmbedder, make_embedder
+from rats_ros.recall.qa import QAConfig, QuestionAnswerer
+from rats_ros.recall.retrieval import format_caption
+from rats_ros.recall.store import CaptionStore
 
 SEC = 1_000_000_000
 FRIDGE = "A person opens the fridge and takes out a bottle of milk."

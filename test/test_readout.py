@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import LlavaOnevisionForConditionalGeneration, Qwen2_5_VLForConditionalGeneration
 
-from rats_ros import readout
-from rats_ros.backends import load_backend
-from rats_ros.selection import select
+from rats_ros.models import load_backend
+from rats_ros.stream import readout
+from rats_ros.stream.selection import select
 
 PROMPT = "Describe what's happening in this video."
 EAGER_CLASS = {"tiny-random": LlavaOnevisionForConditionalGeneration,

@@ -9,8 +9,8 @@ from ros_fixtures import NS, ros_client, scene_frames, start_replay, time_ns  # 
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image
 
-from rats_ros.bagio import write_image_bag
-from rats_ros.images import decode_compressed, decode_raw
+from rats_ros.io.bags import write_image_bag
+from rats_ros.io.images import decode_compressed, decode_raw
 
 pytestmark = pytest.mark.ros
 

@@ -5,12 +5,12 @@ import random
 
 import numpy as np
 import pytest
-from helpers import CaptionRecord as Caption
+from helpers import make_caption as Caption
 
-from rats_ros.embedders import SentenceEmbedder
 from rats_ros.errors import QuestionError
-from rats_ros.retrieval import RetrievalIndex, format_caption, mmr_picks, select_under_budget
-from rats_ros.store import CaptionStore, RetentionPolicy
+from rats_ros.recall.embedders import SentenceEmbedder
+from rats_ros.recall.retrieval import RetrievalIndex, format_caption, mmr_picks, select_under_budget
+from rats_ros.recall.store import CaptionStore, RetentionPolicy
 
 SEC = 1_000_000_000
 FRIDGE = "A person opens the fridge and takes out a bottle of milk."

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from rats_ros.errors import ConfigError
-from rats_ros.selection import METHODS, keep_count, select
+from rats_ros.stream.selection import METHODS, keep_count, select
 
 
 def test_attention_keeps_top_k_in_temporal_order():

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import CaptionRecord as Caption
+from helpers import make_caption as Caption
 from helpers import wait_for
 
 from rats_ros.errors import ConfigError, StoreError
-from rats_ros.store import CaptionStore, RetentionPolicy
+from rats_ros.recall.store import CaptionStore, RetentionPolicy
 
 REPO = Path(__file__).resolve().parents[1]
 SEC = 1_000_000_000
@@ -137,7 +137,7 @@ def test_locked_store_raises_store_error_and_loses_nothing(tmp_path):
 
 WRITER = """
 from types import SimpleNamespace
-from rats_ros.store import CaptionStore
+from rats_ros.recall.store import CaptionStore
 def clip(i, text):
     return SimpleNamespace(clip_index=i, start_ns=32 * i * 10**9, end_ns=(32 * i + 30) * 10**9,
                            text=text, frames=16, visual_tokens=3136, kept_tokens=196,
@@ -176,7 +176,7 @@ def test_kill_9_of_a_writer_process_keeps_every_committed_caption(tmp_path):
         assert stored == list(range(len(stored)))
         assert store.next_clip_index() == len(stored)
         store.add(clip(store.next_clip_index()))
-        integrity = store._run("check", lambda c: c.execute("PRAGMA integrity_check").fetchone())
+        integrity = store.run("check", lambda c: c.execute("PRAGMA integrity_check").fetchone())
         assert integrity == ("ok",)
 
 
@@ -242,7 +242,7 @@ def test_retention_thread_prunes_while_captioning(tmp_path):
             store.add(clip(i))  # never blocked or failed by the pruner
         wait_for(lambda: store.count() == 20, timeout=20)
         assert [c.clip_index for c in store.query()] == list(range(80, 100))
-    assert not store._pruner.is_alive()  # close() stopped the pruner
+    assert not store._pruner.running  # close() stopped the pruner
 
 
 def test_connections_of_finished_threads_are_closed(tmp_path):

@@ -1,0 +1,122 @@
+"""The model-family-independent backend contract: what the captioner and QA need from a model."""
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from rats_ros.errors import ConfigError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class BackendConfig:
+    """How to load and run a backend.
+
+    :param model: local checkpoint directory, cached Hugging Face id, or a tiny-random name.
+    :param device: ``cpu``, ``cuda`` or ``cuda:N``.
+    :param dtype: ``float32``, ``bfloat16`` or ``float16``.
+    :param readout_layers: how many LLM layers to read attention from (spread over depth as in
+        the paper), or an explicit tuple of 0-indexed layers.
+    """
+
+    model: str
+    device: str = "cpu"
+    dtype: str = "float32"
+    readout_layers: int | tuple[int, ...] = 4
+
+    def __post_init__(self):
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ConfigError("model must be a checkpoint directory, a cached Hugging Face id or "
+                              "'tiny-random' / 'tiny-random-qwen2_5_vl'")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype {self.dtype!r} is not supported; use one of {sorted(DTYPES)}")
+        if not isinstance(self.device, str) or not (
+                self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"device {self.device!r} is not supported; use 'cpu' or 'cuda[:N]'")
+        layers = self.readout_layers
+        if isinstance(layers, list):
+            layers = self.readout_layers = tuple(layers)
+        if isinstance(layers, bool) or not (
+                (isinstance(layers, int) and layers >= 1)
+                or (isinstance(layers, tuple) and layers
+                    and all(isinstance(i, int) and i >= 0 for i in layers))):
+            raise ConfigError(f"readout_layers must be a count >= 1 or a non-empty tuple of "
+                              f"0-indexed layers, got {self.readout_layers!r}")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """:returns: the torch dtype named by :attr:`dtype`."""
+        return DTYPES[self.dtype]
+
+
+@dataclass
+class CaptionOutput:
+    """One greedy caption and, when read out, the attention scores of the clip's tokens.
+
+    :param text: decoded caption (special tokens removed).
+    :param token_ids: generated ids (without the prompt; a final end-of-turn id included).
+    :param scores: ``(N,)`` float32 on the model's device, mean attention of the last prompt
+        position and every fed-back caption token to each visual token; None without read-out.
+    :param timings: seconds per phase (``prefill``, ``decode``).
+    """
+
+    text: str
+    token_ids: list[int]
+    scores: torch.Tensor | None
+    timings: dict = field(default_factory=dict)
+
+
+class VideoBackend(ABC):
+    """A Video-LLM as the rLiVS loop sees it. ``caption`` and ``generate`` may run concurrently
+    from two threads; any per-call state (KV cache, read-out) lives in the call."""
+
+    name: str
+    #: visual tokens per frame (Qwen2.5-VL: half of a frame pair's tokens at the largest frame
+    #: size its preprocessing allows; use :meth:`num_visual_tokens` for an exact count).
+    tokens_per_frame: int
+    hidden_size: int
+    device: torch.device
+    dtype: torch.dtype
+
+    @abstractmethod
+    def encode_clip(self, pixels) -> torch.Tensor:
+        """Encode ``(T, H, W, 3)`` uint8 frames.
+
+        :returns: ``(N, D)`` visual tokens in LLM embedding space, temporal/raster order.
+        """
+
+    #: frames that share one grid of tokens (1; Qwen2.5-VL pairs frames: 2).
+    frames_per_group: int = 1
+
+    @abstractmethod
+    def token_grid(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """Layout of :meth:`encode_clip`'s tokens for ``num_frames`` frames of that size.
+
+        :returns: ``(groups, rows, cols)``: token ``i`` covers frames
+            ``g * frames_per_group ...`` with ``g = i // (rows * cols)``, grid cell
+            ``divmod(i % (rows * cols), cols)``.
+        """
+
+    def num_visual_tokens(self, num_frames: int, height: int, width: int) -> int:
+        """:returns: N that :meth:`encode_clip` gives for ``num_frames`` frames of that size."""
+        groups, rows, cols = self.token_grid(num_frames, height, width)
+        return groups * rows * cols
+
+    @abstractmethod
+    def caption(self, memory: torch.Tensor, visual: torch.Tensor, prompt: str,
+                max_new_tokens: int, readout: bool) -> CaptionOutput:
+        """Greedy caption of ``[prefix][memory (M, D)][visual (N, D)][suffix]``."""
+
+    @abstractmethod
+    def generate(self, prompt: str, max_new_tokens: int) -> str:
+        """Greedy text-only answer to the user message ``prompt`` (chat template applied)."""
+
+    @abstractmethod
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """:returns: ``(n, D)`` float32 mean-pooled input token embeddings (zeros for '')."""
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """:returns: number of tokens of ``text`` (no special tokens added)."""

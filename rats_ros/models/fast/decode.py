@@ -1,0 +1,418 @@
+"""Fast greedy decoding with the attention read-out, for Qwen2-family language models.
+
+Why: with stock calls, caption decoding costs ~30 ms per token on an H100 at both 0.5B and 7B
+size (per-step Python and launch overhead, far above the weight-streaming floor). This module
+runs the model's own weights (packed per layer by :mod:`fast_layers`; the transformers modules
+keep working on views of the packed tensors) with static shapes:
+
+- one static KV buffer ``(layers, 2, kv_heads, capacity, head_dim)`` reused across calls and grown
+  in a few steps, so GPU memory is flat over a stream;
+- prefill with SDPA (flash on CUDA) over the whole prompt, writing K/V into the static buffer;
+- one decode step = embedding lookup, every layer, lm_head and argmax, with the next token fed
+  back on the device; positions, the additive key mask, RoPE and the output slot are indexed by
+  device tensors, so the step is captured once per capacity bucket in a CUDA graph and replayed;
+- the read-out is done inside the step: at the read-out layers the softmax row of the single
+  query is summed over heads into a preallocated ``(capacity,)`` accumulator (weighted by an
+  "alive" flag that turns 0 after EOS); the visual range is sliced only after decoding.
+
+Scores follow the captioner contract: attention that the last prompt position and every fed-back
+caption token pay to the candidate range, averaged over heads, read-out layers and query rows
+(rows: the last prompt position and tokens 1..n-1; token n is never fed), exactly as
+:mod:`rats_ros.stream.readout` computes them on the plain path.
+
+The backend seam: ``HFVideoBackend.greedy`` calls :func:`maybe_greedy` first;
+``backend.fast_decode`` (None: on for CUDA, off for CPU; True; False) decides per backend.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from rats_ros.errors import ModelError
+from rats_ros.models.fast.layers import PackedLayer, rotate_half_matrix
+
+SUPPORTED_LM_CLASSES = ("Qwen2Model",)
+_CREATE_LOCK = threading.Lock()
+MAX_GRAPHS = 8  # captured decode steps kept (one per capacity bucket in use)
+# prefill attention kernels in order of preference (the first usable one runs)
+_ALL_SDPA = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+SDPA_ORDER = {"flash": _ALL_SDPA, "cudnn": [SDPBackend.CUDNN_ATTENTION, *_ALL_SDPA]}
+
+
+@dataclass
+class FastResult:
+    """Output of :meth:`FastDecoder.run`.
+
+    :param token_ids: generated ids; stops after the first EOS (EOS included) unless ignored.
+    :param sums: ``(end - start,)`` float32 read-out sums over heads, layers and query rows (on
+        the model's device), or ``None`` without a read-out range.
+    :param count: number of (layer, head, query row) triples summed into ``sums``.
+    :param prefill_ns: prefill wall time (device synchronised).
+    :param decode_ns: decode wall time (device synchronised).
+    """
+
+    token_ids: list[int]
+    sums: torch.Tensor | None
+    count: int
+    prefill_ns: int
+    decode_ns: int
+
+    @property
+    def scores(self) -> torch.Tensor | None:
+        """:returns: ``(end - start,)`` mean attention (``sums / count``), or ``None``."""
+        return None if self.sums is None else self.sums / self.count
+
+
+def language_parts(model):
+    """Return ``(decoder, lm_head)`` of a causal LM or LLaVA-style model, or ``(None, None)``."""
+    decoder = getattr(model, "language_model", None)
+    if decoder is None:
+        inner = getattr(model, "model", None)
+        decoder = getattr(inner, "language_model", inner)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return decoder, head
+
+
+def supports(model) -> bool:
+    """Whether :class:`FastDecoder` runs ``model``: Qwen2 decoder, full attention, plain RoPE."""
+    decoder, head = language_parts(model)
+    if decoder is None or head is None or type(decoder).__name__ not in SUPPORTED_LM_CLASSES:
+        return False
+    cfg = decoder.config
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    full = all(t == "full_attention" for t in getattr(cfg, "layer_types", ["full_attention"]))
+    return full and rope.get("rope_type", "default") == "default"
+
+
+def _packed_layers(model, layers, heads: int, kv_heads: int, head_dim: int) -> list:
+    """Pack the decoder's weights once per model (cached on it; later decoders reuse them)."""
+    packed = getattr(model, "_rats_packed_layers", None)
+    weight = layers[0].self_attn.q_proj.weight
+    if packed is None or len(packed) != len(layers) or packed[0].wqkv.device != weight.device \
+            or packed[0].wqkv.dtype != weight.dtype:  # new model, or moved since packing
+        packed = [PackedLayer(layer, heads, kv_heads, head_dim) for layer in layers]
+        model._rats_packed_layers = packed
+    return packed
+
+
+class _State:
+    """Static device buffers for one capacity (every decode graph reads and writes only these)."""
+
+    def __init__(self, dec: FastDecoder, capacity: int):
+        dev, dt = dec.device, dec.dtype
+        self.capacity = capacity
+        # (layers, K/V, kv_heads, C, head_dim)
+        self.kv = torch.zeros(dec.n_layers, 2, dec.n_kv, capacity, dec.head_dim, device=dev,
+                              dtype=dt)
+        self.mask = torch.full((capacity,), float("-inf"), device=dev, dtype=dt)  # (C,) additive
+        self.acc = torch.zeros(capacity, device=dev)  # (C,) read-out sum over rows/heads/layers
+        pos = torch.arange(capacity, device=dev, dtype=torch.float32)
+        freqs = pos[:, None] * dec.inv_freq.to(dev, torch.float32)[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)  # (C, d), as transformers' rotary embedding
+        self.cos = (emb.cos() * dec.rope_scaling).to(dt)
+        self.sin = (emb.sin() * dec.rope_scaling).to(dt)
+        self.tok = torch.zeros(1, device=dev, dtype=torch.long)
+        self.pos = torch.zeros(1, device=dev, dtype=torch.long)
+        self.step = torch.zeros(1, device=dev, dtype=torch.long)
+        self.alive = torch.ones(1, device=dev)
+        self.rows = torch.zeros(1, device=dev)
+        self.out = torch.zeros(capacity, device=dev, dtype=torch.long)
+        self.eos = torch.full((8,), -1, device=dev, dtype=torch.long)  # up to 8 EOS ids, -1 unused
+
+
+class FastDecoder:
+    """Static-cache greedy decoder with in-step attention read-out (optionally CUDA-graphed).
+
+    :param model: a transformers model whose language part is a ``Qwen2Model`` (LLaVA-OneVision or
+        Qwen2ForCausalLM), already on its device and dtype, in eval mode.
+    :param readout_layers: 0-based decoder layers whose attention is read out.
+    :param use_cuda_graph: capture the decode step in a CUDA graph; default: when on CUDA.
+    :param bucket: capacity granularity in tokens (one graph per capacity bucket).
+    :param prefill_attention: ``"flash"`` (default) or ``"cudnn"`` (cuDNN attention first, then
+        flash). Measured on an H100 (bench/RESULTS.md): cuDNN saves ~13 ms of a 7B prefill of
+        6.3k tokens but builds a plan per new prompt length (~50-100 ms: slower answers, whose
+        prompts vary) and gave prefill spikes in steady streaming, so flash is the default.
+    :raises ModelError: when the model is not supported.
+    """
+
+    def __init__(self, model, readout_layers: Sequence[int] = (),
+                 use_cuda_graph: bool | None = None, bucket: int = 512,
+                 prefill_attention: str = "flash"):
+        if not supports(model):
+            raise ModelError("fast decoding supports Qwen2-family language models only; "
+                             "use the backend's plain decode loop for this model")
+        self.decoder, self.head = language_parts(model)
+        cfg = self.decoder.config
+        self.layers = list(self.decoder.layers)
+        self.n_layers = len(self.layers)
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        self.scale = self.head_dim ** -0.5
+        self.readout_layers = tuple(sorted(set(int(i) for i in readout_layers)))
+        if any(i < 0 or i >= self.n_layers for i in self.readout_layers):
+            raise ModelError(f"read-out layers {self.readout_layers} outside "
+                             f"0..{self.n_layers - 1}")
+        rotary = self.decoder.rotary_emb
+        self.inv_freq, self.rope_scaling = rotary.inv_freq, float(rotary.attention_scaling)
+        weight = self.head.weight
+        self.device, self.dtype = weight.device, weight.dtype
+        self.packed = _packed_layers(model, self.layers, self.n_heads, self.n_kv, self.head_dim)
+        self.rot_half = rotate_half_matrix(self.head_dim, self.device, self.dtype)  # (d, d)
+        on_cuda = self.device.type == "cuda"
+        self.use_cuda_graph = on_cuda if use_cuda_graph is None else bool(use_cuda_graph)
+        self.bucket = bucket
+        if prefill_attention not in SDPA_ORDER:
+            raise ModelError(f"prefill_attention must be one of {sorted(SDPA_ORDER)}")
+        self.sdpa_backends = SDPA_ORDER[prefill_attention]
+        self._state: _State | None = None
+        self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self._pool = None
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------------------- public
+    @torch.inference_mode()
+    def run(self, inputs_embeds: torch.Tensor, max_new_tokens: int,
+            eos_token_ids: Sequence[int] = (), readout_range: tuple[int, int] | None = None,
+            ignore_eos: bool = False) -> FastResult:
+        """Greedy-decode after ``inputs_embeds`` and read out attention over ``readout_range``.
+
+        :param inputs_embeds: ``(P, D)`` prompt embeddings (model dtype, model device).
+        :param max_new_tokens: tokens to generate (exactly this many when ``ignore_eos``).
+        :param eos_token_ids: up to 8 ids that end the caption.
+        :param readout_range: ``(start, end)`` key positions whose scores are returned.
+        :param ignore_eos: timing mode: decode ``max_new_tokens`` regardless of EOS.
+        :returns: :class:`FastResult`.
+        :raises ModelError: on bad shapes or arguments.
+        """
+        prompt_len = int(inputs_embeds.shape[0])
+        if inputs_embeds.dim() != 2 or prompt_len == 0 or max_new_tokens < 1:
+            raise ModelError("inputs_embeds must be (P>0, D) and max_new_tokens >= 1")
+        if readout_range is not None and not 0 <= readout_range[0] < readout_range[1] <= prompt_len:
+            raise ModelError(f"readout range {readout_range} outside the prompt (0..{prompt_len})")
+        eos = [] if ignore_eos else list(eos_token_ids)
+        if len(eos) > 8:
+            raise ModelError("at most 8 EOS ids are supported")
+        with self._lock:
+            return self._run(inputs_embeds, max_new_tokens, eos, readout_range)
+
+    # ----------------------------------------------------------------------------- internals
+    def _run(self, embeds, max_new, eos, readout_range) -> FastResult:
+        prompt_len = int(embeds.shape[0])
+        capacity = -(-(prompt_len + max_new) // self.bucket) * self.bucket
+        st = self._ensure_state(capacity)
+        step_fn = self._step_fn(capacity)  # captures (and so warms up) before the prefill
+        t0 = self._now()
+        self._reset(st, eos)
+        first = self._prefill(st, embeds.to(self.device, self.dtype), readout_range is not None)
+        st.tok.copy_(first)
+        st.out[0:1].copy_(first)
+        st.pos.fill_(prompt_len)
+        st.step.fill_(1)
+        st.rows.fill_(1.0)
+        st.alive.copy_(1.0 - self._is_eos(st, first))
+        t1 = self._now()
+        done = 1
+        while done < max_new:
+            step_fn()
+            done += 1
+            if eos and done % 8 == 0 and float(st.alive) == 0.0:
+                break
+        t2 = self._now()
+        tokens = st.out[:done].tolist()
+        if eos:
+            hit = [i for i, t in enumerate(tokens) if t in eos]
+            tokens = tokens[: hit[0] + 1] if hit else tokens
+        sums, count = None, 0
+        if readout_range is not None and self.readout_layers:
+            count = round(float(st.rows)) * self.n_heads * len(self.readout_layers)
+            sums = st.acc[readout_range[0]:readout_range[1]].clone()
+        return FastResult(tokens, sums, count, t1 - t0, t2 - t1)
+
+    def _now(self) -> int:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter_ns()
+
+    def _ensure_state(self, capacity: int) -> _State:
+        """Grow the static buffers when a prompt does not fit (by >= 25 %, so a stream whose
+        memory fills up reallocates a few times, then never); graphs die with the old buffers."""
+        if self._state is None or self._state.capacity < capacity:
+            old = self._state.capacity if self._state is not None else 0
+            grown = -(-int(old * 1.25) // self.bucket) * self.bucket
+            self._graphs.clear()
+            self._pool = None  # a pool whose graphs are all gone must not be reused
+            self._state = None
+            self._state = _State(self, max(capacity, grown, 2 * self.bucket))
+        return self._state
+
+    def _reset(self, st: _State, eos: list[int]) -> None:
+        st.mask.fill_(float("-inf"))
+        st.acc.zero_()
+        st.eos.fill_(-1)
+        if eos:
+            st.eos[: len(eos)].copy_(torch.tensor(eos, dtype=torch.long))
+
+    def _is_eos(self, st: _State, tok: torch.Tensor) -> torch.Tensor:
+        return (tok[:, None] == st.eos[None, :]).any(dim=1).float()  # (1,)
+
+    def _step_fn(self, capacity: int):
+        st = self._state
+        if not self.use_cuda_graph:
+            return lambda: self._decode_step(st, capacity)
+        graph = self._graphs.pop(capacity, None)
+        if graph is None:
+            graph = self._capture(st, capacity)
+        self._graphs[capacity] = graph  # most recently used last
+        while len(self._graphs) > MAX_GRAPHS:
+            self._graphs.pop(next(iter(self._graphs)))
+        return graph.replay
+
+    def _capture(self, st: _State, capacity: int) -> torch.cuda.CUDAGraph:
+        # Warm-up runs mutate the buffers; that is fine: _reset and the prefill rewrite them.
+        st.pos.zero_()
+        st.step.zero_()
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._decode_step(st, capacity)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: another thread's CUDA work (vision encode) must not break the capture
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+            self._decode_step(st, capacity)
+        return graph
+
+    def _prefill(self, st: _State, embeds: torch.Tensor, readout: bool) -> torch.Tensor:
+        """Run the prompt ``(P, D)``; fill K/V rows ``[0, P)``; read out the last row."""
+        p = embeds.shape[0]
+        cos, sin = st.cos[:p], st.sin[:p]  # (P, d)
+        group = self.n_heads // self.n_kv
+        x = embeds  # (P, D)
+        for idx, layer in enumerate(self.packed):
+            q, k, v = layer.prefill_qkv(x, cos, sin)  # (P, H, d), (P, Hkv, d), (P, Hkv, d)
+            st.kv[idx, 0, :, :p].copy_(k.transpose(0, 1))
+            st.kv[idx, 1, :, :p].copy_(v.transpose(0, 1))
+            q, k, v = (t.transpose(0, 1)[None] for t in (q, k, v))  # (1, heads, P, d)
+            # K/V expanded to H heads so SDPA takes its flash kernel
+            with sdpa_kernel(self.sdpa_backends, set_priority=True):
+                o = F.scaled_dot_product_attention(q, k.repeat_interleave(group, 1),
+                                                   v.repeat_interleave(group, 1), is_causal=True,
+                                                   scale=self.scale)  # (1, H, P, d)
+            if readout and idx in self.readout_layers:
+                probs = self._last_row_probs(q[0, :, -1], k[0])  # (Hkv, G, P)
+                st.acc[:p] += probs.sum(dim=(0, 1))
+            x = layer.attn_out(x, o[0].transpose(0, 1).reshape(p, -1))
+            x = layer.mlp(x)
+        st.mask[:p] = 0.0
+        last = PackedLayer.norm(self.decoder.norm, x[-1:])  # (1, D)
+        return self.head(last).argmax(dim=-1)  # (1,)
+
+    def _last_row_probs(self, q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Softmax of the prompt's last query row per head (prefill read-out), in float32.
+
+        :param q: ``(H, d)``; :param keys: ``(Hkv, P, d)``, all visible to the last row.
+        :returns: ``(Hkv, G, P)`` probabilities (G = H / Hkv query heads per KV head).
+        """
+        qg = q.float().reshape(self.n_kv, self.n_heads // self.n_kv, self.head_dim)
+        return torch.softmax(torch.matmul(qg, keys.float().transpose(1, 2)) * self.scale, dim=-1)
+
+    def _decode_step(self, st: _State, capacity: int) -> None:
+        """One token: static shapes, device-side indices only (CUDA-graph capturable).
+
+        ~14 kernels per layer (see :mod:`fast_layers`); the scores are rounded to the model dtype
+        before a float32 softmax, as transformers' eager attention does.
+        """
+        st.mask.index_fill_(0, st.pos, 0.0)
+        mask = st.mask[:capacity]  # (C,) broadcast over (Hkv, G, C)
+        cos, sin = st.cos.index_select(0, st.pos), st.sin.index_select(0, st.pos)  # (1, d)
+        rot = self.rot_half * sin  # (d, d): x @ rot == rotate_half(x) * sin
+        rot.diagonal().add_(cos[0])  # + diag(cos): x @ rot == RoPE(x) at this position
+        x = self.decoder.embed_tokens(st.tok)  # (1, D)
+        row = torch.zeros(capacity, device=self.device)
+        nkv, group = self.n_kv, self.n_heads // self.n_kv
+        for idx, layer in enumerate(self.packed):
+            q, k, v = layer.step_qkv(x, rot)  # (H, d), (Hkv, d), (Hkv, d)
+            st.kv[idx, 0].index_copy_(1, st.pos, k[:, None])
+            st.kv[idx, 1].index_copy_(1, st.pos, v[:, None])
+            keys, values = st.kv[idx, 0, :, :capacity], st.kv[idx, 1, :, :capacity]
+            scores = torch.baddbmm(mask, q.view(nkv, group, -1), keys.transpose(1, 2),
+                                   alpha=self.scale)  # (Hkv, G, C)
+            if idx in self.readout_layers:
+                probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
+                row += probs.sum(dim=(0, 1))
+                probs = probs.to(self.dtype)
+            else:  # same values as float32 softmax then rounding, one kernel
+                probs = torch.softmax(scores, dim=-1)
+            o = torch.matmul(probs, values)  # (Hkv, G, d)
+            x = layer.mlp(layer.attn_out(x, o.view(1, -1)))
+        nxt = self.head(PackedLayer.norm(self.decoder.norm, x)).argmax(dim=-1)  # (1,)
+        st.acc[:capacity] += st.alive * row
+        st.rows += st.alive
+        st.alive *= 1.0 - self._is_eos(st, nxt)
+        st.out.index_copy_(0, st.step, nxt)
+        st.tok.copy_(nxt)
+        st.pos += 1
+        st.step += 1
+
+
+# --------------------------------------------------------------------------------- backend hook
+def enabled(backend) -> bool:
+    """Whether ``backend`` decodes through this module.
+
+    ``backend.fast_decode`` decides when set (True / False); by default (None or unset) the fast
+    path is on for supported models on CUDA, where it pays, and off on CPU.
+    """
+    choice = getattr(backend, "fast_decode", None)
+    if choice is None:
+        choice = backend.device.type == "cuda"
+    return bool(choice) and supports(backend.model)
+
+
+def maybe_greedy(backend, embeds: torch.Tensor, max_new_tokens: int,
+                 timings: dict) -> list[int] | None:
+    """The seam ``HFVideoBackend.greedy`` calls first: fast greedy decoding, or ``None``.
+
+    Feeds the calling thread's active read-out session (``readout.active``) exactly as the plain
+    path's registered attention function would (same sums, same count), so
+    ``Readout.scores()`` is unchanged. Returns ``None`` when the fast path is off or unsupported,
+    and the backend then runs its plain loop.
+
+    :param embeds: ``(1, L, D)`` prompt embeddings.
+    :param timings: receives ``prefill`` and ``decode`` in seconds.
+    :returns: generated ids (the final EOS included), or ``None``.
+    """
+    if not enabled(backend) or len(backend.eos_ids) > 8:
+        return None
+    from rats_ros.stream import readout as ro
+
+    decoder = getattr(backend, "_fast_decoder", None)
+    if decoder is None:
+        with _CREATE_LOCK:  # caption and QA threads: pack the weights once, not concurrently
+            decoder = getattr(backend, "_fast_decoder", None)
+            if decoder is None:
+                decoder = backend._fast_decoder = FastDecoder(backend.model,
+                                                              backend.readout_layers)
+    session = getattr(ro._state, "readout", None)
+    span = None
+    if session is not None:
+        if set(session.layers) != set(decoder.readout_layers):
+            raise ModelError(f"read-out layers {sorted(session.layers)} differ from the fast "
+                             f"decoder's {list(decoder.readout_layers)}")
+        span = (session.key_start, session.key_start + session.num_keys)
+    result = decoder.run(embeds[0], max_new_tokens, sorted(backend.eos_ids), span)
+    if session is not None:
+        session.sums.add_(result.sums.to(session.sums.device))
+        session.count += result.count
+    timings["prefill"] = result.prefill_ns / 1e9
+    timings["decode"] = result.decode_ns / 1e9
+    return result.token_ids

@@ -1,0 +1,246 @@
+"""Shared Hugging Face implementation: loading, prompt layout, greedy decoding with read-out.
+
+Prefill, one decode step and the read-out are separate methods so a static KV cache, CUDA graphs
+or ``torch.compile`` can replace the decode step without touching the rest.
+"""
+import json
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer, DynamicCache
+
+from rats_ros.errors import ModelError
+from rats_ros.models.base import BackendConfig, CaptionOutput, VideoBackend
+from rats_ros.models.fast import decode as fast_decode
+from rats_ros.stream import readout as ro
+from rats_ros.testing import tiny
+
+
+@contextmanager
+def model_errors(what: str):
+    """Turn out-of-memory and device errors of a model call into :class:`ModelError`."""
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        raise ModelError(f"out of memory while {what}: use dtype='bfloat16', a smaller model, "
+                         "fewer frames per clip or fewer memory clips") from exc
+
+
+def resolve_device(device: str) -> torch.device:
+    """:raises ModelError: when CUDA is asked for but not available."""
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelError(f"device {device!r} requested but CUDA is not available; "
+                             "pass device='cpu'")
+        # cuDNN's SDPA builds a plan for every new (query, key) length: measured ~60 ms each on
+        # an H100, paid at every decoding step of a new length (answers, growing memory).
+        # Flash / memory-efficient SDPA have no such cost. Process-wide, as torch's flag is.
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    return torch.device(device)
+
+
+class HFVideoBackend(VideoBackend):
+    """A transformers Video-LLM behind :class:`VideoBackend`. Subclasses add the vision side.
+
+    :param directory: checkpoint directory (config, weights, tokenizer).
+    :param config: backend configuration.
+    :param name: display name (the ``model`` argument).
+    """
+
+    model_class = None  # set by subclasses
+
+    def __init__(self, directory: Path, config: BackendConfig, name: str):
+        self.name, self.config, self.directory = name, config, Path(directory)
+        self.device, self.dtype = resolve_device(config.device), config.torch_dtype
+        with model_errors(f"loading {name}"):
+            self.model = self._load_model()
+        ro.install(self.model)
+        self.tokenizer = self._load_tokenizer()
+        self._tokenizer_lock = threading.Lock()  # the Rust tokenizer is not re-entrant
+        self.chat_template = self._chat_template()
+        text = self.model.config.text_config
+        self.hidden_size, self.num_layers = text.hidden_size, text.num_hidden_layers
+        layers = config.readout_layers
+        self.readout_layers = (ro.default_readout_layers(self.num_layers, layers)
+                               if isinstance(layers, int) else sorted(set(layers)))
+        if max(self.readout_layers) >= self.num_layers:
+            raise ModelError(f"readout_layers {self.readout_layers} beyond the model's "
+                             f"{self.num_layers} layers; pass layers below {self.num_layers}")
+        self.language_model = self.model.model.language_model
+        self.embed_tokens = self.model.get_input_embeddings()
+        self.eos_ids = self._eos_ids()
+        self._layouts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        if name in tiny.TINY_MODELS:
+            tiny.warn_random(name)
+
+    # ---- loading -------------------------------------------------------------------------
+    def _load_model(self):
+        try:
+            model = self.model_class.from_pretrained(self.directory, dtype=self.dtype,
+                                                     local_files_only=True)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"cannot load {self.name!r} from {self.directory}: {exc}; pass a "
+                             "complete checkpoint directory (config.json, weights, tokenizer)"
+                             ) from exc
+        return model.to(self.device).eval().requires_grad_(False)  # inference only
+
+    def _load_tokenizer(self):
+        try:
+            return AutoTokenizer.from_pretrained(self.directory, local_files_only=True)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"cannot load the tokenizer of {self.name!r} from {self.directory}: "
+                             f"{exc}; the checkpoint directory needs its tokenizer files") from exc
+
+    def _chat_template(self) -> str:
+        """Tokenizer's template, else the checkpoint's processor template, else Qwen-style."""
+        if self.tokenizer.chat_template:
+            return self.tokenizer.chat_template
+        jinja, js = self.directory / "chat_template.jinja", self.directory / "chat_template.json"
+        if jinja.is_file():
+            return jinja.read_text()
+        if js.is_file():
+            return json.loads(js.read_text())["chat_template"]
+        return tiny.chat_template(self.default_video_markup)
+
+    def _eos_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+        for token in ("<|im_end|>", "<|endoftext|>", self.tokenizer.eos_token):
+            if token and token in self.tokenizer.get_vocab():
+                ids.add(self.tokenizer.convert_tokens_to_ids(token))
+        return ids
+
+    # ---- text helpers ------------------------------------------------------------------
+    def _encode(self, text: str) -> list[int]:
+        with self._tokenizer_lock:
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _decode(self, ids: list[int]) -> str:
+        with self._tokenizer_lock:
+            return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    def _render(self, user_text: str, video: bool = False) -> str:
+        content = [{"type": "video"}] if video else []
+        content.append({"type": "text", "text": user_text})
+        messages = [{"role": "user", "content": content}]
+        with self._tokenizer_lock:
+            return self.tokenizer.apply_chat_template(
+                messages, chat_template=self.chat_template, tokenize=False,
+                add_generation_prompt=True)
+
+    #: what a chat template writes for a video item, for checkpoints that ship no template
+    default_video_markup = ""
+
+    def _clip_trailer(self) -> torch.Tensor:
+        """``(0 or 1, D)`` embeddings that follow the current clip (LLaVA-OV's newline)."""
+        return torch.empty(0, self.hidden_size, device=self.device, dtype=self.dtype)
+
+    def prompt_layout(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chat template applied to a user message of a video and ``prompt``, split at the
+        model's video token: the memory and the clip go where the video's tokens would.
+
+        :returns: prefix and suffix token ids ``(P,)``, ``(S,)``.
+        :raises ModelError: when the template does not write the video token exactly once.
+        """
+        if prompt not in self._layouts:
+            if len(self._layouts) >= 16:  # bounded: prompts rarely change
+                self._layouts.clear()
+            video_token = self.tokenizer.convert_ids_to_tokens(self.model.config.video_token_id)
+            parts = self._render(prompt, video=True).split(video_token)
+            if len(parts) != 2:
+                raise ModelError(f"the chat template of {self.name!r} writes the video token "
+                                 f"{video_token!r} {len(parts) - 1} times, expected once; pass a "
+                                 "checkpoint whose template supports video content")
+            ids = [torch.tensor(self._encode(p), dtype=torch.long, device=self.device)
+                   for p in parts]
+            self._layouts[prompt] = (ids[0], ids[1])
+        return self._layouts[prompt]
+
+    def build_inputs(self, memory: torch.Tensor, visual: torch.Tensor,
+                     prompt: str) -> tuple[torch.Tensor, int]:
+        """``[prefix][memory][visual][trailer][suffix]`` as input embeddings.
+
+        :returns: ``(1, L, D)`` embeddings and the key position of the first visual token.
+        """
+        prefix, suffix = self.prompt_layout(prompt)
+        memory = memory.to(self.device, self.dtype).reshape(-1, self.hidden_size)  # (M, D)
+        visual = visual.to(self.device, self.dtype)  # (N, D)
+        parts = [self.embed_tokens(prefix), memory, visual, self._clip_trailer(),
+                 self.embed_tokens(suffix)]
+        return torch.cat(parts)[None], prefix.numel() + memory.shape[0]
+
+    # ---- decoding ----------------------------------------------------------------------
+    def _sync(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def prefill(self, embeds: torch.Tensor, cache) -> torch.Tensor:
+        """Run the prompt ``(1, L, D)`` into ``cache``; :returns: ``(V,)`` next-token logits."""
+        hidden = self.language_model(inputs_embeds=embeds, past_key_values=cache,
+                                     use_cache=True).last_hidden_state
+        return self.model.lm_head(hidden[:, -1])[0]
+
+    def decode_step(self, token: torch.Tensor, cache) -> torch.Tensor:
+        """Feed one token id ``(1, 1)``; :returns: ``(V,)`` next-token logits."""
+        hidden = self.language_model(inputs_embeds=self.embed_tokens(token), past_key_values=cache,
+                                     use_cache=True).last_hidden_state
+        return self.model.lm_head(hidden[:, -1])[0]
+
+    def greedy(self, embeds: torch.Tensor, max_new_tokens: int,
+               timings: dict) -> list[int]:
+        """Greedy decoding: prefill, then one token per step; the last token is never fed."""
+        ids = fast_decode.maybe_greedy(self, embeds, max_new_tokens, timings)  # CUDA fast path
+        if ids is not None:
+            return ids
+        cache = DynamicCache(config=self.model.config.text_config)
+        start = self._sync()
+        logits = self.prefill(embeds, cache)
+        token = logits.argmax(-1)
+        ids = [int(token)]
+        timings["prefill"] = self._sync() - start
+        start = time.perf_counter()
+        while len(ids) < max_new_tokens and ids[-1] not in self.eos_ids:
+            token = self.decode_step(token.view(1, 1), cache).argmax(-1)
+            ids.append(int(token))
+        timings["decode"] = self._sync() - start
+        return ids
+
+    def caption(self, memory, visual, prompt, max_new_tokens, readout):
+        if max_new_tokens < 1:
+            raise ModelError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        with model_errors("captioning"), torch.inference_mode():
+            embeds, key_start = self.build_inputs(memory, visual, prompt)
+            session = (ro.Readout(self.readout_layers, key_start, visual.shape[0], self.device)
+                       if readout else None)
+            timings: dict = {}
+            with ro.active(session):
+                ids = self.greedy(embeds, max_new_tokens, timings)
+            scores = session.scores() if session is not None else None
+        return CaptionOutput(self._decode(ids), ids, scores, timings)
+
+    def generate(self, prompt: str, max_new_tokens: int) -> str:
+        if max_new_tokens < 1:
+            raise ModelError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        ids = torch.tensor(self._encode(self._render(prompt)), device=self.device)
+        with model_errors("answering"), torch.inference_mode(), ro.active(None):
+            out = self.greedy(self.embed_tokens(ids)[None], max_new_tokens, {})
+        return self._decode(out)
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        table = self.embed_tokens.weight
+        rows = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
+        with torch.inference_mode():
+            for i, text in enumerate(texts):
+                ids = self._encode(text)
+                if ids:
+                    index = torch.tensor(ids, device=table.device)
+                    rows[i] = table[index].float().mean(0).cpu().numpy()
+        return rows
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._encode(text))

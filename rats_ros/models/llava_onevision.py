@@ -1,0 +1,53 @@
+"""LLaVA-OneVision backend: SigLIP -> projector -> 2x2 bilinear pooling, newline after the clip."""
+import math
+
+import torch
+from transformers import LlavaOnevisionForConditionalGeneration
+
+from rats_ros.models.fast.layers import install_fast_pooling
+from rats_ros.models.hf import HFVideoBackend, model_errors
+from rats_ros.models.preprocess import (
+    pixel_norm,
+    read_preprocessor_config,
+    resize_normalize,
+    upload,
+)
+from rats_ros.testing.tiny import LLAVA_VIDEO_MARKUP
+
+SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
+
+
+class LlavaOnevisionBackend(HFVideoBackend):
+    """LLaVA-OneVision video layout: ``[frames x pooled patches][image_newline]``.
+
+    Every frame is resized to the vision tower's square input (no aspect preserved, as the
+    reference video processor does); the 2x2-pooled patch grid gives :attr:`tokens_per_frame`.
+    """
+
+    model_class = LlavaOnevisionForConditionalGeneration
+    default_video_markup = LLAVA_VIDEO_MARKUP
+
+    def __init__(self, directory, config, name):
+        super().__init__(directory, config, name)
+        vision = self.model.config.vision_config
+        self.image_size = vision.image_size
+        self.pooled_side = math.ceil(vision.image_size // vision.patch_size / 2)  # 2x2 pooling
+        self.tokens_per_frame = self.pooled_side ** 2
+        self.norm = pixel_norm(read_preprocessor_config(self.directory), SIGLIP_MEAN, SIGLIP_STD)
+        install_fast_pooling(self.model)  # same 2x2 bilinear pooling as two matrix products
+
+    def token_grid(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
+        return num_frames, self.pooled_side, self.pooled_side
+
+    def encode_clip(self, pixels) -> torch.Tensor:
+        with model_errors("encoding a clip"), torch.inference_mode():
+            frames = upload(pixels, self.device)  # (T, 3, H, W)
+            frames = resize_normalize(frames, self.image_size, self.image_size, self.norm,
+                                      self.dtype)
+            out = self.model.model.get_video_features(pixel_values_videos=frames[None])
+            # pooler_output: (1, T * tokens_per_frame + 1, D); the last row is image_newline,
+            # which the prompt layout appends after the clip itself
+            return out.pooler_output[0, :-1]
+
+    def _clip_trailer(self) -> torch.Tensor:
+        return self.model.model.image_newline.to(self.dtype)[None]  # (1, D)

@@ -1,0 +1,268 @@
+"""CaptionStore: the captions of one stream in an embedded SQLite file (WAL, schema-versioned).
+
+One file per ``store_path`` may hold several streams (``stream_id``); a store object reads and
+writes one of them. Every thread gets its own connection (SQLite connections are not shared
+between threads), transactions are short, and ``busy_timeout`` makes a writer wait for another
+writer instead of failing, so the captioning thread, several question threads and other processes
+can use the file at once. ``add`` commits before it returns: the node publishes a caption only
+after it is durable, and ``kill -9`` of a writer loses at most the row it had not committed.
+
+Retention (:class:`RetentionPolicy`) runs in a background thread, in small batches of short
+transactions, never on the captioning path: a writer waits at most for one batch (a few ms).
+"""
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from rats_ros.errors import ConfigError, StoreError
+from rats_ros.recall.retention import Pruner, RetentionPolicy
+from rats_ros.recall.schema import SCHEMA_VERSION, ConnHolder, error_hint, init_schema, transaction
+from rats_ros.records import RECORD_FIELDS, CaptionRecord, record_values
+
+# Public names, some defined in the helper modules; importers use rats_ros.recall.store.
+__all__ = ["CaptionStore", "RetentionPolicy", "StoredCaption", "SCHEMA_VERSION"]
+_SYNC_MODES = ("FULL", "NORMAL")
+# Columns derive from the record: each record field is a column of the same name.
+_READ = ("id", "stream_id", *RECORD_FIELDS, "created_ns", "embedder")
+_WRITE = ("stream_id", *RECORD_FIELDS, "created_ns", "embedding", "embedder")
+_INSERT = (f"INSERT INTO captions ({', '.join(_WRITE)}) "
+           f"VALUES ({', '.join('?' * len(_WRITE))})")
+@dataclass
+class StoredCaption(CaptionRecord):
+    """One stored caption: the record and its row. ``embedding`` is filled only by
+    :meth:`CaptionStore.rows_after`."""
+
+    id: int = 0
+    stream_id: str = ""
+    created_ns: int = 0
+    embedder: str = ""
+    embedding: np.ndarray | None = None  # (d,) float32
+
+
+class CaptionStore:
+    """Captions of one stream in a SQLite file.
+
+    :param path: the SQLite file; its directory is created when missing.
+    :param stream_id: the stream this object reads and writes.
+    :param retention: optional pruning policy, applied by a background thread.
+    :param synchronous: ``"FULL"`` (durable against power loss) or ``"NORMAL"`` (in WAL mode
+        durable against process crashes, faster inserts).
+    :param busy_timeout_s: how long a statement waits for another writer before failing.
+    :param create: create a missing file (the captioner); False for readers such as ``ask``,
+        which should fail on a wrong path instead of answering from an empty new store.
+    :raises StoreError: the file is missing (``create=False``) or cannot be created, is locked,
+        corrupt, not a caption store, or has a newer schema.
+    """
+
+    def __init__(self, path, stream_id: str = "default", retention: RetentionPolicy | None = None,
+                 synchronous: str = "FULL", busy_timeout_s: float = 10.0, create: bool = True):
+        if synchronous.upper() not in _SYNC_MODES:
+            raise ConfigError(f"synchronous must be one of {_SYNC_MODES}, got {synchronous!r}")
+        if not stream_id:
+            raise ConfigError("stream_id must be a non-empty string")
+        self.path = os.fspath(path)
+        self.stream_id = stream_id
+        self.retention = retention
+        self._sync = synchronous.upper()
+        self._busy_ms = int(busy_timeout_s * 1000)
+        self._local = threading.local()
+        self._conns: weakref.WeakSet[ConnHolder] = weakref.WeakSet()
+        self._conns_lock = threading.Lock()
+        self._closed = threading.Event()
+        if not create and not os.path.isfile(self.path):
+            raise StoreError(f"no caption store at {self.path}; check store_path, or caption a "
+                             "stream first (rats-ros caption / the rats_stream node)")
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+        self._pruner = Pruner(self, retention or RetentionPolicy())
+        self._pruner.start()
+
+    # -- connections ------------------------------------------------------------------------
+    def run(self, action: str, fn):
+        """Run ``fn(conn)`` on this thread's connection; turn SQLite errors into StoreError."""
+        if self._closed.is_set():
+            raise StoreError(f"caption store {self.path} is closed; open a new CaptionStore")
+        try:
+            return fn(self._conn())
+        except sqlite3.Error as err:
+            raise StoreError(f"{action} failed on caption store {self.path}: {err}; "
+                             f"{error_hint(str(err))}") from err
+
+    def _conn(self) -> sqlite3.Connection:
+        holder = getattr(self._local, "holder", None)
+        if holder is None:
+            # check_same_thread=False only so close() (and the holder's finaliser, which runs
+            # when the owning thread ends) may close it; only the owning thread uses it.
+            conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000,
+                                   isolation_level=None, check_same_thread=False)
+            holder = ConnHolder(conn)
+            self._local.holder = holder
+            with self._conns_lock:
+                self._conns.add(holder)
+            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+            conn.execute(f"PRAGMA synchronous={self._sync}")
+        return holder.conn
+
+    def _open(self):
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"cannot create directory {directory} for the caption store: {err}; "
+                             "choose a store_path in a writable location") from err
+        if os.path.isdir(self.path):
+            raise StoreError(f"store_path {self.path} is a directory; give a file path such as "
+                             f"{os.path.join(self.path, 'captions.db')}")
+        self.run("opening", lambda conn: init_schema(conn, self.path))
+
+    def close(self):
+        """Stop the retention thread and close every thread's connection. Idempotent."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if hasattr(self, "_pruner"):  # absent when opening failed
+            self._pruner.stop()
+        with self._conns_lock:
+            for holder in list(self._conns):
+                holder.conn.close()
+            self._conns.clear()
+
+    def prune(self, now_ns: int | None = None) -> int:
+        """Apply the retention policy now (see :meth:`~rats_ros.recall.retention.Pruner.prune`).
+
+        :returns: the number of captions deleted.
+        """
+        return self._pruner.prune(now_ns)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- writes -----------------------------------------------------------------------------
+    def add(self, caption, embedding: np.ndarray | None = None, embedder: str = "",
+            model: str | None = None) -> int:
+        """Store one caption and commit it before returning.
+
+        :param caption: a :class:`~rats_ros.records.CaptionRecord` (or any object with its
+            fields, such as a ``ClipCaption``).
+        :param embedding: ``(d,)`` embedding of ``caption.text`` or None (computed lazily later).
+        :param embedder: name of the embedder that produced ``embedding``.
+        :param model: the captioning model's name; when None, ``caption.model`` (or ``""``).
+        :returns: the row id.
+        :raises StoreError: the clip index is already stored, or the write failed.
+        """
+        record = record_values(caption, **({} if model is None else {"model": model}))
+        blob = None
+        if embedding is not None:
+            blob = np.ascontiguousarray(embedding, dtype="<f4").reshape(-1).tobytes()
+        row = (self.stream_id, *record.values(), time.time_ns(), blob, embedder if blob else "")
+        index = record["clip_index"]
+
+        def write(conn):
+            with transaction(conn):
+                cur = conn.execute(_INSERT, row)
+                conn.execute(
+                    "INSERT INTO streams (stream_id, next_clip_index, origin_ns) VALUES (?, ?, ?) "
+                    "ON CONFLICT (stream_id) DO UPDATE SET "
+                    "next_clip_index = max(next_clip_index, excluded.next_clip_index)",
+                    (self.stream_id, index + 1, record["start_ns"]))
+            return cur.lastrowid
+
+        try:
+            return self.run("adding a caption", write)
+        except StoreError as err:
+            if "UNIQUE" in str(err):
+                raise StoreError(
+                    f"clip_index {index} of stream {self.stream_id!r} is already stored in "
+                    f"{self.path}; start the captioner at store.next_clip_index() "
+                    f"({self.next_clip_index()})") from err.__cause__
+            raise
+
+    def set_embeddings(self, ids, embeddings: np.ndarray, embedder: str) -> int:
+        """Fill in embeddings of rows stored without one (rows that have one are left alone).
+
+        :param embeddings: ``(n, d)`` float32, one row per id.
+        :returns: the number of rows updated.
+        """
+        params = [(np.ascontiguousarray(e, dtype="<f4").tobytes(), embedder, int(i))
+                  for i, e in zip(ids, embeddings, strict=True)]
+
+        def write(conn):
+            with transaction(conn):
+                return conn.executemany("UPDATE captions SET embedding=?, embedder=? "
+                                        "WHERE id=? AND embedding IS NULL", params).rowcount
+
+        return self.run("storing embeddings", write)
+
+    # -- reads ------------------------------------------------------------------------------
+    def stream_state(self) -> tuple[int, int | None, int]:
+        """``(next_clip_index, origin_ns, deleted)`` of this stream: the next clip index, the start
+        stamp of its first caption ever (None before the first), and how many of its captions
+        retention has deleted so far (lets the retrieval index notice deletions cheaply)."""
+        row = self.run("reading the stream state", lambda c: c.execute(
+            "SELECT next_clip_index, origin_ns, deleted FROM streams WHERE stream_id=?",
+            (self.stream_id,)).fetchone())
+        return (int(row[0]), int(row[1]), int(row[2])) if row else (0, None, 0)
+
+    def next_clip_index(self) -> int:
+        """The clip index the next caption of this stream should get (continues after restarts
+        and after retention deleted every row)."""
+        return self.stream_state()[0]
+
+    def origin_ns(self) -> int | None:
+        """Start stamp of the first caption ever stored for this stream (None when empty)."""
+        return self.stream_state()[1]
+
+    def count(self) -> int:
+        return self.run("counting captions", lambda c: c.execute(
+            "SELECT COUNT(*) FROM captions WHERE stream_id=?", (self.stream_id,)).fetchone()[0])
+
+    def query(self, since_ns: int = 0, until_ns: int = 0) -> list[StoredCaption]:
+        """Captions with ``start_ns >= since_ns`` and ``end_ns <= until_ns`` (0: no upper bound),
+        in time order."""
+        until = until_ns if until_ns > 0 else 2**63 - 1
+        return self._select("WHERE stream_id=? AND start_ns>=? AND end_ns<=? "
+                            "ORDER BY start_ns, clip_index", (self.stream_id, since_ns, until))
+
+    def get_many(self, ids) -> list[StoredCaption]:
+        """Captions with these row ids (missing ones, e.g. pruned, are skipped), in time order."""
+        ids = [int(i) for i in ids]
+        rows = []
+        for first in range(0, len(ids), 500):
+            chunk = ids[first:first + 500]
+            marks = ",".join("?" * len(chunk))
+            rows += self._select(f"WHERE id IN ({marks})", chunk)
+        return sorted(rows, key=lambda r: (r.start_ns, r.clip_index))
+
+    def rows_after(self, last_id: int, limit: int = 5000) -> list[StoredCaption]:
+        """Up to ``limit`` captions of this stream with ``id > last_id`` in id order, with their
+        embeddings: the incremental read of the retrieval index (ids are never reused)."""
+        # "+stream_id": walk the rowid range from last_id instead of sorting the whole stream.
+        return self._select("WHERE +stream_id=? AND id>? ORDER BY id LIMIT ?",
+                            (self.stream_id, last_id, limit), with_embedding=True)
+
+    def ids(self) -> np.ndarray:
+        """All row ids of this stream (any order): ``(n,)`` int64."""
+        rows = self.run("listing caption ids", lambda c: c.execute(
+            "SELECT id FROM captions WHERE stream_id=?", (self.stream_id,)).fetchall())
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def _select(self, where: str, params, with_embedding: bool = False) -> list[StoredCaption]:
+        cols = ", ".join(_READ + (("embedding",) if with_embedding else ()))
+        rows = self.run("reading captions", lambda c: c.execute(
+            f"SELECT {cols} FROM captions {where}", params).fetchall())
+        out = [StoredCaption(**dict(zip(_READ, r, strict=False))) for r in rows]
+        if with_embedding:
+            for cap, r in zip(out, rows, strict=True):
+                cap.embedding = None if r[-1] is None else np.frombuffer(r[-1], dtype="<f4")
+        return out

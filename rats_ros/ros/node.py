@@ -1,0 +1,256 @@
+"""The ``rats_stream`` lifecycle node: wiring of the core modules to ROS 2, nothing more.
+
+- construction: parameters declared (:mod:`rats_ros.ros.params`), ``/diagnostics`` timer.
+- configure: parameters validated, model loaded, store opened, captioner and QA built
+  (:class:`~rats_ros.ros.worker.Parts`); a failure is logged and the transition FAILS, the
+  node stays unconfigured.
+- activate: subscription (``image`` or ``image/compressed``, relative, sensor-data QoS),
+  ``captions`` and ``~/selection_overlay`` publishers, ``ask_video`` service and two threads
+  (:class:`~rats_ros.ros.worker.Worker`): the sampler (frame queue -> ClipAssembler -> clip
+  queue) and the captioner (clip queue -> RecurrentCaptioner.step -> CaptionStore.add,
+  committed -> publish). The image callback only decodes and queues; the model never runs in a
+  callback.
+- deactivate/cleanup/shutdown: threads joined, entities destroyed, store closed.
+
+``autostart`` (default true) configures and activates at startup; the process around the node
+(signals, executor, ordered shutdown, exit codes) is :mod:`rats_ros.ros.main`.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+
+from rats_ros.errors import ConfigError, FrameError, ModelError, RatsError
+from rats_ros.io.images import SUPPORTED_ENCODINGS, decode_compressed, decode_raw
+from rats_ros.msg import Caption
+from rats_ros.ros import params as node_params
+from rats_ros.ros.diagnostics import StreamStats, diagnostic_array
+from rats_ros.ros.worker import DropOldestQueue, Parts, Worker, caption_msg, time_to_ns
+from rats_ros.srv import AskVideo
+from rats_ros.stream.clips import Frame
+
+NODE_NAME = "rats_stream"
+_WARN_EVERY_S = 5.0
+_NS = 1_000_000_000
+
+
+class StreamNode(LifecycleNode):
+    """The managed node. Construction only declares parameters; see the module docstring."""
+
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        try:
+            node_params.declare(self)
+        except ConfigError:
+            self.destroy_node()
+            raise
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.stats = StreamStats()
+        self.params = None     # NodeParams, set by configure
+        self.parts = None      # model, store, captioner, QA, set by configure
+        self.worker = None     # sampler + captioner threads, while active
+        self.frames = DropOldestQueue(1)
+        self._subscription = self._service = None  # created at activate
+        self._publishers = []
+        self._frame_id = ""
+        self._last_warning: dict[str, float] = {}
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        period = self.get_parameter("diagnostics_period").value
+        self._diag_timer = self.create_timer(period, self._publish_diagnostics,
+                                             callback_group=MutuallyExclusiveCallbackGroup())
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            self.params = node_params.read(self)
+            self.get_logger().info(f"loading model {self.params.model} on {self.params.device}")
+            self.parts = Parts(self.params)
+        except RatsError as error:
+            if isinstance(error, ModelError):
+                self.stats.fail_model(str(error))
+            self.get_logger().error(f"configure failed: {error}")
+            return TransitionCallbackReturn.FAILURE
+        except Exception:  # a bug: rclpy would turn it into ERROR silently, so log it first
+            self.get_logger().error(f"configure failed:\n{traceback.format_exc()}")
+            raise
+        self.stats.clear_model_error()
+        self.frames = DropOldestQueue(self.params.queue_size)
+        self._diag_timer.timer_period_ns = int(self.params.diagnostics_period * _NS)
+        self.get_logger().info(
+            f"configured: model {self.parts.model_name}, store {self.parts.store_path} "
+            f"(stream {self.params.stream_id!r}, next clip index {self.parts.start_index})")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        params = self.params
+        self._caption_pub = self.create_lifecycle_publisher(Caption, "captions", 10)
+        overlay_pub = None
+        if params.publish_overlay:
+            overlay_pub = self.create_lifecycle_publisher(Image, "~/selection_overlay", 2)
+        self.frames.clear()
+        self.worker = Worker(self.parts, params, self.frames, self.stats, self.get_logger(),
+                             publish=self._publish_caption, overlay_publisher=overlay_pub)
+        self.worker.start()
+        qos = QoSProfile(**{**_qos_kwargs(qos_profile_sensor_data),
+                            "reliability": _reliability(params.qos_reliability)})
+        if params.image_transport == "compressed":
+            sub = self.create_subscription(CompressedImage, "image/compressed",
+                                           self._on_compressed, qos)
+        else:
+            sub = self.create_subscription(Image, "image", self._on_image, qos)
+        service = self.create_service(AskVideo, "ask_video", self._on_ask,
+                                      callback_group=MutuallyExclusiveCallbackGroup())
+        self._subscription, self._service = sub, service
+        self._publishers = [self._caption_pub] + ([overlay_pub] if overlay_pub else [])
+        self.get_logger().info(f"active: listening on {sub.topic_name}, captions on "
+                               f"{self._caption_pub.topic_name}, service {service.srv_name}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._stop_io()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._release_parts()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self.release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        self.get_logger().error(f"error in state {state.label}; releasing everything")
+        self.release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def release(self) -> None:
+        """Stop the threads, destroy the I/O entities and close the store (idempotent)."""
+        self._stop_io()
+        self._release_parts()
+
+    def start(self) -> bool:
+        """Configure then activate (``autostart``). :returns: True when active."""
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            return False
+        return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+    def _stop_io(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+        if self._subscription is not None:
+            self.destroy_subscription(self._subscription)
+            self.destroy_service(self._service)
+        for publisher in self._publishers:
+            self.destroy_lifecycle_publisher(publisher)
+        self._subscription, self._service, self._publishers = None, None, []
+
+    def _release_parts(self) -> None:
+        if self.parts is not None:
+            self.parts.close()
+            self.parts = None
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        for parameter in parameters:
+            problem = node_params.check(parameter.name, parameter.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+        return SetParametersResult(successful=True)
+
+    # -- input ------------------------------------------------------------------------------
+    def _on_image(self, msg: Image) -> None:
+        try:
+            rgb = decode_raw(msg.encoding, msg.width, msg.height, msg.step, msg.data,
+                             msg.is_bigendian, max_side=self.params.max_image_side)
+        except FrameError as error:
+            self._refuse(_raw_reason(msg), error)
+            return
+        self._queue(msg.header, rgb)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        try:
+            rgb = decode_compressed(msg.format, msg.data, max_side=self.params.max_image_side)
+        except FrameError as error:
+            self._refuse("undecodable_compressed", error)
+            return
+        self._queue(msg.header, rgb)
+
+    def _queue(self, header, rgb) -> None:
+        """Stamp (header stamp; node clock, hence sim time, when zero) and queue one frame."""
+        stamp_ns = time_to_ns(header.stamp) or self.get_clock().now().nanoseconds
+        try:
+            frame = Frame(stamp_ns, rgb)
+        except FrameError as error:  # a negative header stamp
+            self._refuse("bad_stamp", error)
+            return
+        self._frame_id = header.frame_id
+        if self.frames.put(frame):
+            self.stats.drop("queue_full")
+        self.stats.frame()
+
+    def _refuse(self, reason: str, error: FrameError) -> None:
+        count = self.stats.refuse(reason)
+        now = time.monotonic()
+        if now - self._last_warning.get(reason, -1e9) >= _WARN_EVERY_S:
+            self._last_warning[reason] = now
+            self.get_logger().warning(f"refused frame ({reason}, {count} so far): {error}")
+
+    # -- output -----------------------------------------------------------------------------
+    def _publish_caption(self, caption) -> None:
+        self._caption_pub.publish(caption_msg(caption, self._frame_id, self.parts.model_name))
+
+    def _on_ask(self, request, response):
+        started = time.monotonic()
+        try:
+            answer = self.parts.ask(request)
+        except RatsError as error:
+            self.stats.question("refused")
+            response.success, response.message = False, str(error)
+            response.processing_time = time.monotonic() - started
+            return response
+        self.stats.question("answered")
+        response.success, response.answer = True, answer.text
+        response.evidence = [caption_msg(c, self._frame_id, c.model) for c in answer.evidence]
+        response.processing_time = float(answer.processing_time)
+        return response
+
+    def _publish_diagnostics(self) -> None:
+        def value(name):
+            return getattr(self.params, name) if self.params else self.get_parameter(name).value
+
+        info = {"state": self._state_machine.current_state[1], "model": value("model"),
+                "device": value("device"), "stream_id": value("stream_id")}
+        parts = self.parts
+        if parts is not None:
+            info.update({"next_clip_index": parts.captioner.next_index,
+                         "time_jumps": parts.assembler.stats.time_jumps,
+                         "out_of_order_frames": parts.assembler.stats.out_of_order,
+                         "sampled_frames": parts.assembler.stats.sampled})
+        self._diag_pub.publish(diagnostic_array(
+            self.get_clock().now().to_msg(), self.stats.snapshot(), info,
+            value("clip_frames") / value("fps"), len(self.frames), self.frames.capacity))
+
+
+def _raw_reason(msg: Image) -> str:
+    """Why a raw image was refused, as a short counter key."""
+    if msg.encoding not in SUPPORTED_ENCODINGS:
+        return "unsupported_encoding"
+    if msg.width == 0 or msg.height == 0:
+        return "zero_size"
+    return "bad_step_or_size"
+
+
+def _qos_kwargs(profile) -> dict:
+    return {"history": profile.history, "depth": profile.depth,
+            "durability": profile.durability, "reliability": profile.reliability}
+
+
+def _reliability(name: str):
+    return ReliabilityPolicy.RELIABLE if name == "reliable" else ReliabilityPolicy.BEST_EFFORT
