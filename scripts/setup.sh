@@ -20,11 +20,17 @@ if [ "$(cat "$venv/.req-stamp" 2>/dev/null)" != "$req_hash" ]; then
   "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
   echo "$req_hash" >"$venv/.req-stamp"
 fi
-iface_hash=$(cat msg/*.msg srv/*.srv CMakeLists.txt package.xml scripts/build_interfaces.sh | sha256sum | cut -c1-16)
-if [ "$(cat "$venv/.iface-stamp" 2>/dev/null)" != "$iface_hash" ] || [ ! -d install/lib ]; then
-  echo "[setup] building msg/srv with CMake"
-  rm -rf build install
-  bash scripts/build_interfaces.sh "$venv" build install
-  echo "$iface_hash" >"$venv/.iface-stamp"
+# The package is built exactly as on a robot: colcon, a workspace under build/colcon, the merged
+# install tree in install/ (scripts/env.sh puts it on the paths, this checkout's sources first).
+# Rebuilt when a build input changes or a module is added, moved or removed (so no stale copy
+# of a removed module stays importable from install/).
+build_hash=$( (cat msg/*.msg srv/*.srv CMakeLists.txt package.xml scripts/colcon_build.sh \
+  scripts/stream_node scripts/replay_node; find rats_ros launch config -type f -not -name '*.pyc' \
+  | sort) | sha256sum | cut -c1-16)
+if [ "$(cat "$venv/.build-stamp" 2>/dev/null)" != "$build_hash" ] || [ ! -d install/lib ]; then
+  echo "[setup] colcon build (msg/srv and the package) into install/"
+  rm -rf build/colcon install
+  bash scripts/colcon_build.sh "$venv" build/colcon install
+  echo "$build_hash" >"$venv/.build-stamp"
 fi
 echo "[setup] ready: source scripts/env.sh"
