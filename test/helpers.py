@@ -1,6 +1,8 @@
 """Shared test helpers: polling instead of sleeps, and the ROS 2 network rule."""
 import os
+import struct
 import time
+import zlib
 
 from rats_ros.records import CaptionRecord
 
@@ -38,3 +40,16 @@ def make_caption(clip_index: int, start_ns: int, end_ns: int, text: str,
     stats = dict(frames=16, visual_tokens=3136, kept_tokens=196, memory_tokens=392,
                  processing_time=0.25) | fields
     return CaptionRecord(clip_index, start_ns, end_ns, text, **stats)
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid PNG of ``width x height`` black pixels: ~1 MB that decodes to w * h * 3 bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    compressor, rows = zlib.compressobj(9), b"\0" * (1 + 3 * width) * 500  # filter byte + RGB
+    body = b"".join(compressor.compress(rows) for _ in range(height // 500)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body)
+            + chunk(b"IEND", b""))

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from rats_ros.io.bags import list_image_topics, write_image_bag
@@ -113,11 +114,11 @@ def test_input_errors_exit_2_with_a_message(tmp_path, capsys):
     assert code == 2 and "fps must be" in err
 
 
-def test_model_error_exits_1(tmp_path, capsys):
+def test_a_missing_checkpoint_is_refused_with_exit_2(tmp_path, capsys):
     write_sample_bag(tmp_path / "bag", seconds=2.0, size=(32, 24))
     code, _, err = run_cli(capsys, "caption", tmp_path / "bag", "--model",
                            tmp_path / "no-such-checkpoint")
-    assert code == 1 and "ModelError" in err and "not found" in err
+    assert code == 2 and "ModelError" in err and "not found" in err
 
 
 def test_ask_errors_still_print_json_and_exit_non_zero(captioned, tmp_path, capsys):
@@ -147,3 +148,38 @@ def test_sample_bag_console_script_and_replay_dispatch(tmp_path, capsys):
     shutil.rmtree(tmp_path / "bag")
     code, _, err = run_cli(capsys, "replay", tmp_path / "bag")  # handed to rats_ros.ros.replay
     assert code != 0 and "does not exist" in err
+
+
+def test_a_bag_of_undecodable_depth_images_exits_2_with_the_reason(tmp_path, capsys):
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    Image, Header, Time = (store.types[t] for t in (
+        "sensor_msgs/msg/Image", "std_msgs/msg/Header", "builtin_interfaces/msg/Time"))
+    with Writer(tmp_path / "depth", version=9) as writer:
+        connection = writer.add_connection("/depth", "sensor_msgs/msg/Image", typestore=store)
+        for i in range(4):
+            msg = Image(header=Header(stamp=Time(sec=100 + i, nanosec=0), frame_id="d"),
+                        height=8, width=8, encoding="16UC1", is_bigendian=0, step=16,
+                        data=np.zeros(128, np.uint8))
+            writer.write(connection, (100 + i) * S, store.serialize_cdr(msg, msg.__msgtype__))
+    code, out, err = run_cli(capsys, "caption", tmp_path / "depth", *FAST, "--quiet")
+    assert (code, out) == (2, "") and "no clip could be made" in err and "16UC1" in err
+
+
+@pytest.mark.parametrize("window", [["--since", "nan"], ["--until", "inf"], ["--since", "1e300"],
+                                    ["--until", "-1"]])
+def test_ask_refuses_non_finite_or_absurd_times_with_exit_2(captioned, window, capsys):
+    _, _, store, _ = captioned
+    with pytest.raises(SystemExit) as refused:
+        main(["ask", "what?", "--store", str(store), *window])
+    assert refused.value.code == 2
+    assert "must be a time in seconds" in capsys.readouterr().err
+
+
+def test_caption_checks_out_before_loading_the_model(tmp_path, capsys):
+    write_sample_bag(tmp_path / "bag", seconds=2.0, size=(32, 24))
+    code, _, err = run_cli(capsys, "caption", tmp_path / "bag", "--model", "no-such-model",
+                           "--out", tmp_path)
+    assert code == 2 and "--out" in err and "ModelError" not in err

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from rats_ros.errors import ConfigError, FrameError
-from rats_ros.stream.clips import Clip, ClipAssembler, Frame
+from rats_ros.stream.clips import Clip, ClipAssembler, Frame, unusable_size
 
 S = 1_000_000_000
 BASE = 1_700_000_000 * S  # realistic epoch stamps, so float precision is exercised
@@ -119,11 +119,37 @@ def test_time_jump_threshold_is_configurable():
     assert (assembler.stats.out_of_order, assembler.stats.time_jumps) == (1, 0)
 
 
-def test_mixed_frame_sizes_are_resized_to_the_first_frame():
-    clip = Clip([frame(0, 10, (24, 32)), frame(S, 200, (48, 64)), frame(2 * S, 90, (12, 20))])
+def test_mixed_frame_sizes_are_resized_to_the_most_common_size():
+    clip = Clip([frame(0, 10, (24, 32)), frame(S, 200, (48, 64)), frame(2 * S, 90, (12, 20)),
+                 frame(3 * S, 50, (48, 64))])
     pixels = clip.pixels()
-    assert pixels.shape == (3, 24, 32, 3) and pixels.dtype == np.uint8
-    assert (pixels[0] == 10).all() and (pixels[1] == 200).all() and (pixels[2] == 90).all()
+    assert pixels.shape == (4, 48, 64, 3) and pixels.dtype == np.uint8
+    assert [int(p.mean()) for p in pixels] == [10, 200, 90, 50]
+    one_each = Clip([frame(0, 1, (1, 1)), frame(S, 2, (48, 64)), frame(2 * S, 3, (24, 32))])
+    assert one_each.pixels().shape == (3, 48, 64, 3)  # a 1x1 first frame does not decide
+
+
+def test_unusable_frame_sizes_are_named():
+    assert unusable_size(480, 640) is None and unusable_size(16, 16) is None
+    assert "under 16 px" in unusable_size(1, 1)
+    assert "under 16 px" in unusable_size(4, 1000)  # the tryout's 1000 x 4 frame
+    assert "elongated" in unusable_size(40, 1000)
+
+
+def test_repeated_stamps_are_counted_and_dropped():
+    assembler = ClipAssembler(fps=1.0, clip_frames=2)
+    assert [assembler.push(frame(5 * S, 1)) for _ in range(5)] == [None] * 5
+    assert assembler.stats.repeated_stamps == 4 and assembler.pending == 1
+
+
+def test_the_time_jump_threshold_follows_the_sampling_period():
+    slow = ClipAssembler(fps=0.5, clip_frames=4)  # a 2 s period: jumps start at 4 s back
+    assert slow.time_jump_s == 4.0
+    for t in (100, 102, 104):
+        slow.push(frame(t * S, 1))
+    slow.push(frame(101 * S, 1))  # one late frame, 3 s back: out of order, no new grid
+    assert (slow.stats.out_of_order, slow.stats.time_jumps) == (1, 0)
+    assert ClipAssembler(fps=30.0).time_jump_s == 1.0
 
 
 @pytest.mark.parametrize("kwargs", [dict(fps=0), dict(fps=-1.0), dict(fps=float("nan")),

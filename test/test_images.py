@@ -1,13 +1,17 @@
 """images: every supported encoding decodes to the right RGB; refused ones say why."""
 import array
+import resource
 import tracemalloc
 
 import numpy as np
 import pytest
+from helpers import png_bomb
 
 from rats_ros.errors import ConfigError, FrameError
 from rats_ros.io.images import (
     SUPPORTED_ENCODINGS,
+    ImageTooLarge,
+    compressed_size,
     decode_compressed,
     decode_raw,
     encode_compressed,
@@ -186,3 +190,26 @@ def test_encoders_reject_bad_input():
         encode_raw(np.zeros((2, 2), np.uint8))
     with pytest.raises(FrameError, match="jpeg, png"):
         encode_compressed(colour_bars(), "webp")
+
+
+def test_header_sizes_of_png_and_jpeg_are_read_without_decoding():
+    image = np.random.default_rng(0).integers(0, 255, (120, 200, 3), dtype=np.uint8)
+    for fmt in ("png", "jpeg"):
+        data = np.frombuffer(encode_compressed(image, fmt), np.uint8)
+        assert compressed_size(data) == (200, 120), fmt
+    assert compressed_size(np.frombuffer(b"GIF89a" + bytes(30), np.uint8)) is None
+
+
+def test_a_png_decompression_bomb_is_refused_before_decoding():
+    bomb = png_bomb(20000, 20000)
+    assert len(bomb) < 2_000_000  # 1.2 GB of pixels in ~1 MB
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ImageTooLarge, match="20000 x 20000 px exceeds"):
+        decode_compressed("png", bomb)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_scale_to_the_same_size():
+    image = np.random.default_rng(1).integers(0, 255, (1600, 3200, 3), dtype=np.uint8)
+    small = decode_compressed("jpeg", encode_compressed(image, "jpeg"), max_side=768)
+    assert small.shape == (384, 768, 3)

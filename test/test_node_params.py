@@ -178,7 +178,7 @@ def test_lifecycle_through_services_with_the_yaml_loaded(tmp_path, domain_id, mo
         node.wait_log("configure failed")
         assert missing in node.log()
         error = wait_for(lambda: [d for d in diagnostics if d.status[0].level == b"\x02"], 20)
-        assert "model failed" in error[-1].status[0].message
+        assert "configure failed: ModelError" in error[-1].status[0].message
         assert not _set_parameter(ros_client, "keep_ratio", 0.0).successful  # refused at once
         assert _set_parameter(ros_client, "model", "tiny-random").successful
         assert ros_client.change_state(Transition.TRANSITION_CONFIGURE)

@@ -14,7 +14,7 @@ from helpers import make_caption as Caption
 from helpers import wait_for
 
 from rats_ros.errors import ConfigError, StoreError
-from rats_ros.recall.store import CaptionStore, RetentionPolicy
+from rats_ros.recall.store import CaptionStore, ClipIndexTaken, RetentionPolicy
 
 REPO = Path(__file__).resolve().parents[1]
 SEC = 1_000_000_000
@@ -136,13 +136,14 @@ def test_locked_store_raises_store_error_and_loses_nothing(tmp_path):
 
 
 WRITER = """
-from types import SimpleNamespace
+from rats_ros.records import CaptionRecord
 from rats_ros.recall.store import CaptionStore
 def clip(i, text):
-    return SimpleNamespace(clip_index=i, start_ns=32 * i * 10**9, end_ns=(32 * i + 30) * 10**9,
-                           text=text, frames=16, visual_tokens=3136, kept_tokens=196,
-                           memory_tokens=392, processing_time=0.25)
-store = CaptionStore({path!r}, stream_id={stream!r}, synchronous={sync!r})
+    return CaptionRecord(clip_index=i, start_ns=32 * i * 10**9, end_ns=(32 * i + 30) * 10**9,
+                         text=text, frames=16, visual_tokens=3136, kept_tokens=196,
+                         memory_tokens=392, processing_time=0.25)
+store = CaptionStore({path!r}, stream_id={stream!r}, synchronous={sync!r},
+                     writer="writer process %d" % __import__("os").getpid())
 start = store.next_clip_index()
 for i in range(start, start + {count}):
     row_id = store.add(clip(i, "{stream} clip %d" % i), model="writer")
@@ -255,3 +256,26 @@ def test_connections_of_finished_threads_are_closed(tmp_path):
             t.join()
         gc.collect()
         assert len(store._conns) == 1  # only this thread's connection is left open
+
+
+def test_a_stream_has_one_writer_and_a_killed_writer_frees_it(tmp_path):
+    path = tmp_path / "claimed.db"
+    writer = start_writer(path)
+    writer.stdout.readline()  # it holds the claim and has committed a caption
+    with pytest.raises(StoreError, match=f"already being written by writer process {writer.pid}"):
+        CaptionStore(path, writer="a second writer")
+    with CaptionStore(path, stream_id="other", writer="another camera") as other:
+        other.add(clip(0))  # other streams of the same file are free
+    with CaptionStore(path) as reader:  # readers take no claim
+        assert reader.count() >= 1
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    with CaptionStore(path, writer="the restarted writer") as again:  # kill -9 released it
+        again.add(clip(again.next_clip_index()))
+
+
+def test_a_taken_clip_index_is_reported_as_such(tmp_path):
+    with CaptionStore(tmp_path / "c.db") as store:
+        store.add(clip(0))
+        with pytest.raises(ClipIndexTaken, match="already stored"):
+            store.add(clip(0))

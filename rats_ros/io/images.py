@@ -39,6 +39,13 @@ _TO_ENCODING = {
     "yuv422_yuy2": cv2.COLOR_RGB2YUV_YUYV,
 }
 SUPPORTED_ENCODINGS = tuple(_RAW_ENCODINGS)
+#: compressed images above this many pixels are refused before decoding (8K is 33 MP)
+MAX_PIXELS = 50_000_000
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+class ImageTooLarge(FrameError):
+    """A compressed image whose header announces more pixels than allowed (refused unread)."""
 
 
 def decode_raw(encoding: str, width: int, height: int, step: int, data,
@@ -133,13 +140,20 @@ def _contiguous_rows(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def decode_compressed(format: str, data, max_side: int | None = 768) -> np.ndarray:
+def decode_compressed(format: str, data, max_side: int | None = 768,
+                      max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode a ``sensor_msgs/msg/CompressedImage`` (JPEG, PNG, anything cv2.imdecode reads).
+
+    PNG and JPEG dimensions are read from the header first: a decompression bomb (a 0.4 MB PNG
+    of 20000 x 20000 px would need 1.2 GB decoded) is refused unread, and a JPEG much larger
+    than ``max_side`` is decoded at 1/2, 1/4 or 1/8 scale by the codec itself.
 
     :param format: the message's format field, e.g. ``"jpeg"`` or ``"rgb8; jpeg compressed bgr8"``.
     :param data: the compressed bytes.
     :param max_side: shrink so the longest side is at most this; ``None`` keeps the full size.
+    :param max_pixels: refuse PNG/JPEG images whose header announces more pixels.
     :returns: ``(H', W', 3)`` uint8 RGB array.
+    :raises ImageTooLarge: above ``max_pixels``.
     :raises FrameError: for depth images (``compressedDepth``), empty or undecodable bytes.
     """
     _check_max_side(max_side)
@@ -149,8 +163,13 @@ def decode_compressed(format: str, data, max_side: int | None = 768) -> np.ndarr
     buffer = _as_uint8(data)
     if buffer.size == 0:
         raise FrameError(f"compressed image ({format!r}) has no data")
-    try:
-        bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)  # (H, W, 3) BGR, alpha and 16 bit dropped
+    size = compressed_size(buffer)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise ImageTooLarge(f"compressed image ({format!r}) of {size[0]} x {size[1]} px exceeds "
+                            f"{max_pixels} pixels; refused before decoding (send frames of at "
+                            "most 8K)")
+    try:  # (H, W, 3) BGR, alpha and 16 bit dropped
+        bgr = cv2.imdecode(buffer, _reduced_read_flag(buffer, size, max_side))
     except cv2.error as error:
         raise FrameError(f"compressed image ({format!r}) cannot be decoded: {error}") from error
     if bgr is None:
@@ -159,6 +178,35 @@ def decode_compressed(format: str, data, max_side: int | None = 768) -> np.ndarr
             "expected JPEG or PNG bytes")
     small = _shrink(bgr, max_side, copy=False)
     return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+
+
+def compressed_size(buffer: np.ndarray) -> tuple[int, int] | None:
+    """``(width, height)`` from a PNG or JPEG header without decoding; None for other data."""
+    head = bytes(buffer[:24])
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if not head.startswith(b"\xff\xd8"):
+        return None
+    at = 2
+    while at + 9 <= buffer.size and buffer[at] == 0xFF:  # walk the JPEG segments to a SOF
+        marker, length = int(buffer[at + 1]), int(buffer[at + 2]) << 8 | int(buffer[at + 3])
+        if marker in _JPEG_SOF:
+            height = int(buffer[at + 5]) << 8 | int(buffer[at + 6])
+            return int(buffer[at + 7]) << 8 | int(buffer[at + 8]), height
+        at += 2 + length
+    return None
+
+
+def _reduced_read_flag(buffer, size, max_side) -> int:
+    """A JPEG at least twice ``max_side`` decodes at 1/2, 1/4 or 1/8 scale (no full copy)."""
+    if size is None or max_side is None or not bytes(buffer[:2]) == b"\xff\xd8":
+        return cv2.IMREAD_COLOR
+    flag = cv2.IMREAD_COLOR
+    for factor, reduced in ((2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                            (8, cv2.IMREAD_REDUCED_COLOR_8)):
+        if max(size) // factor >= max_side:
+            flag = reduced
+    return flag
 
 
 def encode_raw(rgb: np.ndarray, encoding: str = "rgb8") -> tuple[str, int, int, int, bytes]:

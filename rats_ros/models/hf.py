@@ -9,8 +9,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import jinja2
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from transformers import AutoTokenizer, DynamicCache
 
 from rats_ros.errors import ModelError
@@ -18,6 +20,34 @@ from rats_ros.models.base import BackendConfig, CaptionOutput, VideoBackend
 from rats_ros.models.fast import decode as fast_decode
 from rats_ros.stream import readout as ro
 from rats_ros.testing import tiny
+
+PROBE_PROMPT = "Describe what's happening in this video."
+# What rendering a Jinja chat template raises: TemplateError (HF templates' raise_exception
+# included), and Python errors of the template's own expressions (e.g. str + list).
+_TEMPLATE_ERRORS = (jinja2.TemplateError, TypeError, ValueError, KeyError, AttributeError,
+                    IndexError)
+_PROCESSOR_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json", "processor_config.json")
+
+
+def processor_template(directory: Path) -> tuple[str, str] | None:
+    """The processor's chat template of a checkpoint directory, in ``AutoProcessor``'s order.
+
+    :returns: ``(template, file)`` or None when the checkpoint has no processor template.
+    :raises ModelError: when such a file exists but cannot be read.
+    """
+    for name in _PROCESSOR_TEMPLATE_FILES:
+        path = Path(directory) / name
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text()
+            template = text if name.endswith(".jinja") else json.loads(text).get("chat_template")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ModelError(f"{path} cannot be read ({exc}); restore it from the checkpoint's "
+                             "repository") from exc
+        if isinstance(template, str) and template.strip():
+            return template, str(path)
+    return None
 
 
 @contextmanager
@@ -61,7 +91,7 @@ class HFVideoBackend(VideoBackend):
         ro.install(self.model)
         self.tokenizer = self._load_tokenizer()
         self._tokenizer_lock = threading.Lock()  # the Rust tokenizer is not re-entrant
-        self.chat_template = self._chat_template()
+        self.chat_template, self.template_source = self._chat_template()
         text = self.model.config.text_config
         self.hidden_size, self.num_layers = text.hidden_size, text.num_hidden_layers
         layers = config.readout_layers
@@ -74,6 +104,7 @@ class HFVideoBackend(VideoBackend):
         self.embed_tokens = self.model.get_input_embeddings()
         self.eos_ids = self._eos_ids()
         self._layouts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._check_prompt()
         if name in tiny.TINY_MODELS:
             tiny.warn_random(name)
 
@@ -82,10 +113,11 @@ class HFVideoBackend(VideoBackend):
         try:
             model = self.model_class.from_pretrained(self.directory, dtype=self.dtype,
                                                      local_files_only=True)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(f"cannot load {self.name!r} from {self.directory}: {exc}; pass a "
-                             "complete checkpoint directory (config.json, weights, tokenizer)"
-                             ) from exc
+        except (OSError, ValueError, KeyError, SafetensorError) as exc:
+            raise ModelError(f"cannot load {self.name!r} from {self.directory}: "
+                             f"{type(exc).__name__}: {exc}; pass a complete checkpoint "
+                             "directory (config.json, weights, tokenizer); a truncated or "
+                             "corrupt weights file must be downloaded again") from exc
         return model.to(self.device).eval().requires_grad_(False)  # inference only
 
     def _load_tokenizer(self):
@@ -95,16 +127,44 @@ class HFVideoBackend(VideoBackend):
             raise ModelError(f"cannot load the tokenizer of {self.name!r} from {self.directory}: "
                              f"{exc}; the checkpoint directory needs its tokenizer files") from exc
 
-    def _chat_template(self) -> str:
-        """Tokenizer's template, else the checkpoint's processor template, else Qwen-style."""
+    def _chat_template(self) -> tuple[str, str]:
+        """The chat template as the family's ``AutoProcessor`` finds it: the processor's
+        (``chat_template.jinja``, ``chat_template.json``, ``processor_config.json``) before the
+        tokenizer's, which for llava-hf checkpoints is the LLM's text-only template.
+
+        :returns: ``(template, where it came from)``.
+        """
+        found = processor_template(self.directory)
+        if found is not None:
+            return found
         if self.tokenizer.chat_template:
-            return self.tokenizer.chat_template
-        jinja, js = self.directory / "chat_template.jinja", self.directory / "chat_template.json"
-        if jinja.is_file():
-            return jinja.read_text()
-        if js.is_file():
-            return json.loads(js.read_text())["chat_template"]
-        return tiny.chat_template(self.default_video_markup)
+            return self.tokenizer.chat_template, str(self.directory / "tokenizer_config.json")
+        return tiny.chat_template(self.default_video_markup), "the built-in Qwen-style template"
+
+    def _check_prompt(self) -> None:
+        """Render a probe prompt once at load, so a checkpoint that cannot caption is refused
+        with the file to fix instead of failing on the first clip.
+
+        :raises ModelError: no video token in the config or tokenizer, an id outside the
+            vocabulary, or a template that cannot render a video message.
+        """
+        video_id = getattr(self.model.config, "video_token_id", None)
+        rows = self.embed_tokens.num_embeddings
+        if not isinstance(video_id, int) or not 0 <= video_id < rows:
+            raise ModelError(f"{self.directory / 'config.json'} names video token id {video_id!r}"
+                             f", outside the model's {rows} embedding rows; the checkpoint's "
+                             "config.json and weights do not belong together")
+        token = self.tokenizer.convert_ids_to_tokens(video_id)
+        if token is None or token != self.video_token:
+            raise ModelError(
+                f"the tokenizer in {self.directory} has {token!r} at id {video_id} where "
+                f"config.json expects the video token {self.video_token!r}: this checkpoint "
+                "revision predates video support; download the repository's current revision "
+                "(its tokenizer files add the video token)")
+        self.prompt_layout(PROBE_PROMPT)
+
+    #: the video token of the family's tokenizer (what config.json's video token id must be)
+    video_token = ""
 
     def _eos_ids(self) -> set[int]:
         ids = self.model.generation_config.eos_token_id
@@ -124,13 +184,21 @@ class HFVideoBackend(VideoBackend):
             return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
     def _render(self, user_text: str, video: bool = False) -> str:
+        """:raises ModelError: when the chat template cannot render the message."""
         content = [{"type": "video"}] if video else []
         content.append({"type": "text", "text": user_text})
         messages = [{"role": "user", "content": content}]
-        with self._tokenizer_lock:
-            return self.tokenizer.apply_chat_template(
-                messages, chat_template=self.chat_template, tokenize=False,
-                add_generation_prompt=True)
+        try:
+            with self._tokenizer_lock:
+                return self.tokenizer.apply_chat_template(
+                    messages, chat_template=self.chat_template, tokenize=False,
+                    add_generation_prompt=True)
+        except _TEMPLATE_ERRORS as exc:
+            raise ModelError(
+                f"the chat template from {self.template_source} cannot render a user message "
+                f"with {'a video and ' if video else ''}text ({type(exc).__name__}: {exc}); "
+                "pass a checkpoint whose processor template supports video content (e.g. its "
+                "chat_template.json)") from exc
 
     #: what a chat template writes for a video item, for checkpoints that ship no template
     default_video_markup = ""
@@ -149,12 +217,12 @@ class HFVideoBackend(VideoBackend):
         if prompt not in self._layouts:
             if len(self._layouts) >= 16:  # bounded: prompts rarely change
                 self._layouts.clear()
-            video_token = self.tokenizer.convert_ids_to_tokens(self.model.config.video_token_id)
-            parts = self._render(prompt, video=True).split(video_token)
+            parts = self._render(prompt, video=True).split(self.video_token)
             if len(parts) != 2:
-                raise ModelError(f"the chat template of {self.name!r} writes the video token "
-                                 f"{video_token!r} {len(parts) - 1} times, expected once; pass a "
-                                 "checkpoint whose template supports video content")
+                raise ModelError(f"the chat template from {self.template_source} writes the "
+                                 f"video token {self.video_token!r} {len(parts) - 1} times for "
+                                 "one video, expected once; pass a checkpoint whose processor "
+                                 "template supports video content")
             ids = [torch.tensor(self._encode(p), dtype=torch.long, device=self.device)
                    for p in parts]
             self._layouts[prompt] = (ids[0], ids[1])

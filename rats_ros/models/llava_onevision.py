@@ -25,6 +25,7 @@ class LlavaOnevisionBackend(HFVideoBackend):
     """
 
     model_class = LlavaOnevisionForConditionalGeneration
+    video_token = "<video>"
     default_video_markup = LLAVA_VIDEO_MARKUP
 
     def __init__(self, directory, config, name):

@@ -31,6 +31,7 @@ class Qwen2VLBackend(HFVideoBackend):
     """
 
     model_class = Qwen2_5_VLForConditionalGeneration
+    video_token = "<|video_pad|>"
     default_video_markup = QWEN_VIDEO_MARKUP
 
     def __init__(self, directory, config, name):

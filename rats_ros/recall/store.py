@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rats_ros.errors import ConfigError, StoreError
+from rats_ros.recall.claim import StreamClaim
 from rats_ros.recall.retention import Pruner, RetentionPolicy
 from rats_ros.recall.schema import SCHEMA_VERSION, ConnHolder, error_hint, init_schema, transaction
 from rats_ros.records import RECORD_FIELDS, CaptionRecord, record_values
@@ -32,6 +33,10 @@ _READ = ("id", "stream_id", *RECORD_FIELDS, "created_ns", "embedder")
 _WRITE = ("stream_id", *RECORD_FIELDS, "created_ns", "embedding", "embedder")
 _INSERT = (f"INSERT INTO captions ({', '.join(_WRITE)}) "
            f"VALUES ({', '.join('?' * len(_WRITE))})")
+class ClipIndexTaken(StoreError):
+    """The caption's clip index is already stored in its stream (a writer without the claim)."""
+
+
 @dataclass
 class StoredCaption(CaptionRecord):
     """One stored caption: the record and its row. ``embedding`` is filled only by
@@ -55,12 +60,16 @@ class CaptionStore:
     :param busy_timeout_s: how long a statement waits for another writer before failing.
     :param create: create a missing file (the captioner); False for readers such as ``ask``,
         which should fail on a wrong path instead of answering from an empty new store.
+    :param writer: who writes this stream (e.g. a node's name and pid): takes the stream's
+        exclusive writer claim (:class:`~rats_ros.recall.claim.StreamClaim`) until
+        :meth:`close`; None for readers.
     :raises StoreError: the file is missing (``create=False``) or cannot be created, is locked,
         corrupt, not a caption store, or has a newer schema.
     """
 
     def __init__(self, path, stream_id: str = "default", retention: RetentionPolicy | None = None,
-                 synchronous: str = "FULL", busy_timeout_s: float = 10.0, create: bool = True):
+                 synchronous: str = "FULL", busy_timeout_s: float = 10.0, create: bool = True,
+                 writer: str | None = None):
         if synchronous.upper() not in _SYNC_MODES:
             raise ConfigError(f"synchronous must be one of {_SYNC_MODES}, got {synchronous!r}")
         if not stream_id:
@@ -77,8 +86,11 @@ class CaptionStore:
         if not create and not os.path.isfile(self.path):
             raise StoreError(f"no caption store at {self.path}; check store_path, or caption a "
                              "stream first (rats-ros caption / the rats_stream node)")
+        self._claim = None
         try:
             self._open()
+            if writer is not None:
+                self._claim = StreamClaim(self.path, stream_id, writer)
         except BaseException:
             self.close()
             raise
@@ -130,6 +142,8 @@ class CaptionStore:
         self._closed.set()
         if hasattr(self, "_pruner"):  # absent when opening failed
             self._pruner.stop()
+        if self._claim is not None:
+            self._claim.release()
         with self._conns_lock:
             for holder in list(self._conns):
                 holder.conn.close()
@@ -182,7 +196,7 @@ class CaptionStore:
             return self.run("adding a caption", write)
         except StoreError as err:
             if "UNIQUE" in str(err):
-                raise StoreError(
+                raise ClipIndexTaken(
                     f"clip_index {index} of stream {self.stream_id!r} is already stored in "
                     f"{self.path}; start the captioner at store.next_clip_index() "
                     f"({self.next_clip_index()})") from err.__cause__

@@ -58,11 +58,12 @@ class StreamStats:
         self.dropped: Counter[str] = Counter()  # good frames/clips lost to overload, by reason
         self.questions: Counter[str] = Counter()  # answered / refused
         self.clips = 0
-        self.model_error = ""
+        self.error = ""
         self._processing: deque[float] = deque(maxlen=50)
         self._frame_rate = _Rate(window_s)
         self._clip_rate = _Rate(window_s)
         self._recent_refused = _Rate(window_s)
+        self._last_refused: dict[str, float] = {}  # reason -> monotonic time of its last refusal
         self._recent_backlog = _Rate(window_s)
 
     def frame(self) -> None:
@@ -75,7 +76,9 @@ class StreamStats:
         """One bad frame refused; :returns: how many were refused for this reason so far."""
         with self._lock:
             self.refused[reason] += 1
-            self._recent_refused.add(time.monotonic())
+            now = time.monotonic()
+            self._recent_refused.add(now)
+            self._last_refused[reason] = now
             return self.refused[reason]
 
     def drop(self, reason: str, count: int = 1) -> None:
@@ -99,14 +102,14 @@ class StreamStats:
         with self._lock:
             self.questions[outcome] += 1
 
-    def fail_model(self, message: str) -> None:
-        """Remember a model failure (shown as ERROR until :meth:`clear_model_error`)."""
+    def fail(self, message: str) -> None:
+        """Remember a failure (configure, model, worker): ERROR until :meth:`clear_error`."""
         with self._lock:
-            self.model_error = message
+            self.error = message
 
-    def clear_model_error(self) -> None:
+    def clear_error(self) -> None:
         with self._lock:
-            self.model_error = ""
+            self.error = ""
 
     def snapshot(self) -> dict:
         """A consistent copy of every counter and rate (seconds, frames/s, clips/s)."""
@@ -122,10 +125,12 @@ class StreamStats:
                 "dropped": dict(self.dropped),
                 "questions": dict(self.questions),
                 "recent_refused": self._recent_refused.recent(now),
+                "recent_refused_reasons": sorted(
+                    r for r, t in self._last_refused.items() if t >= now - self._window),
                 "recent_backlog_drops": self._recent_backlog.recent(now),
                 "last_processing_time": times[-1] if times else 0.0,
                 "avg_processing_time": sum(times) / len(times) if times else 0.0,
-                "model_error": self.model_error,
+                "error": self.error,
             }
 
 
@@ -137,8 +142,8 @@ def level_and_message(snap: dict, clip_duration_s: float, queue_full: bool) -> t
     :param queue_full: the frame queue is at capacity right now.
     :returns: ``(DiagnosticStatus level, message)``.
     """
-    if snap["model_error"]:
-        return DiagnosticStatus.ERROR, f"model failed: {snap['model_error']}"
+    if snap["error"]:
+        return DiagnosticStatus.ERROR, snap["error"]
     behind = []
     if snap["avg_processing_time"] > clip_duration_s:
         behind.append(f"{snap['avg_processing_time']:.3g} s per clip > clip duration "
@@ -150,7 +155,7 @@ def level_and_message(snap: dict, clip_duration_s: float, queue_full: bool) -> t
     if behind:
         return DiagnosticStatus.WARN, "captioning behind real time: " + "; ".join(behind)
     if snap["recent_refused"]:
-        reasons = ", ".join(sorted(snap["refused"]))
+        reasons = ", ".join(snap["recent_refused_reasons"])
         return DiagnosticStatus.WARN, f"refusing input frames ({reasons})"
     return DiagnosticStatus.OK, "captioning"
 

@@ -38,7 +38,11 @@ def main(args=None) -> int:
         print(f"[{NODE_NAME}] invalid parameters: {error}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
-    executor = MultiThreadedExecutor(num_threads=4)
+    # ask_video holds up to question_queue_size callbacks at once (one answering, the rest
+    # waiting their turn); three more threads keep lifecycle, parameters, diagnostics and the
+    # image callbacks served meanwhile.
+    executor = MultiThreadedExecutor(
+        num_threads=node.get_parameter("question_queue_size").value + 3)
     executor.add_node(node)
     spinner = _Spinner(executor)
     code = 0
@@ -71,8 +75,12 @@ def _run(node: StreamNode, spinner: _Spinner, signals: _StopSignals) -> int:
     if not autostart:
         node.get_logger().info("unconfigured, waiting for lifecycle transitions "
                                "(autostart is false)")
+    node.on_stop = signals.wake
     spinner.start(on_exit=signals.wake)
-    signals.wait(until=lambda: spinner.ended)
+    signals.wait(until=lambda: spinner.ended or node.fatal_error or node.finalized)
+    if node.fatal_error:
+        node.get_logger().fatal(f"exiting with code 1: {node.fatal_error}")
+        return 1
     return 1 if spinner.failed else 0
 
 

@@ -17,24 +17,32 @@
 """
 from __future__ import annotations
 
+import os
 import time
 import traceback
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
-from rats_ros.errors import ConfigError, FrameError, ModelError, RatsError
-from rats_ros.io.images import SUPPORTED_ENCODINGS, decode_compressed, decode_raw
+from rats_ros.errors import ConfigError, FrameError, RatsError
+from rats_ros.io.images import (
+    SUPPORTED_ENCODINGS,
+    ImageTooLarge,
+    decode_compressed,
+    decode_raw,
+)
 from rats_ros.msg import Caption
 from rats_ros.ros import params as node_params
 from rats_ros.ros.diagnostics import StreamStats, diagnostic_array
+from rats_ros.ros.questions import QuestionDesk
 from rats_ros.ros.worker import DropOldestQueue, Parts, Worker, caption_msg, time_to_ns
 from rats_ros.srv import AskVideo
-from rats_ros.stream.clips import Frame
+from rats_ros.stream.clips import Frame, unusable_size
 
 NODE_NAME = "rats_stream"
 _WARN_EVERY_S = 5.0
@@ -57,30 +65,41 @@ class StreamNode(LifecycleNode):
         self.parts = None      # model, store, captioner, QA, set by configure
         self.worker = None     # sampler + captioner threads, while active
         self.frames = DropOldestQueue(1)
-        self._subscription = self._service = None  # created at activate
+        self._subscription = None  # created at activate
         self._publishers = []
-        self._frame_id = ""
+        self.frame_id = ""
+        self.fatal_error = ""       # set when a worker thread died: the process must exit
+        self.finalized = False      # set by the shutdown transition: the process ends
+        self.on_stop = None        # wakes rats_ros.ros.main then (set by it)
+        # ask_video lives as long as the node, so a transition never destroys it under an
+        # answer in flight; it answers success=false unless the node is active.
+        self.desk = QuestionDesk(self, self.get_parameter("question_queue_size").value)
+        self._service = self.create_service(
+            AskVideo, "ask_video", self.desk.answer, qos_profile=QoSProfile(depth=1000),
+            callback_group=ReentrantCallbackGroup())
         self._last_warning: dict[str, float] = {}
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         period = self.get_parameter("diagnostics_period").value
+        # A steady clock: with use_sim_time, diagnostics keep coming while /clock is silent.
         self._diag_timer = self.create_timer(period, self._publish_diagnostics,
-                                             callback_group=MutuallyExclusiveCallbackGroup())
+                                             callback_group=MutuallyExclusiveCallbackGroup(),
+                                             clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     # -- lifecycle --------------------------------------------------------------------------
     def on_configure(self, state) -> TransitionCallbackReturn:
         try:
             self.params = node_params.read(self)
             self.get_logger().info(f"loading model {self.params.model} on {self.params.device}")
-            self.parts = Parts(self.params)
+            self.parts = Parts(self.params, writer=f"node {self.get_fully_qualified_name()} "
+                                                   f"(pid {os.getpid()})")
         except RatsError as error:
-            if isinstance(error, ModelError):
-                self.stats.fail_model(str(error))
+            self.stats.fail(f"configure failed: {type(error).__name__}: {error}")
             self.get_logger().error(f"configure failed: {error}")
             return TransitionCallbackReturn.FAILURE
         except Exception:  # a bug: rclpy would turn it into ERROR silently, so log it first
             self.get_logger().error(f"configure failed:\n{traceback.format_exc()}")
             raise
-        self.stats.clear_model_error()
+        self.stats.clear_error()
         self.frames = DropOldestQueue(self.params.queue_size)
         self._diag_timer.timer_period_ns = int(self.params.diagnostics_period * _NS)
         self.get_logger().info(
@@ -96,21 +115,23 @@ class StreamNode(LifecycleNode):
             overlay_pub = self.create_lifecycle_publisher(Image, "~/selection_overlay", 2)
         self.frames.clear()
         self.worker = Worker(self.parts, params, self.frames, self.stats, self.get_logger(),
-                             publish=self._publish_caption, overlay_publisher=overlay_pub)
+                             publish=self._publish_caption, overlay_publisher=overlay_pub,
+                             on_fatal=self._worker_died)
         self.worker.start()
         qos = QoSProfile(**{**_qos_kwargs(qos_profile_sensor_data),
                             "reliability": _reliability(params.qos_reliability)})
+        # Decoding has its own callback group: never in the way of lifecycle and parameters.
+        decoding = MutuallyExclusiveCallbackGroup()
         if params.image_transport == "compressed":
             sub = self.create_subscription(CompressedImage, "image/compressed",
-                                           self._on_compressed, qos)
+                                           self._on_compressed, qos, callback_group=decoding)
         else:
-            sub = self.create_subscription(Image, "image", self._on_image, qos)
-        service = self.create_service(AskVideo, "ask_video", self._on_ask,
-                                      callback_group=MutuallyExclusiveCallbackGroup())
-        self._subscription, self._service = sub, service
+            sub = self.create_subscription(Image, "image", self._on_image, qos,
+                                           callback_group=decoding)
+        self._subscription = sub
         self._publishers = [self._caption_pub] + ([overlay_pub] if overlay_pub else [])
         self.get_logger().info(f"active: listening on {sub.topic_name}, captions on "
-                               f"{self._caption_pub.topic_name}, service {service.srv_name}")
+                               f"{self._caption_pub.topic_name}, service {self._service.srv_name}")
         return super().on_activate(state)
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
@@ -123,6 +144,9 @@ class StreamNode(LifecycleNode):
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
         self.release()
+        self.finalized = True  # the process ends with code 0 (rats_ros.ros.main)
+        if self.on_stop is not None:
+            self.on_stop()  # wakes main
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state) -> TransitionCallbackReturn:
@@ -147,10 +171,9 @@ class StreamNode(LifecycleNode):
             self.worker = None
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
-            self.destroy_service(self._service)
         for publisher in self._publishers:
             self.destroy_lifecycle_publisher(publisher)
-        self._subscription, self._service, self._publishers = None, None, []
+        self._subscription, self._publishers = None, []
 
     def _release_parts(self) -> None:
         if self.parts is not None:
@@ -178,19 +201,32 @@ class StreamNode(LifecycleNode):
         try:
             rgb = decode_compressed(msg.format, msg.data, max_side=self.params.max_image_side)
         except FrameError as error:
-            self._refuse("undecodable_compressed", error)
+            self._refuse("too_many_pixels" if isinstance(error, ImageTooLarge)
+                         else "undecodable_compressed", error)
             return
         self._queue(msg.header, rgb)
 
     def _queue(self, header, rgb) -> None:
-        """Stamp (header stamp; node clock, hence sim time, when zero) and queue one frame."""
-        stamp_ns = time_to_ns(header.stamp) or self.get_clock().now().nanoseconds
+        """Queue one frame stamped with its header stamp; a zero stamp is refused: a substitute
+        from the node's clock, mixed with a driver's real stamps, made clips span decades."""
+        stamp_ns = time_to_ns(header.stamp)
+        unusable = unusable_size(*rgb.shape[:2])
+        if unusable:
+            self._refuse("unusable_size", FrameError(
+                f"frame of {unusable} (after the downscale to max_image_side): send camera "
+                "frames of an ordinary shape"))
+            return
+        if stamp_ns == 0:
+            self._refuse("zero_stamp", FrameError(
+                "the image's header stamp is zero: the camera driver does not stamp its frames; "
+                "fix the driver (clips are sampled by header stamps)"))
+            return
         try:
             frame = Frame(stamp_ns, rgb)
         except FrameError as error:  # a negative header stamp
             self._refuse("bad_stamp", error)
             return
-        self._frame_id = header.frame_id
+        self.frame_id = header.frame_id
         if self.frames.put(frame):
             self.stats.drop("queue_full")
         self.stats.frame()
@@ -204,28 +240,23 @@ class StreamNode(LifecycleNode):
 
     # -- output -----------------------------------------------------------------------------
     def _publish_caption(self, caption) -> None:
-        self._caption_pub.publish(caption_msg(caption, self._frame_id, self.parts.model_name))
+        self._caption_pub.publish(caption_msg(caption, self.frame_id, self.parts.model_name))
 
-    def _on_ask(self, request, response):
-        started = time.monotonic()
-        try:
-            answer = self.parts.ask(request)
-        except RatsError as error:
-            self.stats.question("refused")
-            response.success, response.message = False, str(error)
-            response.processing_time = time.monotonic() - started
-            return response
-        self.stats.question("answered")
-        response.success, response.answer = True, answer.text
-        response.evidence = [caption_msg(c, self._frame_id, c.model) for c in answer.evidence]
-        response.processing_time = float(answer.processing_time)
-        return response
+    def _worker_died(self, message: str) -> None:
+        """A worker thread ended on an unexpected error: the node must not run on without it."""
+        self.fatal_error = message
+        if self.on_stop is not None:
+            self.on_stop()
+
+    def state_label(self) -> str:
+        """The lifecycle state's label (``unconfigured``, ``inactive``, ``active``, ...)."""
+        return self._state_machine.current_state[1]
 
     def _publish_diagnostics(self) -> None:
         def value(name):
             return getattr(self.params, name) if self.params else self.get_parameter(name).value
 
-        info = {"state": self._state_machine.current_state[1], "model": value("model"),
+        info = {"state": self.state_label(), "model": value("model"),
                 "device": value("device"), "stream_id": value("stream_id")}
         parts = self.parts
         if parts is not None:

@@ -88,6 +88,9 @@ SPECS: tuple[Spec, ...] = (
     Spec("context_tokens", 10000, "Token budget of the captions given to the LLM for one "
          "answer (paper: 10K).", low=256, high=1_000_000),
     Spec("max_answer_tokens", 128, "Most new tokens in one answer.", low=1, high=4096),
+    Spec("question_queue_size", 4, "AskVideo requests held at once (one answered, the rest "
+         "waiting their turn); more are answered at once with success=false, 'busy, retry'.",
+         low=1, high=64),
     Spec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", low=0.1,
          high=60.0),
     Spec("publish_overlay", False, "Publish ~/selection_overlay: each clip's frames tiled with "

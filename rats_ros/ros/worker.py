@@ -16,6 +16,7 @@ from std_msgs.msg import Header
 from rats_ros.errors import FrameError, ModelError, QuestionError, StoreError
 from rats_ros.io.images import encode_raw
 from rats_ros.msg import Caption
+from rats_ros.recall.store import ClipIndexTaken
 from rats_ros.records import record_values
 from rats_ros.ros import params as node_params
 from rats_ros.ros.diagnostics import StreamStats
@@ -85,7 +86,7 @@ class Parts:
     :raises RatsError: when the store cannot be opened or the model cannot be loaded.
     """
 
-    def __init__(self, params: node_params.NodeParams):
+    def __init__(self, params: node_params.NodeParams, writer: str):
         from rats_ros.models import load_backend
         from rats_ros.recall.embedders import make_embedder
         from rats_ros.recall.qa import QAConfig, QuestionAnswerer
@@ -96,7 +97,7 @@ class Parts:
         self.store_path = params.resolved_store_path()
         retention = RetentionPolicy(max_age_s=params.retention_max_age_s,
                                     max_rows=params.retention_max_rows)
-        self.store = CaptionStore(self.store_path, params.stream_id, retention)
+        self.store = CaptionStore(self.store_path, params.stream_id, retention, writer=writer)
         try:
             self.backend = load_backend(params.model, params.device, params.dtype)
             self.embedder = make_embedder(params.embedder, self.backend)
@@ -118,6 +119,10 @@ class Parts:
         if self.store.count() == 0:
             raise QuestionError("no captions exist yet: the node has not captioned a clip; "
                                 "send camera images for clip_frames / fps seconds and ask again")
+        for name in ("since", "until"):
+            if getattr(request, name).nanosec >= _NS:
+                raise QuestionError(f"{name}.nanosec must be below 1e9 (the seconds go in "
+                                    f"{name}.sec), got {getattr(request, name).nanosec}")
         return self.qa.ask(request.question, since_ns=time_to_ns(request.since),
                            until_ns=time_to_ns(request.until),
                            max_captions=int(request.max_captions))
@@ -134,8 +139,9 @@ class Worker:
     """
 
     def __init__(self, parts: Parts, params, frames: DropOldestQueue, stats: StreamStats,
-                 logger, publish, overlay_publisher=None):
+                 logger, publish, overlay_publisher=None, on_fatal=None):
         self.parts, self.params, self.frames, self.stats = parts, params, frames, stats
+        self._on_fatal = on_fatal or (lambda message: None)
         self.clips = DropOldestQueue(params.clip_queue_size)
         self._logger, self._publish, self._overlay = logger, publish, overlay_publisher
         self._stop = threading.Event()
@@ -158,10 +164,20 @@ class Worker:
         while not self._stop.is_set():
             frame = self.frames.get(timeout=0.1)
             if frame is not None:
-                last_frame = time.monotonic()
+                repeated = assembler.stats.repeated_stamps
                 self._enqueue(assembler.push(frame))
+                if assembler.stats.repeated_stamps > repeated:
+                    self._repeated_stamp()
+                else:  # a frame stuck at one stamp is no input: idle_flush still comes
+                    last_frame = time.monotonic()
             elif idle_flush and assembler.pending and time.monotonic() - last_frame > idle_flush:
                 self._enqueue(assembler.flush())
+
+    def _repeated_stamp(self) -> None:
+        count = self.stats.refuse("repeated_stamp")
+        self._logger.warning(f"refused a frame with the previous frame's header stamp ({count} "
+                             "so far): the camera driver does not stamp each frame; fix its "
+                             "header stamps", throttle_duration_sec=5.0)
 
     def _enqueue(self, clip) -> None:
         if clip is not None and self.clips.put(clip):
@@ -176,10 +192,14 @@ class Worker:
                 continue
             try:
                 self._caption(clip)
-            except BaseException as error:  # a bug: report it where operators look, then stop
-                self.stats.fail_model(f"captioning stopped by an unexpected error: {error!r}")
-                self._logger.fatal(f"captioning thread stopped:\n{traceback.format_exc()}")
-                raise
+            except Exception as error:  # noqa: BLE001 - the thread's boundary: report, then end
+                message = (f"captioning stopped by an unexpected {type(error).__name__}: "
+                           f"{error}; the process exits with code 1 so that it is restarted")
+                self.stats.fail(message)
+                self._logger.fatal(message)
+                self._logger.debug(traceback.format_exc())
+                self._on_fatal(message)
+                return
 
     def _caption(self, clip) -> None:
         parts = self.parts
@@ -187,21 +207,33 @@ class Worker:
             caption = parts.captioner.step(clip)
             embedding = parts.embedder.embed([caption.text])[0]  # (d,)
         except (ModelError, FrameError) as error:
-            self.stats.fail_model(str(error))
+            self.stats.fail(f"captioning a clip failed: {error}")
             self.stats.drop("model_error")
             self._logger.error(f"captioning a clip failed: {error}")
             return
         try:
-            parts.store.add(caption, embedding, parts.embedder.name, model=parts.model_name)
+            self._store(caption, embedding)
         except StoreError as error:
             self.stats.drop("store_error")
             self._logger.error(f"caption {caption.clip_index} not stored, not published: {error}")
             return
-        self.stats.clear_model_error()
+        self.stats.clear_error()
         self.stats.clip(caption.processing_time)
         self._publish(caption)
         if self._overlay is not None:
             self._publish_overlay(clip, caption)
+
+    def _store(self, caption, embedding) -> None:
+        """Commit the caption; one whose index another writer took gets the next free index
+        (and the captioner continues after it), so a collision never drops a caption."""
+        parts = self.parts
+        try:
+            parts.store.add(caption, embedding, parts.embedder.name, model=parts.model_name)
+        except ClipIndexTaken as taken:
+            caption.clip_index = parts.store.next_clip_index()
+            parts.captioner.next_index = caption.clip_index + 1
+            self._logger.warning(f"{taken}; stored as clip {caption.clip_index} instead")
+            parts.store.add(caption, embedding, parts.embedder.name, model=parts.model_name)
 
     def _publish_overlay(self, clip, caption) -> None:
         try:

@@ -7,6 +7,7 @@ order or count of arrival, so a 30 Hz camera and a 10 Hz camera give the same cl
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import cv2
@@ -15,6 +16,8 @@ import numpy as np
 from rats_ros.errors import ConfigError, FrameError
 
 _NS_PER_S = 1_000_000_000
+MIN_SIDE = 16      # px; smaller frames hold nothing a vision tower can see
+MAX_ASPECT = 8.0   # longer:shorter side; beyond it, a squashed frame is noise
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,13 +78,25 @@ class Clip:
         return len(self.frames)
 
     def pixels(self) -> np.ndarray:
-        """Stack the frames, resizing any of another size to the first frame's size.
+        """Stack the frames at the clip's most common frame size (the largest of equally common
+        ones), so one odd frame, first or not, does not decide the clip's size.
 
-        :returns: ``(T, H, W, 3)`` uint8 array, H and W of the first frame.
+        :returns: ``(T, H, W, 3)`` uint8 array.
         """
-        height, width = self.frames[0].image.shape[:2]
+        sizes = Counter(frame.image.shape[:2] for frame in self.frames)
+        height, width = max(sizes, key=lambda hw: (sizes[hw], hw[0] * hw[1]))
         images = [_resize_to(frame.image, width, height) for frame in self.frames]
         return np.stack(images)  # (T, H, W, 3)
+
+
+def unusable_size(height: int, width: int) -> str | None:
+    """Why a frame of this size cannot be captioned (None when it can): smaller than
+    :data:`MIN_SIDE` on a side, or more elongated than :data:`MAX_ASPECT` to 1."""
+    if min(height, width) < MIN_SIDE:
+        return f"{width} x {height} px has a side under {MIN_SIDE} px"
+    if max(height, width) > MAX_ASPECT * min(height, width):
+        return f"{width} x {height} px is more elongated than {MAX_ASPECT:g}:1"
+    return None
 
 
 def _resize_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -100,6 +115,7 @@ class AssemblerStats:
     sampled: int = 0       # frames taken into a clip
     skipped: int = 0       # frames between two sample times (normal rate reduction)
     out_of_order: int = 0  # frames dropped because their stamp went slightly backwards
+    repeated_stamps: int = 0  # frames dropped because they carry the previous frame's stamp
     time_jumps: int = 0    # large backward jumps (looping bag, sim time reset): sampling restarted
     clips: int = 0         # clips emitted by push() and flush()
 
@@ -114,6 +130,9 @@ class ClipAssembler:
     skip it); the next sample time is then the first grid point after that stamp, so jitter never
     drifts the grid and a gap in the stream does not cause a burst of frames.
 
+    Repeated stamps: a frame with the previous frame's stamp is a duplicate (a driver that does
+    not stamp its frames), dropped and counted in ``stats.repeated_stamps``.
+
     Backward stamps: a step back smaller than ``time_jump_s`` is an out-of-order message; the
     frame is dropped and counted in ``stats.out_of_order``. A larger step back is a time jump
     (a looping bag, a simulator reset): the partial clip is emitted, sampling restarts on a new
@@ -126,13 +145,15 @@ class ClipAssembler:
 
     :param fps: sampling rate in frames per second, > 0.
     :param clip_frames: sampled frames per clip, >= 1.
-    :param time_jump_s: a backward step of at least this many seconds is a time jump, > 0.
+    :param time_jump_s: a backward step of at least this many seconds is a time jump, > 0;
+        None (default): two sampling periods, at least 1 s, so one late frame at a low rate is
+        out of order, not the start of a new grid.
     :raises ConfigError: when a value is out of range.
     """
 
     fps: float
     clip_frames: int = 16
-    time_jump_s: float = 1.0
+    time_jump_s: float | None = None
     stats: AssemblerStats = field(default_factory=AssemblerStats, init=False)
 
     def __post_init__(self):
@@ -142,6 +163,8 @@ class ClipAssembler:
                 or self.clip_frames < 1:
             raise ConfigError(
                 f"clip_frames must be an int >= 1 (paper: 16), got {self.clip_frames!r}")
+        if self.time_jump_s is None:
+            self.time_jump_s = max(1.0, 2.0 / float(self.fps))
         if not isinstance(self.time_jump_s, (int, float)) or not self.time_jump_s > 0:
             raise ConfigError(f"time_jump_s must be > 0 seconds, got {self.time_jump_s!r}")
         self._period_ns = _NS_PER_S / float(self.fps)
@@ -167,6 +190,9 @@ class ClipAssembler:
         self.stats.received += 1
         stamp = frame.stamp_ns
         flushed = None
+        if stamp == self._last_ns:
+            self.stats.repeated_stamps += 1
+            return None
         if self._last_ns is not None and stamp < self._last_ns:
             if self._last_ns - stamp < self._jump_ns:
                 self.stats.out_of_order += 1

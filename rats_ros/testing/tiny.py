@@ -126,36 +126,60 @@ def _build_into(name: str, final: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def train_bpe(special_tokens=SPECIAL_TOKENS, specials_last: bool = False) -> Tokenizer:
+    """A small byte-level BPE (any text encodes and decodes) trained on a fixed corpus.
+
+    :param special_tokens: tokens that are never split.
+    :param specials_last: give them the ids after the learned vocabulary, in order (as Qwen's
+        ``<|endoftext|>`` 151643... follow its BPE vocabulary), instead of the first ids.
+    :returns: the ``tokenizers`` object.
+    """
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512, special_tokens=[] if specials_last else list(special_tokens),
+        show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(_CORPUS.strip().splitlines(), trainer)
+    if specials_last:
+        bpe.add_special_tokens(list(special_tokens))
+    return bpe
+
+
 def build_tokenizer(video_markup: str):
-    """A small byte-level BPE tokenizer (any text encodes and decodes) with Qwen-style specials.
+    """:func:`train_bpe` as a transformers tokenizer with Qwen-style specials and template.
 
     :param video_markup: what the chat template writes for a video content item.
     :returns: a ``PreTrainedTokenizerFast`` with a Qwen-style chat template.
     """
     from transformers import PreTrainedTokenizerFast
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=512, special_tokens=SPECIAL_TOKENS, show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    bpe.train_from_iterator(_CORPUS.strip().splitlines(), trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        tokenizer_object=train_bpe(), eos_token="<|im_end|>", pad_token="<|endoftext|>",
         extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
         chat_template=chat_template(video_markup), model_max_length=4096,
     )
 
 
-def _text_kwargs(tokenizer) -> dict:
+def text_kwargs(vocab_size: int, eos_id: int, pad_id: int) -> dict:
+    """Tiny Qwen2-style language model dimensions (8 layers of 64)."""
     return dict(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=8,
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=8,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        initializer_range=TEXT_INIT_STD, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=None, tie_word_embeddings=False,
+        initializer_range=TEXT_INIT_STD, eos_token_id=eos_id, pad_token_id=pad_id,
+        bos_token_id=None, tie_word_embeddings=False,
     )
+
+
+def _text_kwargs(tokenizer) -> dict:
+    return text_kwargs(len(tokenizer), tokenizer.convert_tokens_to_ids("<|im_end|>"),
+                       tokenizer.pad_token_id)
+
+
+def siglip_kwargs() -> dict:
+    """Tiny SigLIP vision tower: 64 px frames of 8 px patches (8x8 patches)."""
+    return dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                image_size=IMAGE_SIZE, patch_size=PATCH, vision_use_head=False)
 
 
 def _printable_only(model, tokenizer) -> None:
@@ -180,7 +204,7 @@ def _save(model, tokenizer, directory: Path, preprocessor: dict) -> None:
     (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
 
 
-def _seeded(build):
+def seeded(build):
     """Build with a fixed seed without disturbing the caller's random state. The global RNG is
     shared by threads, so builds of different models in one process take turns."""
     with _seed_lock, torch.random.fork_rng(devices=[]):
@@ -198,10 +222,7 @@ def build_llava_onevision(directory: Path) -> None:
     )
 
     tokenizer = build_tokenizer(LLAVA_VIDEO_MARKUP)
-    vision = SiglipVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        image_size=IMAGE_SIZE, patch_size=PATCH, vision_use_head=False,
-    )
+    vision = SiglipVisionConfig(**siglip_kwargs())
     config = LlavaOnevisionConfig(
         vision_config=vision, text_config=Qwen2Config(**_text_kwargs(tokenizer)),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
@@ -209,7 +230,7 @@ def build_llava_onevision(directory: Path) -> None:
         vision_feature_select_strategy="full", vision_feature_layer=-1,
         image_grid_pinpoints=[[IMAGE_SIZE, IMAGE_SIZE]],
     )
-    model = _seeded(lambda: LlavaOnevisionForConditionalGeneration(config))
+    model = seeded(lambda: LlavaOnevisionForConditionalGeneration(config))
     preprocessor = {"size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
                     "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
                     "rescale_factor": 1 / 255}
@@ -233,7 +254,7 @@ def build_qwen2_5_vl(directory: Path) -> None:
         video_token_id=ids("<|video_pad|>"), vision_start_token_id=ids("<|vision_start|>"),
         vision_end_token_id=ids("<|vision_end|>"),
     )
-    model = _seeded(lambda: Qwen2_5_VLForConditionalGeneration(config))
+    model = seeded(lambda: Qwen2_5_VLForConditionalGeneration(config))
     preprocessor = {"size": {"shortest_edge": 32 * 32, "longest_edge": IMAGE_SIZE * IMAGE_SIZE},
                     "patch_size": PATCH, "temporal_patch_size": 2, "merge_size": 2,
                     "image_mean": [0.48145466, 0.4578275, 0.40821073],

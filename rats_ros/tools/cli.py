@@ -1,7 +1,8 @@
 """``rats-ros``: caption a bag or video offline, ask questions about it, write a sample bag, replay.
 
-Exit codes: 0 success; 2 usage or input errors (bad options, missing/empty/corrupt input, bad
-question or time window); 1 model, store or other runtime errors; 130 interrupted.
+Exit codes: 0 success; 2 refusals (bad options, missing/empty/corrupt input, a checkpoint that
+cannot load, render or run, a bad question or time window); 1 store or other runtime errors,
+including unexpected ones (one line; ``--debug`` prints the traceback); 130 interrupted.
 
 Times on the command line and in the JSON output are seconds on the input's own clock: the
 header stamps of a bag (or its log times when headers are zero), the timestamps of a video.
@@ -11,14 +12,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-from rats_ros.errors import ConfigError, InputError, QuestionError, RatsError
+from rats_ros.errors import ConfigError, InputError, ModelError, QuestionError, RatsError
 
 _NS = 1_000_000_000
-_USAGE_ERRORS = (ConfigError, InputError, QuestionError)
+_USAGE_ERRORS = (ConfigError, InputError, ModelError, QuestionError)
+
+
+def _stream_seconds(text: str) -> float:
+    """A time on the input's clock in seconds: finite, 0 or more, at most 1e11 (year 5138)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0.0 <= value <= 1e11:  # also false for nan
+        raise argparse.ArgumentTypeError(f"must be a time in seconds in [0, 1e11], got {text}")
+    return value
 
 
 def _positive_float(text: str) -> float:
@@ -72,9 +85,9 @@ def _ask_parser(sub) -> None:
     parser.add_argument("question")
     parser.add_argument("--store", required=True, help="SQLite caption store (from caption)")
     _add_model_options(parser, required=False)
-    parser.add_argument("--since", type=float, default=0.0,
+    parser.add_argument("--since", type=_stream_seconds, default=0.0,
                         help="only clips that started at or after this time, seconds (0: all)")
-    parser.add_argument("--until", type=float, default=0.0,
+    parser.add_argument("--until", type=_stream_seconds, default=0.0,
                         help="only clips that ended at or before this time, seconds (0: now)")
     parser.add_argument("--embedder", choices=("sentence", "model"), default="sentence")
     parser.add_argument("--max-captions", type=int, default=0, help="cap on captions (0: budget)")
@@ -99,6 +112,8 @@ def _sample_parser(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``rats-ros`` argument parser (``replay`` is handed to :mod:`rats_ros.ros.replay`)."""
     parser = argparse.ArgumentParser(prog="rats-ros", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _caption_parser(sub)
     _ask_parser(sub)
@@ -121,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rats-ros: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - the boundary: a bug, reported in one line
+        if args.debug:
+            raise
+        print(f"rats-ros {args.command}: unexpected {type(error).__name__}: {error} (a bug: "
+              "run again with --debug for the traceback and report it)", file=sys.stderr)
+        return 1
 
 
 # -- caption ------------------------------------------------------------------------------------
@@ -130,6 +151,7 @@ def _run_caption(args) -> int:
     from rats_ros.stream.clips import ClipAssembler
 
     try:
+        _check_out(args.out)  # before the model loads: a bad path fails fast
         assembler = ClipAssembler(fps=args.fps, clip_frames=args.clip_frames)
         config = CaptionerConfig(
             keep_ratio=args.keep_ratio, memory_clips=args.memory_clips, selection=args.selection,
@@ -148,7 +170,21 @@ def _run_caption(args) -> int:
             return _fail("caption", error)
     if not args.quiet:
         _summary(args, clips, assembler.stats, undecodable)
+    if clips == 0:
+        reason = f": {undecodable[0]}" if undecodable else ""
+        return _fail("caption", InputError(
+            f"no clip could be made from {args.input} ({assembler.stats.received} frames "
+            f"decoded, {len(undecodable)} not){reason}; pass an input with colour images"))
     return 0
+
+
+def _check_out(out) -> None:
+    """:raises InputError: when ``--out`` is a directory or its directory does not exist."""
+    if out is None:
+        return
+    path = Path(out)
+    if path.is_dir() or not path.parent.is_dir():
+        raise InputError(f"--out {out!r} must be a file in an existing directory")
 
 
 class _Session:
@@ -179,7 +215,8 @@ class _Session:
             from rats_ros.recall.embedders import make_embedder
             from rats_ros.recall.store import CaptionStore
 
-            self.store = CaptionStore(args.store, stream_id=args.stream_id)
+            self.store = CaptionStore(args.store, stream_id=args.stream_id,
+                                      writer=f"rats-ros caption (pid {os.getpid()})")
             start_index = self.store.next_clip_index()
             if args.embedder != "none":
                 self.embedder = make_embedder(args.embedder, backend=backend)

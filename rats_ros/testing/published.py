@@ -1,0 +1,146 @@
+"""Checkpoint directories in the file layout of the published LLaVA-OneVision repositories
+(``llava-hf/llava-onevision-qwen2-{0.5b,7b}-ov-hf``), with tiny dimensions and random weights.
+
+What a user's download looks like, file for file, so the loading code meets the published
+layout and not only the one ``save_pretrained`` writes today. Where each fact comes from:
+
+- The file set and how it was produced: transformers'
+  ``src/transformers/models/llava_onevision/convert_llava_onevision_weights_to_hf.py`` (the
+  script that made the llava-hf checkpoints): the tokenizer of ``Qwen/Qwen2-{0.5B,7B}-Instruct``
+  with ``<image>`` and ``<video>`` added as special, unnormalised tokens; a
+  ``LlavaOnevisionProcessor(num_image_tokens=729, vision_feature_select_strategy="full",
+  chat_template=...)`` saved next to the model, hence ``processor_config.json``,
+  ``chat_template.json`` (the processor's video-aware template, :data:`PROCESSOR_TEMPLATE`, copied
+  from that script) and ``preprocessor_config.json``; ``tokenizer_config.json`` keeps Qwen2's own
+  text-only template (:data:`QWEN2_TEXT_TEMPLATE`, as in the Qwen2-Instruct repositories), which
+  concatenates ``message['content']`` as a string and so cannot render a video item.
+- Token ids: ``<|endoftext|>`` 151643, ``<|im_start|>`` 151644, ``<|im_end|>`` 151645,
+  ``<image>`` 151646, ``<video>`` 151647 (``image_token_index``/``video_token_index`` of the
+  published ``config.json``; also listed in vLLM's request classifier for
+  ``llava-onevision-qwen2-0.5b-ov-hf``). Here the byte-level BPE vocabulary is small, so the same
+  tokens get small ids in the same order; ``config.json`` names them, as published.
+- ``config.json`` field set: ``image_token_index``, ``video_token_index``,
+  ``use_image_newline_parameter``, ``vision_aspect_ratio: anyres_max_9``,
+  ``vision_feature_layer: -1``, ``vision_feature_select_strategy: full`` and a ``qwen2``
+  ``text_config`` with ``rope_theta`` (written by transformers 4.45, before ``rope_parameters``).
+
+An "older revision" (``video_token=False``) has no ``<video>`` in its tokenizer, as the first
+llava-hf uploads had: ``config.json`` still names id 151647, which then is no token at all.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rats_ros.testing import tiny
+
+#: chat_template.json of the llava-hf OneVision repositories (the conversion script's template)
+PROCESSOR_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}"
+    "{# Render all images first #}{% for content in message['content'] | "
+    "selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{# Render all video then #}{% for content in message['content'] | "
+    "selectattr('type', 'equalto', 'video') %}{{ '<video>\n' }}{% endfor %}"
+    "{# Render all text next #}{% if message['role'] != 'assistant' %}{% for content in "
+    "message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] }}"
+    "{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', "
+    "'equalto', 'text') %}{% generation %}{{ content['text'] }}{% endgeneration %}{% endfor %}"
+    "{% endif %}{{'<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+#: tokenizer_config.json's template of Qwen2-Instruct: text-only (string concatenation)
+QWEN2_TEXT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+QWEN2_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+IMAGE_SIZE, PATCH = tiny.IMAGE_SIZE, tiny.PATCH  # 8x8 patches, pooled to 4x4 per frame
+
+
+def write_llava_onevision(directory, video_token: bool = True) -> Path:
+    """Write a tiny LLaVA-OneVision checkpoint in the llava-hf file layout into ``directory``.
+
+    :param video_token: False for an older revision whose tokenizer lacks ``<video>``.
+    :returns: the directory.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    added = QWEN2_SPECIALS + (("<image>", "<video>") if video_token else ("<image>",))
+    bpe = tiny.train_bpe(added, specials_last=True)
+    ids = {token: bpe.token_to_id(token) for token in added}
+    video_id = ids["<image>"] + 1  # what config.json names, whether or not the token exists
+    # The embedding table is padded past the tokenizer (the script pads to a multiple of 64).
+    _write_model(directory, bpe.get_vocab_size() + 8, ids, video_id)
+    _write_tokenizer(directory, bpe, ids)
+    _write_processor(directory)
+    return directory
+
+
+def _write_model(directory: Path, vocab: int, ids: dict, video_id: int) -> None:
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+
+    text = dict(tiny.text_kwargs(vocab, ids["<|im_end|>"], ids["<|endoftext|>"]),
+                tie_word_embeddings=True)  # the 0.5B ties its embeddings
+    config = LlavaOnevisionConfig(
+        text_config=text, vision_config=tiny.siglip_kwargs(), image_token_index=ids["<image>"],
+        video_token_index=video_id, vision_feature_select_strategy="full",
+        vision_feature_layer=-1, image_grid_pinpoints=[[IMAGE_SIZE, IMAGE_SIZE]])
+    model = tiny.seeded(lambda: LlavaOnevisionForConditionalGeneration(config))
+    model.save_pretrained(directory)
+    text_config = {key: value for key, value in text.items() if key != "rope_parameters"}
+    published = {
+        "architectures": ["LlavaOnevisionForConditionalGeneration"],
+        "image_grid_pinpoints": [[IMAGE_SIZE, IMAGE_SIZE]], "image_token_index": ids["<image>"],
+        "model_type": "llava_onevision", "projector_hidden_act": "gelu",
+        "text_config": {**text_config, "model_type": "qwen2", "rope_theta": 1000000.0,
+                        "architectures": ["Qwen2ForCausalLM"], "torch_dtype": "bfloat16",
+                        "use_sliding_window": False},
+        "tie_word_embeddings": True, "torch_dtype": "float32",
+        "transformers_version": "4.45.0.dev0", "use_image_newline_parameter": True,
+        "video_token_index": video_id, "vision_aspect_ratio": "anyres_max_9",
+        "vision_config": {**tiny.siglip_kwargs(), "model_type": "siglip_vision_model"},
+        "vision_feature_layer": -1, "vision_feature_select_strategy": "full"}
+    _json(directory / "config.json", published)
+    _json(directory / "generation_config.json",
+          {"bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+           "transformers_version": "4.45.0.dev0"})
+
+
+def _write_tokenizer(directory: Path, bpe, ids: dict) -> None:
+    bpe.save(str(directory / "tokenizer.json"))
+    bpe.model.save(str(directory))  # vocab.json, merges.txt (the slow tokenizer's files)
+    special = {"content": "", "lstrip": False, "normalized": False, "rstrip": False,
+               "single_word": False, "special": True}
+    _json(directory / "tokenizer_config.json", {
+        "add_prefix_space": False,
+        "added_tokens_decoder": {str(i): {**special, "content": t} for t, i in ids.items()},
+        "additional_special_tokens": ["<|im_start|>", "<|im_end|>"], "bos_token": None,
+        "chat_template": QWEN2_TEXT_TEMPLATE, "clean_up_tokenization_spaces": False,
+        "eos_token": "<|im_end|>", "errors": "replace", "model_max_length": 32768,
+        "pad_token": "<|endoftext|>", "padding_side": "left",
+        "processor_class": "LlavaOnevisionProcessor", "split_special_tokens": False,
+        "tokenizer_class": "Qwen2Tokenizer", "unk_token": None})
+    _json(directory / "special_tokens_map.json", {
+        "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
+        "eos_token": {**special, "content": "<|im_end|>"},
+        "pad_token": {**special, "content": "<|endoftext|>"}})
+    _json(directory / "added_tokens.json", ids)
+
+
+def _write_processor(directory: Path) -> None:
+    _json(directory / "chat_template.json", {"chat_template": PROCESSOR_TEMPLATE})
+    _json(directory / "processor_config.json", {
+        "image_token": "<image>", "num_image_tokens": (IMAGE_SIZE // PATCH) ** 2,
+        "processor_class": "LlavaOnevisionProcessor", "video_token": "<video>",
+        "vision_feature_select_strategy": "full"})
+    _json(directory / "preprocessor_config.json", {
+        "do_convert_rgb": True, "do_normalize": True, "do_pad": True, "do_rescale": True,
+        "do_resize": True, "image_grid_pinpoints": [[IMAGE_SIZE, IMAGE_SIZE]],
+        "image_mean": [0.5, 0.5, 0.5], "image_processor_type": "LlavaOnevisionImageProcessor",
+        "image_std": [0.5, 0.5, 0.5], "processor_class": "LlavaOnevisionProcessor",
+        "resample": 3, "rescale_factor": 0.00392156862745098,
+        "size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE}})
+
+
+def _json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")

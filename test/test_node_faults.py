@@ -1,0 +1,210 @@
+"""Faults found by a hostile tryout, reproduced with real node processes over DDS on loopback:
+lifecycle transitions while a question is answered, many questions at once, a broken checkpoint.
+"""
+import json
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from helpers import png_bomb, wait_for
+from lifecycle_msgs.msg import Transition
+from rats_ros.msg import Caption
+from rats_ros.srv import AskVideo
+from rclpy.qos import QoSProfile
+from ros_fixtures import (  # noqa: F401
+    FAST_PARAMS,
+    assert_no_traceback,
+    diagnostics_values,
+    ros_client,
+    scene_frames,
+    start_node,
+    start_replay,
+)
+from sensor_msgs.msg import CompressedImage
+
+from rats_ros.io.bags import write_image_bag
+from rats_ros.io.images import encode_compressed
+from rats_ros.testing import published
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory):
+    path = tmp_path_factory.mktemp("faults") / "bag"
+    write_image_bag(path, scene_frames(24, fps=4.0, start_s=100.0))
+    return path
+
+
+def captioned_node(tmp_path, bag, domain_id, ros_client, **params):  # noqa: F811
+    """A node that has stored at least two captions (so questions run the model)."""
+    captions = ros_client.collect(Caption, "/captions")
+    node = start_node(tmp_path, domain_id, qos_reliability="reliable",
+                      remaps={"image": "/camera/image_raw"}, **params)
+    replay = start_replay(bag, domain_id, "--topic", "/camera/image_raw", "--rate", "4",
+                          "--wait-subscribers", "1")
+    wait_for(lambda: len(captions) >= 2, timeout=90)
+    replay.communicate(timeout=60)
+    return node
+
+
+def ask_async(ros_client, question: str, client=None):  # noqa: F811
+    """Send one request without waiting. :returns: an Event set on the response, and a box."""
+    client = client or ros_client.node.create_client(AskVideo, "/ask_video")
+    assert client.wait_for_service(timeout_sec=30)
+    done, box = threading.Event(), {}
+
+    def finish(future):
+        box["response"] = future.result()
+        done.set()
+
+    client.call_async(AskVideo.Request(question=question)).add_done_callback(finish)
+    return done, box
+
+
+def test_every_one_of_40_simultaneous_questions_gets_a_response(tmp_path, bag, domain_id,
+                                                                ros_client):  # noqa: F811
+    node = captioned_node(tmp_path, bag, domain_id, ros_client, question_queue_size=4,
+                          max_answer_tokens=24)
+    try:
+        # One client, its response history deep enough for the burst, matched with the
+        # service both ways (a first call answered) before the burst.
+        client = ros_client.node.create_client(AskVideo, "/ask_video",
+                                               qos_profile=QoSProfile(depth=100))
+        assert wait_for(lambda: ask_async(ros_client, "Ready?", client)[0].wait(5), timeout=60)
+        pending = [ask_async(ros_client, f"What happened, question {i}?", client)
+                   for i in range(40)]
+        wait_for(lambda: all(done.is_set() for done, _ in pending), timeout=240)
+        responses = [box["response"] for _, box in pending]
+        answered = [r for r in responses if r.success]
+        busy = [r for r in responses if not r.success]
+        assert len(answered) + len(busy) == 40 and answered
+        assert all(r.message.startswith("busy") for r in busy), {r.message for r in busy}
+        assert node.alive()
+    finally:
+        assert node.stop() == 0, node.log()[-3000:]
+    assert_no_traceback(node.log())
+
+
+@pytest.mark.parametrize("transition", ["deactivate", "shutdown"])
+def test_a_transition_while_a_question_is_answered_answers_it_and_stays_clean(
+        tmp_path, bag, domain_id, ros_client, transition):  # noqa: F811
+    """The hostile tryout: the transition 1 s into a long answer killed the node (exit 1,
+    InvalidHandle in send_response) and the client never got a response."""
+    node = captioned_node(tmp_path, bag, domain_id, ros_client, max_answer_tokens=400)
+    try:
+        done, box = ask_async(ros_client, "Describe everything that happened, in detail.")
+        assert not done.wait(1.0)  # still answering
+        transition_id = {"deactivate": Transition.TRANSITION_DEACTIVATE,
+                         "shutdown": Transition.TRANSITION_ACTIVE_SHUTDOWN}[transition]
+        assert ros_client.change_state(transition_id)
+        assert done.wait(120), "the question in flight got no response"
+        assert isinstance(box["response"].success, bool)
+        if transition == "deactivate":
+            assert ros_client.lifecycle_state() == "inactive" and node.alive()
+            late = ros_client.call(AskVideo, "/ask_video", AskVideo.Request(question="Now?"))
+            assert not late.success and "inactive, not active" in late.message
+            assert ros_client.change_state(Transition.TRANSITION_ACTIVATE)
+            assert ros_client.call(AskVideo, "/ask_video",
+                                   AskVideo.Request(question="And now?")).success
+        else:
+            assert node.wait_exit(60) == 0, node.log()[-3000:]  # shutdown ends the process
+    finally:
+        if node.alive():
+            assert node.stop(signal.SIGINT) == 0, node.log()[-3000:]
+    assert_no_traceback(node.log())
+
+
+def test_a_broken_checkpoint_fails_configure_with_error_diagnostics(tmp_path, domain_id,
+                                                                    ros_client):  # noqa: F811
+    model = published.write_llava_onevision(tmp_path / "model")
+    (model / "chat_template.json").write_text(json.dumps(
+        {"chat_template": "{{ raise_exception('video content is not supported') }}"}))
+    diagnostics = ros_client.collect(DiagnosticArray, "/diagnostics")
+    node = start_node(tmp_path, domain_id, wait_active=False, model=str(model),
+                      autostart=False)
+    try:
+        node.wait_log("waiting for lifecycle transitions", timeout=60)
+        assert not ros_client.change_state(Transition.TRANSITION_CONFIGURE)
+        status = wait_for(lambda: next((s for d in diagnostics[-3:] for s in d.status
+                                        if s.level == DiagnosticStatus.ERROR), None), timeout=30)
+        assert "chat_template.json" in status.message and "not supported" in status.message
+        assert ros_client.lifecycle_state() == "unconfigured"
+    finally:
+        assert node.stop() == 0
+    assert "configure failed" in node.log()
+    assert_no_traceback(node.log())
+
+
+def test_a_second_writer_on_the_same_stream_is_refused_naming_the_first(tmp_path, domain_id,
+                                                                         ros_client):  # noqa: F811
+    """Two cameras' nodes started with the same store_path and the default stream_id: before,
+    both numbered clips from 0 and every other caption was dropped with diagnostics OK."""
+    store = str(tmp_path / "shared.db")
+    first = start_node(tmp_path, domain_id, name="first", store_path=store,
+                       remaps={"__ns": "/front"})
+    try:
+        second = start_node(tmp_path, domain_id, name="second", store_path=store,
+                            wait_active=False, remaps={"__ns": "/rear"})
+        assert second.wait_exit(120) == 1
+        log = second.log()
+        assert f"already being written by node /front/rats_stream (pid {first.proc.pid})" in log
+        assert "stream_id" in log
+        assert_no_traceback(log)
+        third = start_node(tmp_path, domain_id, name="third", store_path=store,
+                           stream_id="rear", remaps={"__ns": "/rear"})
+        assert third.stop() == 0  # its own stream: accepted
+    finally:
+        assert first.stop() == 0
+
+
+def test_hostile_frames_are_refused_by_reason_and_cost_no_memory(tmp_path, domain_id,
+                                                                 ros_client):  # noqa: F811
+    """A PNG bomb (20000 x 20000 px in ~1 MB: +2.3 GB of RSS before), a zero stamp (replaced by
+    wall-clock time before), a 1000 x 4 frame (a "model failure" before), frames that all carry
+    one stamp (no caption and no warning before): each refused, counted by reason, WARN."""
+    node = start_node(tmp_path, domain_id, image_transport="compressed",
+                      qos_reliability="reliable", remaps={"__ns": "/hostile"})
+    diagnostics = ros_client.collect(DiagnosticArray, "/diagnostics")
+    pub = ros_client.node.create_publisher(CompressedImage, "/hostile/image/compressed",
+                                           QoSProfile(depth=20))
+    wait_for(lambda: pub.get_subscription_count() >= 1, timeout=30)
+    frame = encode_compressed(np.full((48, 64, 3), 120, np.uint8), "jpeg")
+    sliver = encode_compressed(np.full((4, 1000, 3), 120, np.uint8), "jpeg")
+
+    def message(data, fmt="jpeg", sec=100):
+        msg = CompressedImage(format=fmt, data=data)
+        msg.header.stamp.sec = sec
+        return msg
+
+    def refused(reason):
+        values = diagnostics_values(diagnostics[-1]) if diagnostics else {}
+        return int(values.get(f"refused.{reason}", 0))
+
+    rss_before = node.rss()
+    try:  # one at a time: the image subscription keeps the last 5 (sensor-data QoS)
+        for msg, reason, count in [(message(png_bomb(20000, 20000), "png"), "too_many_pixels", 1),
+                                   (message(frame, sec=0), "zero_stamp", 1),
+                                   (message(sliver, sec=101), "unusable_size", 1),
+                                   (message(frame, sec=102), "repeated_stamp", 0)]:
+            pub.publish(msg)
+            wait_for(lambda reason=reason, count=count: refused(reason) == count
+                     and (count or diagnostics_values(diagnostics[-1]).get("frames_received")
+                          == "1"), timeout=30)
+        for _ in range(4):
+            pub.publish(message(frame, sec=102))
+            time.sleep(0.2)
+        wait_for(lambda: refused("repeated_stamp") == 4, timeout=30)
+        values = diagnostics_values(diagnostics[-1])
+        assert values["_level"] == DiagnosticStatus.WARN
+        assert node.rss() - rss_before < 300 * 2**20
+        log = node.log()
+        for words in ("exceeds 50000000 pixels", "header stamp is zero", "under 16 px",
+                      "the previous frame's header stamp"):
+            assert words in log, words
+    finally:
+        assert node.stop() == 0
+    assert_no_traceback(node.log())

@@ -1,0 +1,128 @@
+"""Checkpoints in the published llava-hf file layout (rats_ros.testing.published), and broken
+ones: the prompt as the family's own processor builds it, and refusals that name the file."""
+import json
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer, LlavaOnevisionProcessor
+
+from rats_ros.errors import ModelError
+from rats_ros.io.sample_scene import write_sample_bag
+from rats_ros.models import load_backend
+from rats_ros.testing import published
+from rats_ros.tools.cli import main
+
+PROMPT = "Describe what's happening in this video."
+
+
+@pytest.fixture(scope="module")
+def llava_hf(tmp_path_factory):
+    """A tiny checkpoint in the llava-hf layout (current revision)."""
+    return published.write_llava_onevision(tmp_path_factory.mktemp("llava-hf"))
+
+
+def broken(tmp_path, name: str, **files):
+    """A llava-hf layout checkpoint with some files replaced (text) or removed (None)."""
+    directory = published.write_llava_onevision(tmp_path / name)
+    for file, text in files.items():
+        path = directory / file.replace("__", ".")
+        path.unlink() if text is None else path.write_text(text)
+    return directory
+
+
+def test_the_fixture_ships_the_published_file_set(llava_hf):
+    assert sorted(p.name for p in llava_hf.iterdir()) == [
+        "added_tokens.json", "chat_template.json", "config.json", "generation_config.json",
+        "merges.txt", "model.safetensors", "preprocessor_config.json", "processor_config.json",
+        "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.json"]
+    config = json.loads((llava_hf / "config.json").read_text())
+    assert {"image_token_index", "video_token_index", "vision_aspect_ratio"} <= set(config)
+    tokenizer_template = json.loads((llava_hf / "tokenizer_config.json").read_text())
+    assert "message['content'] +" in tokenizer_template["chat_template"]  # text-only
+
+
+def test_processor_template_wins_and_the_prompt_equals_the_processors(llava_hf):
+    """The ids our layout feeds the LLM equal what LlavaOnevisionProcessor builds: the
+    processor's template rendered, its video token expanded by the processor's own count
+    (frames x pooled patches + newline), then tokenized.
+
+    A LlavaOnevisionProcessor instance needs its video processor, which needs torchvision, and
+    torchvision's PyPI builds do not load next to the pinned CPU torch (``operator
+    torchvision::nms does not exist``, torchvision 0.28.0 with torch 2.13.0+cpu). So the
+    processor's own counting method runs on an instance made without ``__init__`` holding
+    processor_config.json's ``num_image_tokens``, and the template is rendered by the
+    tokenizer's Jinja renderer (the one ``ProcessorMixin.apply_chat_template`` uses too)."""
+    backend = load_backend(str(llava_hf))
+    assert backend.template_source.endswith("chat_template.json")
+    tokenizer = AutoTokenizer.from_pretrained(llava_hf)
+    template = json.loads((llava_hf / "chat_template.json").read_text())["chat_template"]
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": PROMPT}]}],
+        chat_template=template, tokenize=False, add_generation_prompt=True)
+    processor = LlavaOnevisionProcessor.__new__(LlavaOnevisionProcessor)
+    processor.num_image_tokens = json.loads(
+        (llava_hf / "processor_config.json").read_text())["num_image_tokens"]
+    count = processor._get_num_multimodal_tokens(video_sizes=[(4, 48, 64)])["num_video_tokens"][0]
+    expected = tokenizer(text.replace("<video>", "<video>" * count),
+                         add_special_tokens=False)["input_ids"]
+    frames = np.random.default_rng(0).integers(0, 255, (4, 48, 64, 3), dtype=np.uint8)
+    visual = backend.encode_clip(frames)  # (N, D)
+    prefix, suffix = backend.prompt_layout(PROMPT)
+    trailer = backend._clip_trailer().shape[0]  # image_newline
+    video_id = backend.model.config.video_token_id
+    ours = prefix.tolist() + [video_id] * (visual.shape[0] + trailer) + suffix.tolist()
+    assert ours == expected
+    assert visual.shape[0] + trailer == count == 4 * 16 + 1
+
+
+def test_cli_captions_and_answers_with_a_published_layout(llava_hf, tmp_path, capsys):
+    write_sample_bag(tmp_path / "bag", seconds=8.0, fps=2.0, size=(64, 48))
+    store = tmp_path / "captions.db"
+    code = main(["caption", str(tmp_path / "bag"), "--model", str(llava_hf), "--fps", "1",
+                 "--clip-frames", "4", "--max-new-tokens", "4", "--store", str(store)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert len(out.splitlines()) == 2 and "Traceback" not in err
+    code = main(["ask", "What happened?", "--store", str(store), "--max-new-tokens", "4",
+                 "--json"])
+    answer = json.loads(capsys.readouterr().out)
+    assert code == 0 and answer["success"] and len(answer["evidence"]) == 2
+
+
+@pytest.mark.parametrize("case,files,says", [
+    ("template-raises", {"chat_template__json": json.dumps(
+        {"chat_template": "{{ raise_exception('This template does not support video') }}"})},
+     "chat_template.json cannot render"),
+    ("text-only-template", {"chat_template__json": None}, "tokenizer_config.json cannot render"),
+    ("no-tokenizer", {"tokenizer__json": None, "vocab__json": None, "merges__txt": None},
+     "tokenizer"),
+    ("unreadable-template", {"chat_template__json": "{not json"}, "chat_template.json"),
+])
+def test_broken_checkpoints_are_refused_at_load_naming_the_file(tmp_path, case, files, says):
+    with pytest.raises(ModelError) as refused:
+        load_backend(str(broken(tmp_path, case, **files)))
+    assert says in str(refused.value)
+
+
+def test_an_older_revision_without_the_video_token_is_refused(tmp_path):
+    old = published.write_llava_onevision(tmp_path / "old", video_token=False)
+    with pytest.raises(ModelError, match="predates video support"):
+        load_backend(str(old))
+
+
+def test_a_truncated_weights_file_is_refused(tmp_path):
+    directory = published.write_llava_onevision(tmp_path / "truncated")
+    weights = directory / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ModelError, match="download"):
+        load_backend(str(directory))
+
+
+def test_cli_refuses_a_broken_checkpoint_with_exit_2_and_no_traceback(tmp_path, capsys):
+    write_sample_bag(tmp_path / "bag", seconds=4.0, fps=2.0, size=(64, 48))
+    model = broken(tmp_path, "raises", chat_template__json=json.dumps(
+        {"chat_template": "{{ raise_exception('no video here') }}"}))
+    code = main(["caption", str(tmp_path / "bag"), "--model", str(model)])
+    _, err = capsys.readouterr()
+    assert code == 2 and "chat_template.json" in err and "no video here" in err
+    assert "Traceback" not in err
