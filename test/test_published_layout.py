@@ -126,3 +126,21 @@ def test_cli_refuses_a_broken_checkpoint_with_exit_2_and_no_traceback(tmp_path, 
     _, err = capsys.readouterr()
     assert code == 2 and "chat_template.json" in err and "no video here" in err
     assert "Traceback" not in err
+
+
+def test_check_model_prints_the_prompt_tokens_and_memory_estimate(llava_hf, capsys):
+    code = main(["check-model", str(llava_hf), "--frames", "4", "--height", "48", "--width",
+                 "64", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert summary["family"] == "llava_onevision" and summary["tokens_per_frame"] == 16
+    assert summary["tokens_per_clip"] == 4 * 16 + 1  # the processor's count, newline included
+    assert "<video x 65>" in summary["prompt"] and "<|im_start|>assistant" in summary["prompt"]
+    assert summary["estimate_mib"] >= summary["weights_mib"] > 0
+    assert len(summary["readout_layers"]) == 4
+
+
+def test_check_model_refuses_a_broken_checkpoint_with_exit_2(tmp_path, capsys):
+    model = broken(tmp_path, "no-template", chat_template__json=None)
+    assert main(["check-model", str(model)]) == 2
+    assert "tokenizer_config.json cannot render" in capsys.readouterr().err

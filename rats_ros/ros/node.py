@@ -102,6 +102,7 @@ class StreamNode(LifecycleNode):
         self.stats.clear_error()
         self.frames = DropOldestQueue(self.params.queue_size)
         self._diag_timer.timer_period_ns = int(self.params.diagnostics_period * _NS)
+        self.get_logger().info(f"model summary: {self.parts.summary()}")
         self.get_logger().info(
             f"configured: model {self.parts.model_name}, store {self.parts.store_path} "
             f"(stream {self.params.stream_id!r}, next clip index {self.parts.start_index})")

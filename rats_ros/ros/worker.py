@@ -93,7 +93,7 @@ class Parts:
         from rats_ros.recall.store import CaptionStore, RetentionPolicy
         from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
 
-        self.model_name = params.model
+        self.model_name, self.params = params.model, params
         self.store_path = params.resolved_store_path()
         retention = RetentionPolicy(max_age_s=params.retention_max_age_s,
                                     max_rows=params.retention_max_rows)
@@ -113,6 +113,17 @@ class Parts:
             raise
         # Kept across deactivate/activate so sampled frames of a partial clip are not lost.
         self.assembler = ClipAssembler(params.fps, params.clip_frames)
+
+    def summary(self) -> str:
+        """The model summary of ``rats-ros check-model`` for this node's clips (4:3 frames at
+        most max_image_side wide), on one line for the log."""
+        from rats_ros.models.summary import summarize
+
+        p = self.params
+        width = min(640, p.max_image_side)
+        summary = summarize(self.backend, p.clip_frames, width * 3 // 4, width, p.memory_clips,
+                            p.keep_ratio, p.context_tokens, p.max_answer_tokens)
+        return "; ".join(line.replace("\n", "\\n") for line in summary.lines())
 
     def ask(self, request):
         """Answer an ``AskVideo`` request. :raises RatsError: the reason it cannot be answered."""

@@ -11,6 +11,7 @@ header stamps of a bag (or its log times when headers are zero), the timestamps 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -97,6 +98,39 @@ def _ask_parser(sub) -> None:
     parser.set_defaults(handler=_run_ask)
 
 
+def _check_model_parser(sub) -> None:
+    parser = sub.add_parser("check-model", help="load a checkpoint and print what it will do",
+                            description="Load MODEL; print family, device, dtype, visual tokens "
+                                        "per frame and clip, the captioning prompt, read-out "
+                                        "layers and a GPU memory estimate. Exit 2 if refused.")
+    parser.add_argument("model", help="checkpoint directory, cached Hugging Face id or tiny-*")
+    parser.add_argument("--frames", type=int, default=16, help="frames per clip")
+    parser.add_argument("--height", type=int, default=480, help="frame height, px")
+    parser.add_argument("--width", type=int, default=640, help="frame width, px")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_run_check_model)
+
+
+def _run_check_model(args) -> int:
+    from rats_ros.models import load_backend
+    from rats_ros.models.summary import summarize
+
+    try:
+        if min(args.frames, args.height, args.width) < 1:
+            raise ConfigError("--frames, --height and --width must be >= 1")
+        backend = load_backend(args.model, args.device, args.dtype)
+        summary = summarize(backend, args.frames, args.height, args.width)
+    except RatsError as error:
+        return _fail("check-model", error)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(summary)))
+    else:
+        print("\n".join(summary.lines()))
+    return 0
+
+
 def _sample_parser(sub) -> None:
     parser = sub.add_parser("sample-bag", help="write a synthetic camera bag (for demos, tests)")
     parser.add_argument("out_dir", help="bag directory to create")
@@ -117,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _caption_parser(sub)
     _ask_parser(sub)
+    _check_model_parser(sub)
     _sample_parser(sub)
     sub.add_parser("replay", add_help=False,
                    help="publish a bag's image topic on ROS 2 (rats-ros replay --help)")

@@ -1,0 +1,74 @@
+"""What a loaded checkpoint will do with a stream: tokens per frame and clip, the exact prompt,
+the read-out layers and a GPU memory estimate (``rats-ros check-model``, the node's configure).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from rats_ros.stream.captioner import DEFAULT_PROMPT
+
+
+@dataclass
+class ModelSummary:
+    """A checkpoint's figures for one frame size (memory figures in MiB).
+
+    :param prompt: the captioning prompt as the LLM reads it, the clip shown as
+        ``<video x N>`` (and the memory as ``<memory x M>``).
+    """
+
+    family: str
+    device: str
+    dtype: str
+    tokens_per_frame: float
+    tokens_per_clip: int
+    memory_tokens: int
+    readout_layers: list[int]
+    prompt: str
+    weights_mib: float
+    kv_caption_mib: float
+    kv_answer_mib: float
+    estimate_mib: float
+
+    def lines(self) -> list[str]:
+        """Human-readable ``name: value`` lines."""
+        return [f"{key}: {value}" for key, value in asdict(self).items()]
+
+
+def summarize(backend, frames: int = 16, height: int = 480, width: int = 640,
+              memory_clips: int = 16, keep_ratio: float = 1 / 16, context_tokens: int = 10000,
+              answer_tokens: int = 128, prompt: str = DEFAULT_PROMPT) -> ModelSummary:
+    """Figures of ``backend`` (an ``HFVideoBackend``) for clips of ``frames`` frames of
+    ``height x width`` pixels, a full memory and one answer of ``context_tokens``.
+
+    The estimate is weights + the KV cache of a caption with a full memory + the KV cache of
+    an answer (both may exist at once: answers run while captioning); activations and the
+    runtime's own memory come on top.
+    """
+    groups, rows, cols = backend.token_grid(frames, height, width)
+    clip_tokens = groups * rows * cols + backend._clip_trailer().shape[0]
+    kept = max(1, round(groups * rows * cols * keep_ratio))
+    memory = memory_clips * kept
+    prefix, suffix = backend.prompt_layout(prompt)
+    def decode(ids):
+        with backend._tokenizer_lock:
+            return backend.tokenizer.decode(ids, skip_special_tokens=False)
+
+    shown = (decode(prefix.tolist()) + f"<memory x {memory}><video x {clip_tokens}>"
+             + decode(suffix.tolist()))
+    text = backend.model.config.text_config
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    element = backend.embed_tokens.weight.element_size()
+    per_token = 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * element
+    caption_tokens = prefix.numel() + memory + clip_tokens + suffix.numel() + 64
+    weights = sum(p.numel() * p.element_size() for p in backend.model.parameters())
+    mib = 2 ** 20
+    figures = (weights / mib, per_token * caption_tokens / mib,
+               per_token * (context_tokens + answer_tokens + 64) / mib)
+    return ModelSummary(
+        family=backend.model.config.model_type, device=str(backend.device),
+        dtype=str(backend.dtype).removeprefix("torch."),
+        tokens_per_frame=groups * rows * cols / frames, tokens_per_clip=clip_tokens,
+        memory_tokens=memory, readout_layers=list(backend.readout_layers), prompt=shown,
+        weights_mib=round(figures[0], 1), kv_caption_mib=round(figures[1], 1),
+        kv_answer_mib=round(figures[2], 1), estimate_mib=math.ceil(sum(figures)))
