@@ -2,7 +2,9 @@
 lifecycle transitions while a question is answered, many questions at once, a broken checkpoint.
 """
 import json
+import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -207,4 +209,75 @@ def test_hostile_frames_are_refused_by_reason_and_cost_no_memory(tmp_path, domai
             assert words in log, words
     finally:
         assert node.stop() == 0
+    assert_no_traceback(node.log())
+
+
+def _fill(path) -> None:
+    """Write ``path`` until its file system has no byte left."""
+    with open(path, "wb", buffering=0) as filler:
+        for size in (1 << 16, 4096, 1):
+            try:
+                while True:
+                    filler.write(b"\0" * size)
+            except OSError:  # ENOSPC: next, smaller writes fill the rest
+                continue
+
+
+def _error_says(diagnostics, words):
+    return next((s for d in diagnostics[-3:] for s in d.status
+                 if s.level == DiagnosticStatus.ERROR and words in s.message), None)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")
+def test_a_full_disk_holds_captions_and_stores_them_in_order_when_space_returns(
+        tmp_path, bag, domain_id, ros_client):  # noqa: F811
+    """Before, captions were captioned then discarded ("not stored, not published") with
+    /diagnostics at OK."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)
+    try:
+        captions = ros_client.collect(Caption, "/captions")
+        diagnostics = ros_client.collect(DiagnosticArray, "/diagnostics")
+        node = start_node(tmp_path, domain_id, store_path=str(disk / "captions.db"),
+                          qos_reliability="reliable", remaps={"image": "/camera/image_raw"})
+        try:
+            _fill(disk / "filler")
+            replay = start_replay(bag, domain_id, "--rate", "4", "--wait-subscribers", "1")
+            status = wait_for(lambda: _error_says(diagnostics, "refuses writes"), timeout=90)
+            assert "held in memory" in status.message and captions == []
+            replay.communicate(timeout=60)
+            (disk / "filler").unlink()  # space returns
+            wait_for(lambda: len(captions) >= 3, timeout=60)
+            assert [c.clip_index for c in captions] == list(range(len(captions)))
+            ok = wait_for(lambda: diagnostics[-1].status[0].level == DiagnosticStatus.OK,
+                          timeout=30)
+            assert ok
+            assert diagnostics_values(diagnostics[-1]).get("dropped_total") == "0"
+        finally:
+            assert node.stop() == 0, node.log()[-3000:]
+        assert_no_traceback(node.log())
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_store_deleted_under_the_node_is_error_and_nothing_more_is_published(
+        tmp_path, bag, domain_id, ros_client):  # noqa: F811
+    """Before, the node kept writing into the unlinked file with /diagnostics at OK, and after a
+    restart clip indices repeated."""
+    captions = ros_client.collect(Caption, "/captions")
+    diagnostics = ros_client.collect(DiagnosticArray, "/diagnostics")
+    node = start_node(tmp_path, domain_id, qos_reliability="reliable",
+                      remaps={"image": "/camera/image_raw"})
+    try:
+        replay = start_replay(bag, domain_id, "--rate", "2", "--wait-subscribers", "1")
+        wait_for(lambda: captions, timeout=90)
+        (tmp_path / "captions.db").unlink()
+        published = len(captions)
+        status = wait_for(lambda: _error_says(diagnostics, "deleted or replaced"), timeout=90)
+        replay.communicate(timeout=60)
+        assert len(captions) <= published + 1  # at most the clip that was being stored
+        assert "restart the node" in status.message
+    finally:
+        assert node.stop() == 0, node.log()[-3000:]
     assert_no_traceback(node.log())

@@ -123,6 +123,18 @@ class CaptionStore:
             conn.execute(f"PRAGMA synchronous={self._sync}")
         return holder.conn
 
+    def _check_file(self) -> None:
+        """:raises StoreError: when the store file was deleted or replaced since it was opened
+        (writes would go to an unlinked file and clip indices would repeat after a restart)."""
+        try:
+            identity = _file_identity(self.path)
+        except OSError:
+            identity = None
+        if identity != self._identity:
+            raise StoreError(f"caption store {self.path} was deleted or replaced while open: "
+                             "nothing more is written to it; restore the file, or restart the "
+                             "node to start a new store (clip indices then start over)")
+
     def _open(self):
         directory = os.path.dirname(os.path.abspath(self.path))
         try:
@@ -134,6 +146,7 @@ class CaptionStore:
             raise StoreError(f"store_path {self.path} is a directory; give a file path such as "
                              f"{os.path.join(self.path, 'captions.db')}")
         self.run("opening", lambda conn: init_schema(conn, self.path))
+        self._identity = _file_identity(self.path)
 
     def close(self):
         """Stop the retention thread and close every thread's connection. Idempotent."""
@@ -175,6 +188,7 @@ class CaptionStore:
         :returns: the row id.
         :raises StoreError: the clip index is already stored, or the write failed.
         """
+        self._check_file()
         record = record_values(caption, **({} if model is None else {"model": model}))
         blob = None
         if embedding is not None:
@@ -280,3 +294,9 @@ class CaptionStore:
             for cap, r in zip(out, rows, strict=True):
                 cap.embedding = None if r[-1] is None else np.frombuffer(r[-1], dtype="<f4")
         return out
+
+
+def _file_identity(path: str) -> tuple[int, int]:
+    """``(device, inode)`` of a file: what changes when it is deleted and created anew."""
+    status = os.stat(path)
+    return status.st_dev, status.st_ino

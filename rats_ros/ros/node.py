@@ -265,6 +265,8 @@ class StreamNode(LifecycleNode):
                          "time_jumps": parts.assembler.stats.time_jumps,
                          "out_of_order_frames": parts.assembler.stats.out_of_order,
                          "sampled_frames": parts.assembler.stats.sampled})
+        if self.worker is not None:
+            info["captions_waiting_for_store"] = len(self.worker.backlog)
         self._diag_pub.publish(diagnostic_array(
             self.get_clock().now().to_msg(), self.stats.snapshot(), info,
             value("clip_frames") / value("fps"), len(self.frames), self.frames.capacity))

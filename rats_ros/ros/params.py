@@ -63,6 +63,9 @@ SPECS: tuple[Spec, ...] = (
     Spec("max_caption_tokens", 64, "Most new tokens in one clip caption.", low=1, high=4096),
     Spec("store_path", "", "SQLite caption store; empty = $ROS_HOME/" + DEFAULT_STORE_NAME
          + " (ROS_HOME defaults to ~/.ros). Clip indices continue across restarts."),
+    Spec("store_backlog", 256, "Captions held in memory while the store refuses writes (disk "
+         "full, I/O error); stored and published in order when it accepts them again. Beyond "
+         "this the oldest is given up, counted and reported as ERROR.", low=1, high=100000),
     Spec("retention_max_age_s", 0.0, "Delete captions stored more than this many seconds ago "
          "(wall clock); 0 = keep forever.", low=0.0, high=1e10),
     Spec("retention_max_rows", 0, "Keep at most this many captions of the stream (oldest go "

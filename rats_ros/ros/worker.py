@@ -13,9 +13,10 @@ from builtin_interfaces.msg import Time as TimeMsg
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from rats_ros.errors import FrameError, ModelError, QuestionError, StoreError
+from rats_ros.errors import FrameError, ModelError, QuestionError
 from rats_ros.io.images import encode_raw
 from rats_ros.msg import Caption
+from rats_ros.recall.backlog import StoreBacklog
 from rats_ros.recall.store import ClipIndexTaken
 from rats_ros.records import record_values
 from rats_ros.ros import params as node_params
@@ -153,6 +154,7 @@ class Worker:
                  logger, publish, overlay_publisher=None, on_fatal=None):
         self.parts, self.params, self.frames, self.stats = parts, params, frames, stats
         self._on_fatal = on_fatal or (lambda message: None)
+        self.backlog = StoreBacklog(self._store, params.store_backlog)
         self.clips = DropOldestQueue(params.clip_queue_size)
         self._logger, self._publish, self._overlay = logger, publish, overlay_publisher
         self._stop = threading.Event()
@@ -199,10 +201,10 @@ class Worker:
     def _caption_loop(self) -> None:
         while not self._stop.is_set():
             clip = self.clips.get(timeout=0.1)
-            if clip is None:
-                continue
             try:
-                self._caption(clip)
+                if clip is not None:
+                    self._caption(clip)
+                self._flush_backlog()
             except Exception as error:  # noqa: BLE001 - the thread's boundary: report, then end
                 message = (f"captioning stopped by an unexpected {type(error).__name__}: "
                            f"{error}; the process exits with code 1 so that it is restarted")
@@ -222,12 +224,23 @@ class Worker:
             self.stats.drop("model_error")
             self._logger.error(f"captioning a clip failed: {error}")
             return
-        try:
-            self._store(caption, embedding)
-        except StoreError as error:
-            self.stats.drop("store_error")
-            self._logger.error(f"caption {caption.clip_index} not stored, not published: {error}")
-            return
+        lost = self.backlog.add(caption, embedding, clip)
+        if lost is not None:
+            self.stats.drop("store_backlog")
+            self._logger.error(f"caption {lost.clip_index} lost: the caption store has refused "
+                               f"writes for {self.backlog.capacity} captions (store_backlog)")
+
+    def _flush_backlog(self) -> None:
+        """Commit waiting captions in order; each one committed is published."""
+        error = self.backlog.flush(self._stored)
+        if error is not None:
+            message = (f"caption store refuses writes: {error}; {len(self.backlog)} captions "
+                       f"held in memory (store_backlog {self.backlog.capacity}), stored and "
+                       "published when it accepts writes again")
+            self.stats.fail(message)
+            self._logger.error(message, throttle_duration_sec=10.0)
+
+    def _stored(self, caption, clip) -> None:
         self.stats.clear_error()
         self.stats.clip(caption.processing_time)
         self._publish(caption)
