@@ -144,3 +144,22 @@ def test_check_model_refuses_a_broken_checkpoint_with_exit_2(tmp_path, capsys):
     model = broken(tmp_path, "no-template", chat_template__json=None)
     assert main(["check-model", str(model)]) == 2
     assert "tokenizer_config.json cannot render" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["flat-config", "nested-text-config"])
+def test_qwen2_5_vl_published_layouts_load_and_caption(tmp_path, nested):
+    directory = published.write_qwen2_5_vl(tmp_path / "qwen", nested=nested)
+    backend = load_backend(str(directory))
+    assert backend.template_source.endswith("chat_template.json")
+    config = json.loads((directory / "config.json").read_text())
+    assert ("text_config" in config) == nested
+    prefix, suffix = backend.prompt_layout(PROMPT)
+    tokenizer = backend.tokenizer
+    assert tokenizer.convert_ids_to_tokens(prefix.tolist()[-1]) == "<|vision_start|>"
+    assert tokenizer.convert_ids_to_tokens(suffix.tolist()[0]) == "<|vision_end|>"
+    ends = json.loads((directory / "generation_config.json").read_text())["eos_token_id"]
+    assert set(ends) <= backend.eos_ids  # both of the published end ids stop a caption
+    frames = np.random.default_rng(0).integers(0, 255, (4, 48, 64, 3), dtype=np.uint8)
+    visual = backend.encode_clip(frames)
+    out = backend.caption(visual[:0], visual, PROMPT, 6, readout=True)
+    assert out.scores.shape == (visual.shape[0],) and out.token_ids

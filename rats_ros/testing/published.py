@@ -24,6 +24,19 @@ layout and not only the one ``save_pretrained`` writes today. Where each fact co
   ``vision_feature_layer: -1``, ``vision_feature_select_strategy: full`` and a ``qwen2``
   ``text_config`` with ``rope_theta`` (written by transformers 4.45, before ``rope_parameters``).
 
+Qwen2.5-VL (``Qwen/Qwen2.5-VL-{3B,7B}-Instruct``, :func:`write_qwen2_5_vl`): the flat
+``config.json`` that transformers 4.41-4.49 wrote (text fields at the top,
+``rope_scaling: {type: mrope, mrope_section: [16, 24, 24]}``, ``vision_config`` with
+``fullatt_block_indexes`` and ``window_size: 112``, ``transformers_version: 4.41.2``; copies of
+it in public repositories, e.g. the WALL-OSS and Qwen-Image text-encoder configs), or the nested
+``text_config`` form newer transformers write (``rope_scaling: {mrope_section, rope_type:
+default, type: default}``). Token ids as published: ``<|vision_start|>`` 151652,
+``<|vision_end|>`` 151653, ``<|vision_pad|>`` 151654, ``<|image_pad|>`` 151655, ``<|video_pad|>``
+151656, after the object/box/quad markers 151646-151651; ``generation_config.json`` lists two
+end ids (``[151645, 151643]``). Both ``chat_template.json`` and ``tokenizer_config.json`` carry
+the VL template (:data:`QWEN_VL_TEMPLATE`), which writes
+``<|vision_start|><|video_pad|><|vision_end|>`` for a video item.
+
 An "older revision" (``video_token=False``) has no ``<video>`` in its tokenizer, as the first
 llava-hf uploads had: ``config.json`` still names id 151647, which then is no token at all.
 """
@@ -54,6 +67,25 @@ QWEN2_TEXT_TEMPLATE = (
     "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 QWEN2_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+QWEN_VL_SPECIALS = QWEN2_SPECIALS + (
+    "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>", "<|box_end|>",
+    "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+    "<|image_pad|>", "<|video_pad|>")
+#: chat_template.json (and tokenizer_config.json) of Qwen2.5-VL-*-Instruct
+QWEN_VL_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture "
+    "{{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video "
+    "{{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 IMAGE_SIZE, PATCH = tiny.IMAGE_SIZE, tiny.PATCH  # 8x8 patches, pooled to 4x4 per frame
 
 
@@ -106,7 +138,8 @@ def _write_model(directory: Path, vocab: int, ids: dict, video_id: int) -> None:
            "transformers_version": "4.45.0.dev0"})
 
 
-def _write_tokenizer(directory: Path, bpe, ids: dict) -> None:
+def _write_tokenizer(directory: Path, bpe, ids: dict, template: str = QWEN2_TEXT_TEMPLATE,
+                     processor: str = "LlavaOnevisionProcessor") -> None:
     bpe.save(str(directory / "tokenizer.json"))
     bpe.model.save(str(directory))  # vocab.json, merges.txt (the slow tokenizer's files)
     special = {"content": "", "lstrip": False, "normalized": False, "rstrip": False,
@@ -115,10 +148,10 @@ def _write_tokenizer(directory: Path, bpe, ids: dict) -> None:
         "add_prefix_space": False,
         "added_tokens_decoder": {str(i): {**special, "content": t} for t, i in ids.items()},
         "additional_special_tokens": ["<|im_start|>", "<|im_end|>"], "bos_token": None,
-        "chat_template": QWEN2_TEXT_TEMPLATE, "clean_up_tokenization_spaces": False,
+        "chat_template": template, "clean_up_tokenization_spaces": False,
         "eos_token": "<|im_end|>", "errors": "replace", "model_max_length": 32768,
         "pad_token": "<|endoftext|>", "padding_side": "left",
-        "processor_class": "LlavaOnevisionProcessor", "split_special_tokens": False,
+        "processor_class": processor, "split_special_tokens": False,
         "tokenizer_class": "Qwen2Tokenizer", "unk_token": None})
     _json(directory / "special_tokens_map.json", {
         "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
@@ -140,6 +173,64 @@ def _write_processor(directory: Path) -> None:
         "image_std": [0.5, 0.5, 0.5], "processor_class": "LlavaOnevisionProcessor",
         "resample": 3, "rescale_factor": 0.00392156862745098,
         "size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE}})
+
+
+def write_qwen2_5_vl(directory, nested: bool = False) -> Path:
+    """Write a tiny Qwen2.5-VL checkpoint in the ``Qwen/Qwen2.5-VL-*-Instruct`` file layout.
+
+    :param nested: the ``text_config`` form of newer transformers instead of the flat one.
+    :returns: the directory.
+    """
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    bpe = tiny.train_bpe(QWEN_VL_SPECIALS, specials_last=True)
+    ids = {token: bpe.token_to_id(token) for token in QWEN_VL_SPECIALS}
+    text = tiny.text_kwargs(bpe.get_vocab_size() + 8, ids["<|im_end|>"], ids["<|endoftext|>"])
+    text.update(bos_token_id=ids["<|endoftext|>"], tie_word_embeddings=True)
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=PATCH,
+                  spatial_merge_size=2, temporal_patch_size=2, window_size=32, in_chans=3,
+                  out_hidden_size=text["hidden_size"], fullatt_block_indexes=[1],
+                  tokens_per_second=2, hidden_act="silu", spatial_patch_size=PATCH)
+    tokens = {"image_token_id": ids["<|image_pad|>"], "video_token_id": ids["<|video_pad|>"],
+              "vision_start_token_id": ids["<|vision_start|>"],
+              "vision_end_token_id": ids["<|vision_end|>"],
+              "vision_token_id": ids["<|vision_pad|>"]}
+    mrope = [2, 3, 3]  # sums to head_dim / 2 = 8, as [16, 24, 24] does for 128
+    config = Qwen2_5_VLConfig(text_config={**text, "rope_parameters": {
+        "rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope}},
+        vision_config=vision, **{k: v for k, v in tokens.items() if k != "vision_token_id"})
+    tiny.seeded(lambda: Qwen2_5_VLForConditionalGeneration(config)).save_pretrained(directory)
+    common = {"architectures": ["Qwen2_5_VLForConditionalGeneration"],
+              "model_type": "qwen2_5_vl", "torch_dtype": "bfloat16", **tokens,
+              "vision_config": vision}
+    text_fields = {**text, "hidden_act": "silu", "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+                   "use_sliding_window": False, "sliding_window": 32768, "max_window_layers": 8,
+                   "attention_dropout": 0.0}
+    if nested:
+        published = {**common, "transformers_version": "4.57.0", "text_config": {
+            **text_fields, "model_type": "qwen2_5_vl_text", "rope_scaling": {
+                "mrope_section": mrope, "rope_type": "default", "type": "default"}}}
+    else:
+        published = {**common, **text_fields, "transformers_version": "4.41.2",
+                     "rope_scaling": {"type": "mrope", "mrope_section": mrope}}
+    _json(directory / "config.json", published)
+    _json(directory / "generation_config.json", {
+        "bos_token_id": ids["<|endoftext|>"], "pad_token_id": ids["<|endoftext|>"],
+        "do_sample": True, "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
+        "repetition_penalty": 1.05, "temperature": 1e-06, "transformers_version": "4.49.0"})
+    _write_tokenizer(directory, bpe, ids, QWEN_VL_TEMPLATE, "Qwen2_5_VLProcessor")
+    (directory / "special_tokens_map.json").unlink()  # the Qwen2.5-VL repositories ship none
+    (directory / "added_tokens.json").unlink()
+    _json(directory / "chat_template.json", {"chat_template": QWEN_VL_TEMPLATE})
+    _json(directory / "preprocessor_config.json", {
+        "min_pixels": 32 * 32, "max_pixels": IMAGE_SIZE * IMAGE_SIZE, "patch_size": PATCH,
+        "temporal_patch_size": 2, "merge_size": 2,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor"})
+    return directory
 
 
 def _json(path: Path, data) -> None:
