@@ -2,6 +2,7 @@
 # The one script sent to the GPU machine (see bench/README.md). Runs from the repository root.
 #   RATS_GIT_COMMIT=$(git rev-parse HEAD) bash bench/gpu_run.sh PHASE...
 # PHASE: check (versions, CUDA tests of the fast path) | clip | stream | stream10h | ask
+#        | overlap (kept-set agreement of the bf16 fast path with the fp32 plain path)
 #        | attn (cuDNN vs flash prefill) | confirm (= check clip ask) | all (= check clip stream)
 #        | final (check; ours/stock/full clips; ours ask; 1 h streams)
 # Results: $OUT/results.jsonl (one JSON line per measurement), per-bench JSON with per-clip rows,
@@ -55,6 +56,12 @@ for phase in "${@:-all}"; do
         stream) stream 0.5b ours --hours 1; stream 0.5b full --clips 24
                 stream 7b ours --hours 1; stream 7b full --clips 20 ;;
         stream10h) stream 0.5b ours --hours 10 ;;
+        overlap) run 120 python3 -m pytest -q -rs -p no:cacheprovider test/test_fast_decode.py \
+                     -k cuda
+                 for size in tiny 0.5b 7b; do
+                     run 400 python3 bench/bench_overlap.py --size "$size" --clips 8 \
+                         --out "$RES" --json "$OUT/json/overlap_$size.json"
+                 done ;;
         attn) clip 0.5b 5 --variants ours ours_cudnn full full_cudnn --states full
               clip 7b 3 --variants ours ours_cudnn full full_cudnn --states full ;;
         final) phase_check

@@ -1,0 +1,113 @@
+"""Kept-set agreement: the GPU fast path (bf16) against the fp32 plain path, on the same inputs.
+
+For one model size (random weights) and several clips, each with a full memory of 16 clips in
+front: the fp32 plain path (the read-out that equals an eager ``output_attentions`` reference
+exactly on the CPU, test/test_readout.py) and, on the same weights cast to bf16, the fast path
+(static KV cache, CUDA-graph decode, read-out inside the graph) score the clip's tokens. Both
+keep the top 1/16; ``overlap`` = |kept_fp32 & kept_bf16| / k. Read-out scores average over the
+last prompt position and every generated token, so captions that diverge change the scores:
+``prompt_only`` (one new token: the read-out of the prompt alone) isolates the arithmetic.
+
+Flatness decides what overlap to expect: ``gap`` is the fp32 distance between the k-th and the
+(k+1)-th score relative to the k-th; below bf16's relative rounding (2^-8 = 0.0039) a swap at the
+boundary is arithmetic, not a different choice. ``near_ties`` counts fp32 scores within 2^-8 of
+the k-th. Usage: ``python bench/bench_overlap.py --size 0.5b --clips 8`` (``--smoke``: tiny, CPU).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    Emitter,
+    entry_point,
+    environment,
+    frame_pool,
+    load_bench_backend,
+    model_parser,
+    parse_args,
+    write_json,
+)
+
+from rats_ros.stream.captioner import DEFAULT_PROMPT  # noqa: E402
+from rats_ros.stream.selection import keep_count  # noqa: E402
+
+BF16_EPS = 2.0 ** -8
+
+
+def kept(scores: torch.Tensor, k: int) -> set[int]:
+    return set(torch.topk(scores.float(), k).indices.tolist())
+
+
+def flatness(scores: torch.Tensor, k: int) -> dict:
+    """Relative gap at the k-th fp32 score and the count of scores within bf16 rounding of it."""
+    ordered = torch.sort(scores.float(), descending=True).values
+    kth = float(ordered[k - 1])
+    gap = (kth - float(ordered[k])) / max(abs(kth), 1e-30)
+    near = int(((ordered - kth).abs() <= BF16_EPS * abs(kth)).sum()) - 1
+    return {"gap": gap, "near_ties": near}
+
+
+def inputs(backend, pool, memory_clips: int):
+    """Visual tokens of each clip and a full memory (other clips' first k tokens) in fp32."""
+    visuals = [backend.encode_clip(p).float() for p in pool]  # each (N, D)
+    k = keep_count(visuals[0].shape[0], 1 / 16)
+    memories = [torch.cat([visuals[(i + j + 1) % len(visuals)][:k]
+                           for j in range(memory_clips)]) for i in range(len(visuals))]
+    return visuals, memories, k
+
+
+def scores_of(backend, visuals, memories, tokens: int):
+    """:returns: per clip ``(scores (N,) float32 on the CPU, token ids)``."""
+    rows = []
+    for visual, memory in zip(visuals, memories, strict=True):
+        out = backend.caption(memory, visual, DEFAULT_PROMPT, tokens, readout=True)
+        rows.append((out.scores.float().cpu(), out.token_ids))
+    return rows
+
+
+def bench(args) -> list[dict]:
+    emit, env = Emitter(args.out), environment(args.device)
+    backend = load_bench_backend(args.size, args.device, dtype="float32")
+    backend.fast_decode, backend._fast_decoder = False, None  # fp32 plain path: the reference
+    pool = frame_pool(args.clips, args.side, args.frames)
+    visuals, memories, k = inputs(backend, pool, args.memory_clips)
+    reference = {n: scores_of(backend, visuals, memories, n) for n in (1, args.tokens)}
+    backend.model.to(torch.bfloat16)  # the same weights, rounded
+    backend.dtype = torch.bfloat16
+    backend.fast_decode = args.device.startswith("cuda")  # the fast path is CUDA only
+    fast = {n: scores_of(backend, visuals, memories, n) for n in (1, args.tokens)}
+    records = []
+    for n, label in ((1, "prompt_only"), (args.tokens, "caption")):
+        for i, ((ref, ref_ids), (got, got_ids)) in enumerate(zip(reference[n], fast[n],
+                                                                 strict=True)):
+            same = sum(a == b for a, b in zip(ref_ids, got_ids, strict=False)) / max(
+                len(ref_ids), 1)
+            records.append(emit({
+                "bench": "overlap", "size": args.size, "family": "llava_onevision",
+                "readout": label, "clip": i, "k": k, "visual_tokens": int(ref.numel()),
+                "memory_tokens": int(memories[i].shape[0]),
+                "overlap": len(kept(ref, k) & kept(got, k)) / k, **flatness(ref, k),
+                "token_agreement": same, "fast_path": bool(backend.fast_decode), **env}))
+    write_json(args.json, records)
+    return records
+
+
+def parse(argv=None):
+    ap = model_parser(__doc__)
+    ap.add_argument("--clips", type=int, default=8)
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--side", type=int, default=384)
+    ap.add_argument("--tokens", type=int, default=40, help="caption length of 'caption' rows")
+    ap.add_argument("--memory-clips", type=int, default=16)
+    return parse_args(ap, argv, clips=2, frames=4, side=64, tokens=4, memory_clips=2)
+
+
+main = entry_point(parse, bench)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
