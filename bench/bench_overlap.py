@@ -1,10 +1,12 @@
-"""Kept-set agreement: the GPU fast path (bf16) against the fp32 plain path, on the same inputs.
+"""Kept-set agreement: the GPU paths against the fp32 plain path, on the same inputs.
 
 For one model size (random weights) and several clips, each with a full memory of 16 clips in
 front: the fp32 plain path (the read-out that equals an eager ``output_attentions`` reference
-exactly on the CPU, test/test_readout.py) and, on the same weights cast to bf16, the fast path
-(static KV cache, CUDA-graph decode, read-out inside the graph) score the clip's tokens. Both
-keep the top 1/16; ``overlap`` = |kept_fp32 & kept_bf16| / k. Read-out scores average over the
+exactly on the CPU, test/test_readout.py) is the reference; ``variant`` is the path compared with
+it on the same weights: ``fp32_fast`` (the fast path's static KV cache, CUDA-graph decode and
+in-graph read-out, in fp32), ``bf16_plain`` (the weights cast to bf16, plain path: bf16 rounding
+alone) and ``bf16_fast`` (what the node runs on a GPU). Each keeps the top 1/16;
+``overlap`` = |kept_reference & kept_variant| / k. Read-out scores average over the
 last prompt position and every generated token, so captions that diverge change the scores:
 ``prompt_only`` (one new token: the read-out of the prompt alone) isolates the arithmetic.
 
@@ -69,29 +71,42 @@ def scores_of(backend, visuals, memories, tokens: int):
     return rows
 
 
+def variants(backend, cuda: bool):
+    """The paths compared with the fp32 plain path, each set up on the backend in turn:
+    fp32 fast (the fast path's own arithmetic), then the weights cast to bf16: bf16 plain (bf16
+    rounding alone) and bf16 fast (what the node runs on a GPU)."""
+    if cuda:
+        backend.fast_decode, backend._fast_decoder = True, None
+        yield "fp32_fast"
+    backend.model.to(torch.bfloat16)  # the same weights, rounded
+    backend.dtype = torch.bfloat16
+    backend.fast_decode, backend._fast_decoder = False, None
+    yield "bf16_plain"
+    if cuda:
+        backend.fast_decode, backend._fast_decoder = True, None
+        yield "bf16_fast"
+
+
 def bench(args) -> list[dict]:
     emit, env = Emitter(args.out), environment(args.device)
     backend = load_bench_backend(args.size, args.device, dtype="float32")
     backend.fast_decode, backend._fast_decoder = False, None  # fp32 plain path: the reference
     pool = frame_pool(args.clips, args.side, args.frames)
     visuals, memories, k = inputs(backend, pool, args.memory_clips)
-    reference = {n: scores_of(backend, visuals, memories, n) for n in (1, args.tokens)}
-    backend.model.to(torch.bfloat16)  # the same weights, rounded
-    backend.dtype = torch.bfloat16
-    backend.fast_decode = args.device.startswith("cuda")  # the fast path is CUDA only
-    fast = {n: scores_of(backend, visuals, memories, n) for n in (1, args.tokens)}
+    lengths = {"prompt_only": 1, "caption": args.tokens}
+    reference = {label: scores_of(backend, visuals, memories, n) for label, n in lengths.items()}
     records = []
-    for n, label in ((1, "prompt_only"), (args.tokens, "caption")):
-        for i, ((ref, ref_ids), (got, got_ids)) in enumerate(zip(reference[n], fast[n],
-                                                                 strict=True)):
-            same = sum(a == b for a, b in zip(ref_ids, got_ids, strict=False)) / max(
-                len(ref_ids), 1)
-            records.append(emit({
-                "bench": "overlap", "size": args.size, "family": "llava_onevision",
-                "readout": label, "clip": i, "k": k, "visual_tokens": int(ref.numel()),
-                "memory_tokens": int(memories[i].shape[0]),
-                "overlap": len(kept(ref, k) & kept(got, k)) / k, **flatness(ref, k),
-                "token_agreement": same, "fast_path": bool(backend.fast_decode), **env}))
+    for variant in variants(backend, args.device.startswith("cuda")):
+        for label, n in lengths.items():
+            rows = zip(reference[label], scores_of(backend, visuals, memories, n), strict=True)
+            for i, ((ref, ref_ids), (got, got_ids)) in enumerate(rows):
+                same = sum(a == b for a, b in zip(ref_ids, got_ids, strict=False))
+                records.append(emit({
+                    "bench": "overlap", "size": args.size, "family": "llava_onevision",
+                    "variant": variant, "readout": label, "clip": i, "k": k,
+                    "visual_tokens": int(ref.numel()), "memory_tokens": int(memories[i].shape[0]),
+                    "overlap": len(kept(ref, k) & kept(got, k)) / k, **flatness(ref, k),
+                    "token_agreement": same / max(len(ref_ids), 1), **env}))
     write_json(args.json, records)
     return records
 
