@@ -17,6 +17,7 @@ the k-th. Usage: ``python bench/bench_overlap.py --size 0.5b --clips 8`` (``--sm
 """
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -71,16 +72,28 @@ def scores_of(backend, visuals, memories, tokens: int):
     return rows
 
 
+def use_model(backend, model) -> None:
+    """Point the backend at ``model`` (same architecture), with no fast decoder built yet."""
+    backend.model, backend._fast_decoder = model, None
+    backend.language_model = model.model.language_model
+    backend.embed_tokens = model.get_input_embeddings()
+
+
 def variants(backend, cuda: bool):
     """The paths compared with the fp32 plain path, each set up on the backend in turn:
-    fp32 fast (the fast path's own arithmetic), then the weights cast to bf16: bf16 plain (bf16
-    rounding alone) and bf16 fast (what the node runs on a GPU)."""
+    fp32 fast (the fast path's own arithmetic) on a copy of the weights, since the fast path
+    packs them in place; then the weights cast to bf16: bf16 plain (bf16 rounding alone) and
+    bf16 fast (what the node runs on a GPU)."""
+    original = backend.model
     if cuda:
-        backend.fast_decode, backend._fast_decoder = True, None
+        use_model(backend, copy.deepcopy(original))
+        backend.fast_decode = True
         yield "fp32_fast"
-    backend.model.to(torch.bfloat16)  # the same weights, rounded
+        use_model(backend, original)
+        torch.cuda.empty_cache()
+    original.to(torch.bfloat16)  # the same weights, rounded
     backend.dtype = torch.bfloat16
-    backend.fast_decode, backend._fast_decoder = False, None
+    backend.fast_decode = False
     yield "bf16_plain"
     if cuda:
         backend.fast_decode, backend._fast_decoder = True, None
