@@ -120,20 +120,28 @@ def test_a_transition_while_a_question_is_answered_answers_it_and_stays_clean(
     assert_no_traceback(node.log())
 
 
-def test_a_broken_checkpoint_fails_configure_with_error_diagnostics(tmp_path, domain_id,
-                                                                    ros_client):  # noqa: F811
+@pytest.mark.parametrize("case", ["template-raises", "store-path-under-a-file"])
+def test_a_refused_configure_is_error_on_diagnostics(
+        tmp_path, domain_id, ros_client, case):  # noqa: F811
+    """A checkpoint whose template raises, or a store_path that cannot be created (before: OK
+    on /diagnostics for a bad store_path)."""
     model = published.write_llava_onevision(tmp_path / "model")
-    (model / "chat_template.json").write_text(json.dumps(
-        {"chat_template": "{{ raise_exception('video content is not supported') }}"}))
+    params, says = {"model": str(model)}, ("chat_template.json", "not supported")
+    if case == "template-raises":
+        (model / "chat_template.json").write_text(json.dumps(
+            {"chat_template": "{{ raise_exception('video content is not supported') }}"}))
+    else:
+        (tmp_path / "a-file").write_text("not a directory")
+        params["store_path"] = str(tmp_path / "a-file" / "captions.db")
+        says = ("StoreError", "writable location")
     diagnostics = ros_client.collect(DiagnosticArray, "/diagnostics")
-    node = start_node(tmp_path, domain_id, wait_active=False, model=str(model),
-                      autostart=False)
+    node = start_node(tmp_path, domain_id, wait_active=False, autostart=False, **params)
     try:
         node.wait_log("waiting for lifecycle transitions", timeout=60)
         assert not ros_client.change_state(Transition.TRANSITION_CONFIGURE)
         status = wait_for(lambda: next((s for d in diagnostics[-3:] for s in d.status
                                         if s.level == DiagnosticStatus.ERROR), None), timeout=30)
-        assert "chat_template.json" in status.message and "not supported" in status.message
+        assert all(words in status.message for words in says), status.message
         assert ros_client.lifecycle_state() == "unconfigured"
     finally:
         assert node.stop() == 0

@@ -113,6 +113,7 @@ def test_malformed_requests_are_refused_and_the_next_good_one_answered(
         "4000": AskVideo.Request(question="why " * 1001),
         "inverted": AskVideo.Request(question="what?", since=Time(sec=200), until=Time(sec=100)),
         ">= 0": AskVideo.Request(question="what?", since=Time(sec=-5)),
+        "below 1e9": AskVideo.Request(question="what?", until=Time(sec=5, nanosec=1_500_000_000)),
     }
     for expected, request in bad.items():
         response = ros_client.call(AskVideo, "/ask_video", request, retry_after=10.0)

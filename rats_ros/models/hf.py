@@ -56,6 +56,8 @@ def model_errors(what: str):
     try:
         yield
     except torch.OutOfMemoryError as exc:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # give the failed call's blocks back before the next clip
         raise ModelError(f"out of memory while {what}: use dtype='bfloat16', a smaller model, "
                          "fewer frames per clip or fewer memory clips") from exc
 
