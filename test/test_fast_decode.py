@@ -208,3 +208,22 @@ def test_cuda_bf16_fast_path_close_to_plain(model_cache, attention):
     assert fast.token_ids[0] == plain.token_ids[0]
     error = (fast.scores.float() - plain.scores.float()).norm() / plain.scores.float().norm()
     assert error < 5e-2  # bf16 arithmetic in both paths, in different orders
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (bench device)")
+def test_cuda_fp32_fast_path_keeps_the_plain_paths_tokens(model_cache):
+    """The fast path's kept set equals the fp32 reference's: bench_overlap's fp32_fast rows
+    (1.000 at tiny, 0.5B and 7B size on the H200); bf16 differs by rounding alone."""
+    backend = load_backend("tiny-random", device="cuda", dtype="float32")
+    for seed in range(4):
+        visual = backend.encode_clip(clip(seed))
+        memory = backend.encode_clip(clip(seed + 10))[:64]
+        k = visual.shape[0] // 16
+        backend.fast_decode, backend._fast_decoder = False, None
+        plain = backend.caption(memory, visual, PROMPT, 8, readout=True)
+        backend.fast_decode = True
+        fast = backend.caption(memory, visual, PROMPT, 8, readout=True)
+        assert isinstance(backend._fast_decoder, fast_decode.FastDecoder)
+        assert fast.token_ids == plain.token_ids
+        assert set(torch.topk(fast.scores, k).indices.tolist()) == set(
+            torch.topk(plain.scores, k).indices.tolist())
