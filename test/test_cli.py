@@ -1,5 +1,6 @@
 """rats-ros CLI: caption a real bag and video with the tiny model, store, ask, and error exits."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -183,3 +184,24 @@ def test_caption_checks_out_before_loading_the_model(tmp_path, capsys):
     code, _, err = run_cli(capsys, "caption", tmp_path / "bag", "--model", "no-such-model",
                            "--out", tmp_path)
     assert code == 2 and "--out" in err and "ModelError" not in err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a read-only bind mount needs root (CI runs as root)")
+def test_ask_answers_from_a_store_on_a_read_only_mount(captioned, tmp_path, capsys):
+    """Before: "unable to open database file" (the store was opened for writing)."""
+    _, _, store, _ = captioned
+    source, readonly = tmp_path / "source", tmp_path / "readonly"
+    source.mkdir()
+    readonly.mkdir()
+    shutil.copy(store, source / "captions.db")
+    subprocess.run(["mount", "--bind", str(source), str(readonly)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(readonly)], check=True)
+        with pytest.raises(OSError):
+            (readonly / "probe").write_text("")  # really read-only
+        code, out, err = run_cli(capsys, "ask", "What happened?", "--store",
+                                 readonly / "captions.db", "--max-new-tokens", "4", "--json")
+        answer = json.loads(out)
+        assert code == 0 and answer["success"] and answer["evidence"], err
+    finally:
+        subprocess.run(["umount", str(readonly)], check=True)

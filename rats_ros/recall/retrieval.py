@@ -179,7 +179,7 @@ class RetrievalIndex:
         """Keep lazily computed embeddings for rows stored without one (a cache: a failed write
         costs a recomputation after a restart, never the question)."""
         fill = [i for i in missing if rows[i].embedding is None]
-        if not fill:
+        if not fill or self._store.readonly:  # a read-only store keeps them in memory only
             return
         try:
             self._store.set_embeddings([rows[i].id for i in fill], emb[fill], self._embedder.name)

@@ -78,18 +78,27 @@ def init_schema(conn: sqlite3.Connection, path: str):
     if mode.lower() != "wal":
         conn.execute("PRAGMA journal_mode=WAL")
     with transaction(conn):
-        tables = {r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type='table'")}
-        if tables and "meta" not in tables:
-            raise StoreError(f"{path} is a SQLite file but not a rats_ros caption store "
-                             f"(tables {sorted(tables)}); choose another store_path")
-        if "meta" in tables:
-            _check_version(conn, path)
+        if check_schema(conn, path):
             return
         # Statement by statement: executescript() would commit the open transaction.
         for statement in filter(str.strip, _SCHEMA.split(";")):
             conn.execute(statement)
         conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+
+def check_schema(conn: sqlite3.Connection, path: str) -> bool:
+    """Check an existing store without writing (read-only stores use this alone).
+
+    :returns: False for an empty file (no tables yet), True for a caption store of this schema.
+    :raises StoreError: a SQLite file that is not a caption store, or an unknown schema version.
+    """
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if tables and "meta" not in tables:
+        raise StoreError(f"{path} is a SQLite file but not a rats_ros caption store "
+                         f"(tables {sorted(tables)}); choose another store_path")
+    if "meta" in tables:
+        _check_version(conn, path)
+    return bool(tables)
 
 
 def _check_version(conn: sqlite3.Connection, path: str):

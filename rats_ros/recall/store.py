@@ -14,6 +14,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 import weakref
 from dataclasses import dataclass
 
@@ -22,7 +23,14 @@ import numpy as np
 from rats_ros.errors import ConfigError, StoreError
 from rats_ros.recall.claim import StreamClaim
 from rats_ros.recall.retention import Pruner, RetentionPolicy
-from rats_ros.recall.schema import SCHEMA_VERSION, ConnHolder, error_hint, init_schema, transaction
+from rats_ros.recall.schema import (
+    SCHEMA_VERSION,
+    ConnHolder,
+    check_schema,
+    error_hint,
+    init_schema,
+    transaction,
+)
 from rats_ros.records import RECORD_FIELDS, CaptionRecord, record_values
 
 # Public names, some defined in the helper modules; importers use rats_ros.recall.store.
@@ -60,6 +68,8 @@ class CaptionStore:
     :param busy_timeout_s: how long a statement waits for another writer before failing.
     :param create: create a missing file (the captioner); False for readers such as ``ask``,
         which should fail on a wrong path instead of answering from an empty new store.
+    :param readonly: open for reading only (``rats-ros ask``): works on a read-only file or
+        medium; nothing is written, not even lazily computed embeddings.
     :param writer: who writes this stream (e.g. a node's name and pid): takes the stream's
         exclusive writer claim (:class:`~rats_ros.recall.claim.StreamClaim`) until
         :meth:`close`; None for readers.
@@ -69,7 +79,7 @@ class CaptionStore:
 
     def __init__(self, path, stream_id: str = "default", retention: RetentionPolicy | None = None,
                  synchronous: str = "FULL", busy_timeout_s: float = 10.0, create: bool = True,
-                 writer: str | None = None):
+                 writer: str | None = None, readonly: bool = False):
         if synchronous.upper() not in _SYNC_MODES:
             raise ConfigError(f"synchronous must be one of {_SYNC_MODES}, got {synchronous!r}")
         if not stream_id:
@@ -77,6 +87,7 @@ class CaptionStore:
         self.path = os.fspath(path)
         self.stream_id = stream_id
         self.retention = retention
+        self.readonly = readonly
         self._sync = synchronous.upper()
         self._busy_ms = int(busy_timeout_s * 1000)
         self._local = threading.local()
@@ -113,8 +124,7 @@ class CaptionStore:
         if holder is None:
             # check_same_thread=False only so close() (and the holder's finaliser, which runs
             # when the owning thread ends) may close it; only the owning thread uses it.
-            conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000,
-                                   isolation_level=None, check_same_thread=False)
+            conn = self._connect()
             holder = ConnHolder(conn)
             self._local.holder = holder
             with self._conns_lock:
@@ -122,6 +132,22 @@ class CaptionStore:
             conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
             conn.execute(f"PRAGMA synchronous={self._sync}")
         return holder.conn
+
+    def _connect(self) -> sqlite3.Connection:
+        """A connection; read-only ones by URI, ``immutable`` where the medium is read-only (a
+        WAL store there cannot get its shared-memory file)."""
+        options = dict(timeout=self._busy_ms / 1000, isolation_level=None,
+                       check_same_thread=False)
+        if not self.readonly:
+            return sqlite3.connect(self.path, **options)
+        uri = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, **options)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            conn.close()
+            conn = sqlite3.connect(uri + "&immutable=1", uri=True, **options)
+        return conn
 
     def _check_file(self) -> None:
         """:raises StoreError: when the store file was deleted or replaced since it was opened
@@ -136,6 +162,10 @@ class CaptionStore:
                              "node to start a new store (clip indices then start over)")
 
     def _open(self):
+        if self.readonly:
+            self.run("opening read-only", lambda conn: check_schema(conn, self.path))
+            self._identity = _file_identity(self.path)
+            return
         directory = os.path.dirname(os.path.abspath(self.path))
         try:
             os.makedirs(directory, exist_ok=True)

@@ -337,7 +337,8 @@ def _answer(args):
                          "`rats-ros caption INPUT --model M --store FILE`")
     from rats_ros.recall.store import CaptionStore
 
-    with CaptionStore(args.store, stream_id=args.stream_id) as store:
+    with CaptionStore(args.store, stream_id=args.stream_id, create=False,
+                      readonly=True) as store:
         return _ask_store(args, store, since_ns, until_ns)
 
 
