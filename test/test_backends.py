@@ -17,7 +17,7 @@ from rats_ros.models import BackendConfig, load_backend
 from rats_ros.models.preprocess import qwen_patchify, resize_normalize, smart_resize, upload
 
 PROMPT = "Describe what's happening in this video."
-TINY = ["tiny-random", "tiny-random-qwen2_5_vl"]
+TINY = ["tiny-random", "tiny-random-qwen2_5_vl", "tiny-random-qwen3_vl"]
 
 
 
@@ -39,8 +39,11 @@ def test_tiny_sizes_and_encode_shapes(backend):
     assert groups * rows * cols == n
     if backend.name == "tiny-random":
         assert (backend.tokens_per_frame, n, groups) == (16, 256, 16)
-    else:
+    elif backend.name == "tiny-random-qwen2_5_vl":  # 48x64 -> 48x64 px, 8 px patches merged 2x2
         assert (backend.frames_per_group, n, groups, rows, cols) == (2, 96, 8, 3, 4)
+    else:  # Qwen3-VL: 16 px patches merged 2x2 -> 32 px per token, 48x64 -> 64x64 px
+        assert (backend.frames_per_group, n, groups, rows, cols) == (2, 32, 8, 2, 2)
+        assert len(visual.deepstack) == 2 and visual.deepstack[0].shape == visual.shape
     assert backend.readout_layers == [0, 2, 3, 5] and backend.num_layers == 8
 
 

@@ -25,7 +25,8 @@ def make_clips(count, frames=16, seed=0, start_s=100):
     return clips
 
 
-@pytest.fixture(scope="module", params=["tiny-random", "tiny-random-qwen2_5_vl"])
+@pytest.fixture(scope="module", params=["tiny-random", "tiny-random-qwen2_5_vl",
+                                        "tiny-random-qwen3_vl"])
 def backend(request, model_cache):
     return load_backend(request.param)
 

@@ -4,7 +4,11 @@ import threading
 import numpy as np
 import pytest
 import torch
-from transformers import LlavaOnevisionForConditionalGeneration, Qwen2_5_VLForConditionalGeneration
+from transformers import (
+    LlavaOnevisionForConditionalGeneration,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen3VLForConditionalGeneration,
+)
 
 from rats_ros.models import load_backend
 from rats_ros.stream import readout
@@ -12,7 +16,8 @@ from rats_ros.stream.selection import select
 
 PROMPT = "Describe what's happening in this video."
 EAGER_CLASS = {"tiny-random": LlavaOnevisionForConditionalGeneration,
-               "tiny-random-qwen2_5_vl": Qwen2_5_VLForConditionalGeneration}
+               "tiny-random-qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
+               "tiny-random-qwen3_vl": Qwen3VLForConditionalGeneration}
 
 
 
@@ -42,16 +47,26 @@ def eager_reference(backend, eager, memory, visual, max_new_tokens):
     starts = [p for p in range(prompt.shape[1] - n + 1)
               if torch.equal(prompt[0, p:p + n], visual)]
     assert len(starts) == 1
+
+    def deepstack(fed):  # Qwen3-VL: the clip's DeepStack features at the clip's positions
+        if not hasattr(visual, "deepstack"):
+            return {}
+        mask = torch.zeros(fed.shape[:2], dtype=torch.bool)
+        mask[0, starts[0]:starts[0] + n] = True
+        return {"visual_pos_masks": mask, "deepstack_visual_embeds": visual.deepstack}
+
     ids = []
     with torch.no_grad():
         while len(ids) < max_new_tokens and (not ids or ids[-1] not in backend.eos_ids):
             fed = torch.cat([prompt, embed(torch.tensor(ids, dtype=torch.long,
                                                         device=prompt.device))[None]], 1)
-            hidden = eager.model.language_model(inputs_embeds=fed).last_hidden_state
+            hidden = eager.model.language_model(inputs_embeds=fed,
+                                                **deepstack(fed)).last_hidden_state
             ids.append(int(eager.lm_head(hidden[0, -1]).argmax()))
         fed = torch.cat([prompt, embed(torch.tensor(ids[:-1], dtype=torch.long,
                                                     device=prompt.device))[None]], 1)
-        out = eager.model.language_model(inputs_embeds=fed, output_attentions=True)
+        out = eager.model.language_model(inputs_embeds=fed, output_attentions=True,
+                                         **deepstack(fed))
     rows = torch.arange(prompt.shape[1] - 1, fed.shape[1], device=prompt.device)
     attn = torch.stack([out.attentions[layer][0][:, rows, starts[0]:starts[0] + n]
                         for layer in backend.readout_layers])  # (layers, H, rows, N)
@@ -67,7 +82,7 @@ def test_readout_matches_eager_reference(pair, memory_tokens):
     out = backend.caption(memory, visual, PROMPT, 12, readout=True)
     ids, reference, start = eager_reference(backend, eager, memory, visual, 12)
     assert out.token_ids == ids
-    assert start == backend.prompt_layout(PROMPT)[0].numel() + memory_tokens
+    assert start == backend.prompt_layout(PROMPT)[0].numel() + memory.shape[0]
     assert torch.allclose(out.scores, reference, rtol=1e-5, atol=1e-7)
     k = max(1, round(visual.shape[0] / 16))
     ranked = reference.sort(descending=True).values

@@ -9,9 +9,10 @@ from rats_ros.testing import tiny
 __all__ = ["BackendConfig", "CaptionOutput", "VideoBackend", "load_backend", "resolve_model",
            "SUPPORTED_MODEL_TYPES"]
 
-SUPPORTED_MODEL_TYPES = ("llava_onevision", "qwen2_5_vl")
+SUPPORTED_MODEL_TYPES = ("llava_onevision", "qwen2_5_vl", "qwen3_vl")
 _HINT = ("pass a local checkpoint directory, a Hugging Face id already in the local cache "
-         "(nothing is downloaded), or 'tiny-random' / 'tiny-random-qwen2_5_vl'")
+         "(nothing is downloaded), or 'tiny-random' / 'tiny-random-qwen2_5_vl' / "
+         "'tiny-random-qwen3_vl'")
 
 
 def resolve_model(model: str) -> Path:
@@ -55,6 +56,8 @@ def load_backend(model: str, device: str = "cpu", dtype: str = "float32",
         from rats_ros.models.llava_onevision import LlavaOnevisionBackend as backend_class
     elif model_type == "qwen2_5_vl":
         from rats_ros.models.qwen2_5_vl import Qwen2VLBackend as backend_class
+    elif model_type == "qwen3_vl":
+        from rats_ros.models.qwen3_vl import Qwen3VLBackend as backend_class
     else:
         raise ModelError(f"{model!r} has model_type {model_type!r}, which is not supported; pass a "
                          f"checkpoint of one of {list(SUPPORTED_MODEL_TYPES)} "

@@ -29,7 +29,7 @@ class BackendConfig:
     def __post_init__(self):
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError("model must be a checkpoint directory, a cached Hugging Face id or "
-                              "'tiny-random' / 'tiny-random-qwen2_5_vl'")
+                              "'tiny-random' / 'tiny-random-qwen2_5_vl' / 'tiny-random-qwen3_vl'")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype {self.dtype!r} is not supported; use one of {sorted(DTYPES)}")
         if not isinstance(self.device, str) or not (

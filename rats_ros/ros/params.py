@@ -45,8 +45,9 @@ class Spec:
 
 SPECS: tuple[Spec, ...] = (
     Spec("model", "tiny-random", "Video-LLM: a local checkpoint directory, a Hugging Face id "
-         "already in the local cache, or tiny-random / tiny-random-qwen2_5_vl (random weights, "
-         "built offline; captions are meaningless, for tests and demos)."),
+         "already in the local cache, or tiny-random / tiny-random-qwen2_5_vl / "
+         "tiny-random-qwen3_vl (random weights, built offline; captions are meaningless, for "
+         "tests and demos)."),
     Spec("device", "cpu", "Torch device for the model: cpu, cuda or cuda:N."),
     Spec("dtype", "float32", "Model weight dtype.", choices=("float32", "float16", "bfloat16")),
     Spec("fps", 0.5, "Frames sampled per second of stream time (header stamps); the paper uses "

@@ -22,7 +22,8 @@ from rats_ros.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-TINY_MODELS = {"tiny-random": "llava_onevision", "tiny-random-qwen2_5_vl": "qwen2_5_vl"}
+TINY_MODELS = {"tiny-random": "llava_onevision", "tiny-random-qwen2_5_vl": "qwen2_5_vl",
+               "tiny-random-qwen3_vl": "qwen3_vl"}
 BUILD_VERSION = 1  # bump when a builder changes: cached copies of other versions are rebuilt
 _MARKER = "rats_ros_tiny.json"
 SEED = 1234
@@ -262,7 +263,35 @@ def build_qwen2_5_vl(directory: Path) -> None:
     _save(model, tokenizer, directory, preprocessor)
 
 
-_BUILDERS = {"llava_onevision": build_llava_onevision, "qwen2_5_vl": build_qwen2_5_vl}
+def build_qwen3_vl(directory: Path) -> None:
+    """Write a tiny random Qwen3-VL checkpoint (16 px patches merged 2x2: 4 tokens per frame
+    pair at 64x64 px; DeepStack features from both vision layers)."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    tokenizer = build_tokenizer(QWEN_VIDEO_MARKUP)
+    text = _text_kwargs(tokenizer)
+    text.update(head_dim=16, rope_parameters={  # interleaved M-RoPE, sections sum to 16 / 2
+        "rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [2, 3, 3],
+        "mrope_interleaved": True})
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16,
+                  spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=text["hidden_size"],
+                  num_position_embeddings=16, deepstack_visual_indexes=[0, 1])
+    ids = tokenizer.convert_tokens_to_ids
+    config = Qwen3VLConfig(
+        text_config=text, vision_config=vision, image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"), vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"), tie_word_embeddings=False,
+    )
+    model = seeded(lambda: Qwen3VLForConditionalGeneration(config))
+    preprocessor = {"size": {"shortest_edge": 32 * 32, "longest_edge": IMAGE_SIZE * IMAGE_SIZE},
+                    "patch_size": 16, "temporal_patch_size": 2, "merge_size": 2,
+                    "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+                    "rescale_factor": 1 / 255}
+    _save(model, tokenizer, directory, preprocessor)
+
+
+_BUILDERS = {"llava_onevision": build_llava_onevision, "qwen2_5_vl": build_qwen2_5_vl,
+             "qwen3_vl": build_qwen3_vl}
 
 
 def warn_random(name: str) -> None:

@@ -45,7 +45,8 @@ def _positive_float(text: str) -> float:
 def _add_model_options(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--model", required=required,
                         help="checkpoint directory, cached Hugging Face id, or tiny-random / "
-                             "tiny-random-qwen2_5_vl (random weights, for tests)")
+                             "tiny-random-qwen2_5_vl / tiny-random-qwen3_vl (random weights, "
+                             "for tests)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     parser.add_argument("--stream-id", default="default", help="stream name inside the store")
