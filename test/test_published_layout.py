@@ -163,3 +163,18 @@ def test_qwen2_5_vl_published_layouts_load_and_caption(tmp_path, nested):
     visual = backend.encode_clip(frames)
     out = backend.caption(visual[:0], visual, PROMPT, 6, readout=True)
     assert out.scores.shape == (visual.shape[0],) and out.token_ids
+
+
+def test_qwen3_vl_published_layout_loads_and_captions_with_deepstack(tmp_path, capsys):
+    directory = published.write_qwen3_vl(tmp_path / "qwen3")
+    assert (directory / "video_preprocessor_config.json").is_file()
+    backend = load_backend(str(directory))
+    assert type(backend).__name__ == "Qwen3VLBackend"
+    assert backend.model.config.text_config.rope_parameters["mrope_interleaved"]
+    frames = np.random.default_rng(0).integers(0, 255, (4, 48, 64, 3), dtype=np.uint8)
+    visual = backend.encode_clip(frames)
+    assert len(visual.deepstack) == 2  # deepstack_visual_indexes [0, 1]
+    out = backend.caption(visual[:0], visual, PROMPT, 6, readout=True)
+    assert out.scores.shape == (visual.shape[0],)
+    assert main(["check-model", str(directory), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["family"] == "qwen3_vl"

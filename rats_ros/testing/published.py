@@ -37,6 +37,17 @@ end ids (``[151645, 151643]``). Both ``chat_template.json`` and ``tokenizer_conf
 the VL template (:data:`QWEN_VL_TEMPLATE`), which writes
 ``<|vision_start|><|video_pad|><|vision_end|>`` for a video item.
 
+Qwen3-VL (``Qwen/Qwen3-VL-{2B,4B,8B}-Instruct``, :func:`write_qwen3_vl`): only the nested form
+(``transformers_version: 4.57.0.dev0``): a ``qwen3_vl_text`` ``text_config`` with ``head_dim``
+and ``rope_scaling: {mrope_interleaved: true, mrope_section: [24, 20, 20], rope_type: default}``,
+``rope_theta: 5000000``; a ``vision_config`` of ``model_type: qwen3_vl`` with 16 px patches,
+``num_position_embeddings: 2304`` and ``deepstack_visual_indexes: [5, 11, 17]``; the same token
+ids as Qwen2.5-VL; a ``video_preprocessor_config.json`` beside ``preprocessor_config.json``
+(copies of the 4B config in public repositories, e.g. a Qwen3-VL inference wrapper and a Rust
+port's ``from_hf`` test). Its ``chat_template.json`` is longer than Qwen2.5-VL's (tools, thinking);
+the fixture uses the Qwen2.5-VL template, whose rendering of a user's video item
+(``<|vision_start|><|video_pad|><|vision_end|>``) Qwen3-VL's shares: not a byte copy.
+
 An "older revision" (``video_token=False``) has no ``<video>`` in its tokenizer, as the first
 llava-hf uploads had: ``config.json`` still names id 151647, which then is no token at all.
 """
@@ -230,6 +241,57 @@ def write_qwen2_5_vl(directory, nested: bool = False) -> Path:
         "image_mean": [0.48145466, 0.4578275, 0.40821073],
         "image_std": [0.26862954, 0.26130258, 0.27577711],
         "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor"})
+    return directory
+
+
+def write_qwen3_vl(directory) -> Path:
+    """Write a tiny Qwen3-VL checkpoint in the ``Qwen/Qwen3-VL-*-Instruct`` file layout.
+
+    :returns: the directory.
+    """
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    bpe = tiny.train_bpe(QWEN_VL_SPECIALS, specials_last=True)
+    ids = {token: bpe.token_to_id(token) for token in QWEN_VL_SPECIALS}
+    text = tiny.text_kwargs(bpe.get_vocab_size() + 8, ids["<|im_end|>"], ids["<|endoftext|>"])
+    text.update(head_dim=16, tie_word_embeddings=True, bos_token_id=ids["<|endoftext|>"])
+    rope = {"mrope_interleaved": True, "mrope_section": [2, 3, 3], "rope_type": "default"}
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16,
+                  spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
+                  out_hidden_size=text["hidden_size"], num_position_embeddings=16,
+                  deepstack_visual_indexes=[0, 1], hidden_act="gelu_pytorch_tanh")
+    tokens = {"image_token_id": ids["<|image_pad|>"], "video_token_id": ids["<|video_pad|>"],
+              "vision_start_token_id": ids["<|vision_start|>"],
+              "vision_end_token_id": ids["<|vision_end|>"]}
+    config = Qwen3VLConfig(text_config={**text, "rope_parameters": {
+        **rope, "rope_theta": 5000000.0}}, vision_config=vision, tie_word_embeddings=True, **tokens)
+    tiny.seeded(lambda: Qwen3VLForConditionalGeneration(config)).save_pretrained(directory)
+    _json(directory / "config.json", {
+        "architectures": ["Qwen3VLForConditionalGeneration"], "model_type": "qwen3_vl",
+        **tokens, "tie_word_embeddings": True, "transformers_version": "4.57.0.dev0",
+        "text_config": {**text, "model_type": "qwen3_vl_text", "rope_scaling": rope,
+                        "rope_theta": 5000000, "hidden_act": "silu", "rms_norm_eps": 1e-06,
+                        "attention_bias": False, "attention_dropout": 0.0, "dtype": "bfloat16"},
+        "vision_config": {**vision, "model_type": "qwen3_vl", "initializer_range": 0.02}})
+    _json(directory / "generation_config.json", {
+        "bos_token_id": ids["<|endoftext|>"], "pad_token_id": ids["<|endoftext|>"],
+        "do_sample": True, "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
+        "top_k": 20, "top_p": 0.8, "temperature": 0.7, "transformers_version": "4.56.0"})
+    _write_tokenizer(directory, bpe, ids, QWEN_VL_TEMPLATE, "Qwen3VLProcessor")
+    (directory / "special_tokens_map.json").unlink()
+    (directory / "added_tokens.json").unlink()
+    _json(directory / "chat_template.json", {"chat_template": QWEN_VL_TEMPLATE})
+    pixels = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2,
+              "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    _json(directory / "preprocessor_config.json", {
+        **pixels, "size": {"longest_edge": IMAGE_SIZE * IMAGE_SIZE, "shortest_edge": 32 * 32},
+        "image_processor_type": "Qwen2VLImageProcessorFast", "processor_class": "Qwen3VLProcessor"})
+    _json(directory / "video_preprocessor_config.json", {
+        **pixels, "size": {"longest_edge": IMAGE_SIZE * IMAGE_SIZE, "shortest_edge": 32 * 32},
+        "fps": 2, "video_processor_type": "Qwen3VLVideoProcessor",
+        "processor_class": "Qwen3VLProcessor"})
     return directory
 
 
