@@ -19,9 +19,12 @@ from rats_ros.stream import readout as ro
 PROMPT = "Describe what's happening in this video."
 
 
-@pytest.fixture(scope="module")
-def backend(model_cache):
-    return load_backend("tiny-random")
+@pytest.fixture(scope="module", params=["tiny-random", "tiny-random-qwen2_5_vl"])
+def backend(request, model_cache):
+    """LLaVA-OV (Qwen2 LLM) and Qwen2.5-VL: with the method's contiguous positions all three
+    M-RoPE sections get the same index, which is plain RoPE, so the plain path (the model's own
+    forward, M-RoPE included) and the fast path (plain RoPE) must agree."""
+    return load_backend(request.param)
 
 
 def clip(seed):
@@ -115,8 +118,8 @@ def test_text_only_generate_matches(backend):
 
 
 def test_unsupported_and_disabled_fall_back(model_cache, backend):
-    qwen = load_backend("tiny-random-qwen2_5_vl")
-    assert not fast_decode.supports(qwen.model)  # mRoPE language model: plain loop
+    qwen = load_backend("tiny-random-qwen3_vl")
+    assert not fast_decode.supports(qwen.model)  # q/k norms and DeepStack: the plain loop
     assert fast_decode.maybe_greedy(qwen, torch.zeros(1, 3, qwen.hidden_size), 2, {}) is None
     assert not fast_decode.enabled(backend)  # CPU default: plain loop
     with pytest.raises(ModelError):

@@ -37,7 +37,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from rats_ros.errors import ModelError
 from rats_ros.models.fast.layers import PackedLayer, rotate_half_matrix
 
-SUPPORTED_LM_CLASSES = ("Qwen2Model",)
+# Qwen2.5-VL's LLM is Qwen2's with M-RoPE; with the method's contiguous positions every M-RoPE
+# section gets the same index, which is plain RoPE (test/test_fast_decode.py checks it against the
+# model's own forward). Qwen3-VL (q/k norms, DeepStack) is not served yet.
+SUPPORTED_LM_CLASSES = ("Qwen2Model", "Qwen2_5_VLTextModel")
 _CREATE_LOCK = threading.Lock()
 MAX_GRAPHS = 8  # captured decode steps kept (one per capacity bucket in use)
 # prefill attention kernels in order of preference (the first usable one runs)
@@ -129,8 +132,9 @@ class _State:
 class FastDecoder:
     """Static-cache greedy decoder with in-step attention read-out (optionally CUDA-graphed).
 
-    :param model: a transformers model whose language part is a ``Qwen2Model`` (LLaVA-OneVision or
-        Qwen2ForCausalLM), already on its device and dtype, in eval mode.
+    :param model: a transformers model whose language part is a ``Qwen2Model`` (LLaVA-OneVision,
+        Qwen2ForCausalLM) or a ``Qwen2_5_VLTextModel`` (Qwen2.5-VL), already on its device and
+        dtype, in eval mode.
     :param readout_layers: 0-based decoder layers whose attention is read out.
     :param use_cuda_graph: capture the decode step in a CUDA graph; default: when on CUDA.
     :param bucket: capacity granularity in tokens (one graph per capacity bucket).
@@ -145,7 +149,7 @@ class FastDecoder:
                  use_cuda_graph: bool | None = None, bucket: int = 512,
                  prefill_attention: str = "flash"):
         if not supports(model):
-            raise ModelError("fast decoding supports Qwen2-family language models only; "
+            raise ModelError("fast decoding supports Qwen2 and Qwen2.5-VL language models only; "
                              "use the backend's plain decode loop for this model")
         self.decoder, self.head = language_parts(model)
         cfg = self.decoder.config
