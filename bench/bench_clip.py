@@ -218,7 +218,7 @@ def bench(args) -> list[dict]:
     emit = Emitter(args.out)
     backend = load_bench_backend(args.size, args.device, args.dtype)
     backend.eos_ids = set()  # timing mode: every caption is exactly --tokens long
-    pool = frame_pool(3, args.side, args.frames)
+    pool = frame_pool(3, args.side, args.frames, width=args.width)
     env = environment(args.device)
     env["weights_mb"] = memory_mb(args.device)["allocated_mb"]
     ceilings = None
@@ -235,6 +235,7 @@ def bench(args) -> list[dict]:
         for variant in args.variants:
             started = time.perf_counter()
             record = {"bench": "clip", "size": args.size, "variant": variant, "memory": state,
+                      "family": backend.model.config.model_type, "width": args.width or args.side,
                       "frames": args.frames, "side": args.side, "caption_tokens": args.tokens,
                       **env}
             try:
@@ -248,7 +249,7 @@ def bench(args) -> list[dict]:
                 record.update(status="ok", **{f"{k}_ms" if k in (*PHASES, "total") else k: v
                                               for k, v in aggregate(rows).items()})
                 record["rows"] = rows
-                if ceilings is not None:
+                if ceilings is not None and backend.model.config.model_type == "llava_onevision":
                     floor = models.clip_floor(backend.model.config, args.frames,
                                               int(record["prompt_tokens"]) + 20, args.tokens,
                                               ceilings["matmul_flops"],
@@ -275,7 +276,8 @@ def parse(argv=None):
     ap.add_argument("--states", nargs="+", default=["empty", "full"], choices=("empty", "full"))
     ap.add_argument("--tokens", type=int, default=40)
     ap.add_argument("--frames", type=int, default=16)
-    ap.add_argument("--side", type=int, default=384)
+    ap.add_argument("--side", type=int, default=384, help="frame height (and width), px")
+    ap.add_argument("--width", type=int, default=None, help="frame width when not --side")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--profile", action="store_true", help="CUDA kernel counts per phase")

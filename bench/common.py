@@ -23,9 +23,10 @@ import models  # noqa: E402  (bench/models.py, beside this file)
 
 from rats_ros.models import load_backend  # noqa: E402
 from rats_ros.models.llava_onevision import LlavaOnevisionBackend  # noqa: E402
+from rats_ros.models.qwen2_5_vl import Qwen2VLBackend  # noqa: E402
 from rats_ros.stream.clips import Clip, Frame  # noqa: E402
 
-SIZES = ("tiny", "0.5b", "7b")
+SIZES = ("tiny", "0.5b", "7b", *models.QWEN25_VL_SIZES)
 SMOKE = {"size": "tiny", "device": "cpu", "dtype": "float32"}
 
 
@@ -73,6 +74,16 @@ class RandomWeightBackend(LlavaOnevisionBackend):
         return models.build_model(config, str(self.device), self.dtype).requires_grad_(False)
 
 
+class RandomWeightQwenBackend(Qwen2VLBackend):
+    """The real Qwen2.5-VL backend with random weights drawn on the device (see above)."""
+
+    def _load_model(self):
+        from transformers import Qwen2_5_VLConfig
+
+        config = Qwen2_5_VLConfig.from_pretrained(self.directory)
+        return models.build_model(config, str(self.device), self.dtype).requires_grad_(False)
+
+
 def load_bench_backend(size: str, device: str, dtype: str = "bfloat16"):
     """:returns: the backend for ``size`` (``tiny`` loads the tiny-random checkpoint); its
     ``greedy`` takes the fast decode path where it applies (``backend.fast_decode`` switches it).
@@ -87,13 +98,24 @@ def load_bench_backend(size: str, device: str, dtype: str = "bfloat16"):
     from rats_ros.models import resolve_model
     from rats_ros.models.base import BackendConfig
 
-    tiny_dir = resolve_model("tiny-random")
+    qwen = size in models.QWEN25_VL_SIZES
+    tiny_dir = resolve_model("tiny-random-qwen2_5_vl" if qwen else "tiny-random")
     directory = Path(tempfile.mkdtemp(prefix=f"rats-bench-{size}-"))
     for item in tiny_dir.iterdir():  # tokenizer files and templates, not weights or configs
         if item.name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                          "chat_template.jinja", "chat_template.json"):
             shutil.copy(item, directory / item.name)
     tok = AutoTokenizer.from_pretrained(tiny_dir, local_files_only=True)
+    if qwen:
+        ids = {f"{name}_token_id": tok.convert_tokens_to_ids(token) for name, token in (
+            ("image", "<|image_pad|>"), ("video", "<|video_pad|>"),
+            ("vision_start", "<|vision_start|>"), ("vision_end", "<|vision_end|>"))}
+        models.build_qwen_config(size, tok.eos_token_id, ids).save_pretrained(directory)
+        (directory / "preprocessor_config.json").write_text(
+            json.dumps(models.QWEN25_VL_PREPROCESSOR))
+        return RandomWeightQwenBackend(
+            directory, BackendConfig(model=str(directory), device=device, dtype=dtype),
+            f"random-{size}")
     models.build_config(size, tok.eos_token_id, tok.convert_tokens_to_ids("<image>"),
                         tok.convert_tokens_to_ids("<video>")).save_pretrained(directory)
     models.write_preprocessor_config(directory)
@@ -102,10 +124,13 @@ def load_bench_backend(size: str, device: str, dtype: str = "bfloat16"):
         f"random-llava-ov-{size}")
 
 
-def frame_pool(count: int, side: int, frames: int, seed: int = 0) -> list[np.ndarray]:
-    """``count`` distinct random clips ``(frames, side, side, 3)`` uint8 to cycle through."""
+def frame_pool(count: int, side: int, frames: int, seed: int = 0,
+               width: int | None = None) -> list[np.ndarray]:
+    """``count`` distinct random clips ``(frames, side, width or side, 3)`` uint8 to cycle
+    through."""
     rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (frames, side, side, 3), dtype=np.uint8) for _ in range(count)]
+    shape = (frames, side, width or side, 3)
+    return [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(count)]
 
 
 def make_clip(pixels: np.ndarray, index: int, fps: float = FPS) -> Clip:

@@ -2,6 +2,7 @@
 # The one script sent to the GPU machine (see bench/README.md). Runs from the repository root.
 #   RATS_GIT_COMMIT=$(git rev-parse HEAD) bash bench/gpu_run.sh PHASE...
 # PHASE: check (versions, CUDA tests of the fast path) | clip | stream | stream10h | ask
+#        | qwen (Qwen2.5-VL 3B/7B per clip, fast vs plain decode, 16 frames of 640x480)
 #        | overlap (kept-set agreement of the bf16 fast path with the fp32 plain path)
 #        | attn (cuDNN vs flash prefill) | confirm (= check clip ask) | all (= check clip stream)
 #        | final (check; ours/stock/full clips; ours ask; 1 h streams)
@@ -56,6 +57,10 @@ for phase in "${@:-all}"; do
         stream) stream 0.5b ours --hours 1; stream 0.5b full --clips 24
                 stream 7b ours --hours 1; stream 7b full --clips 20 ;;
         stream10h) stream 0.5b ours --hours 10 ;;
+        qwen) run 240 python3 -m pytest -q -rs -p no:cacheprovider test/test_fast_decode.py
+              for size in qwen2.5-vl-7b qwen2.5-vl-3b; do  # the workload: 640x480
+                  clip "$size" 3 --variants ours plain --states full --side 480 --width 640
+              done ;;
         overlap) run 120 python3 -m pytest -q -rs -p no:cacheprovider test/test_fast_decode.py \
                      -k cuda
                  for size in tiny 0.5b 7b; do

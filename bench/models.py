@@ -48,18 +48,54 @@ def build_config(size: str, eos_token_id: int = 151645, image_token_id: int = IM
     )
 
 
-def build_model(config, device: str = "cuda", dtype=torch.bfloat16, attn: str = "sdpa"):
-    """Random-weight LLaVA-OneVision from ``config``, initialised directly on ``device``.
+# Qwen2.5-VL-{3B,7B}-Instruct's published config.json (text part; the vision tower is shared).
+QWEN25_VL_SIZES = {
+    "qwen2.5-vl-3b": dict(hidden_size=2048, num_hidden_layers=36, num_attention_heads=16,
+                          num_key_value_heads=2, intermediate_size=11008, vocab_size=151936,
+                          tie_word_embeddings=True),
+    "qwen2.5-vl-7b": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28,
+                          num_key_value_heads=4, intermediate_size=18944, vocab_size=152064,
+                          tie_word_embeddings=False),
+}
+QWEN25_VL_VISION = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
+                        patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+                        window_size=112, fullatt_block_indexes=[7, 15, 23, 31])
+QWEN25_VL_PREPROCESSOR = {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14,
+                          "temporal_patch_size": 2, "merge_size": 2,
+                          "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                          "image_std": [0.26862954, 0.26130258, 0.27577711]}
 
-    :param config: a ``LlavaOnevisionConfig`` (e.g. :func:`build_config`).
+
+def build_qwen_config(size: str, eos_token_id: int, token_ids: dict):
+    """:returns: a ``Qwen2_5_VLConfig`` of the named size; ``token_ids`` are the tokenizer's
+    ``image_token_id``, ``video_token_id``, ``vision_start_token_id``, ``vision_end_token_id``."""
+    from transformers import Qwen2_5_VLConfig
+
+    text = {**QWEN25_VL_SIZES[size], "rms_norm_eps": 1e-6, "max_position_embeddings": 128000,
+            "eos_token_id": eos_token_id, "rope_parameters": {
+                "rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]}}
+    vision = {**QWEN25_VL_VISION, "out_hidden_size": text["hidden_size"]}
+    return Qwen2_5_VLConfig(text_config=text, vision_config=vision,
+                            tie_word_embeddings=text["tie_word_embeddings"], **token_ids)
+
+
+def build_model(config, device: str = "cuda", dtype=torch.bfloat16, attn: str = "sdpa"):
+    """Random-weight model of ``config``'s family, initialised directly on ``device``.
+
+    :param config: a ``LlavaOnevisionConfig`` (:func:`build_config`) or ``Qwen2_5_VLConfig``
+        (:func:`build_qwen_config`).
     :param attn: attention implementation (``"sdpa"``, ``"eager"``).
     :returns: the model in eval mode.
     """
-    from transformers import LlavaOnevisionForConditionalGeneration
+    from transformers import (
+        LlavaOnevisionForConditionalGeneration,
+        Qwen2_5_VLForConditionalGeneration,
+    )
 
+    model_class = {"llava_onevision": LlavaOnevisionForConditionalGeneration,
+                   "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration}[config.model_type]
     with torch.device(device):
-        model = LlavaOnevisionForConditionalGeneration._from_config(
-            config, dtype=dtype, attn_implementation=attn)
+        model = model_class._from_config(config, dtype=dtype, attn_implementation=attn)
     return model.eval()
 
 
