@@ -170,7 +170,10 @@ def test_use_sim_time_follows_the_bag_clock(tmp_path, bag, domain_id, model_cach
                               f"{ns}/image", "--wait-subscribers", "1")
         _, err = replay.communicate(timeout=60)
         assert replay.returncode == 0, err
+        silent_clock = len(diagnostics)  # /clock stopped with the replay
         _wait_for_captions(captions, diagnostics, node, err, ros_client)
+        # diagnostics run on a steady clock: they keep coming while /clock is silent
+        wait_for(lambda: len(diagnostics) >= silent_clock + 3, timeout=20)
 
         def sim_stamped():  # the node's clock, hence its diagnostics stamp, is the bag's time
             stamps = [time_ns(d.header.stamp) for d in diagnostics
