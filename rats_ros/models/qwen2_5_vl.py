@@ -63,12 +63,15 @@ class Qwen2VLBackend(HFVideoBackend):
         size = self.patch * self.merge
         return -(-num_frames // self.temporal), h // size, w // size
 
+    def _video_features(self, pixels):
+        """The vision tower's output for one clip (``pooler_output[0]``: its merged tokens)."""
+        frames = upload(pixels, self.device)  # (T, 3, H, W)
+        h, w = self._resized(*frames.shape[2:])
+        frames = resize_normalize(frames, h, w, self.norm, self.dtype)
+        flat, grid = qwen_patchify(frames, self.patch, self.merge, self.temporal)
+        return self.model.model.get_video_features(flat, torch.tensor([grid], device=self.device))
+
     def encode_clip(self, pixels) -> torch.Tensor:
         with model_errors("encoding a clip"), torch.inference_mode():
-            frames = upload(pixels, self.device)  # (T, 3, H, W)
-            h, w = self._resized(*frames.shape[2:])
-            frames = resize_normalize(frames, h, w, self.norm, self.dtype)
-            flat, grid = qwen_patchify(frames, self.patch, self.merge, self.temporal)
-            grid_thw = torch.tensor([grid], device=self.device)
-            out = self.model.model.get_video_features(flat, grid_thw)
-            return out.pooler_output[0]  # (t * h/2 * w/2, D), temporal then raster order
+            # (t * h/2 * w/2, D), temporal then raster order
+            return self._video_features(pixels).pooler_output[0]

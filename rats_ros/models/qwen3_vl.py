@@ -14,7 +14,6 @@ import torch
 from transformers import Qwen3VLForConditionalGeneration
 
 from rats_ros.models.hf import model_errors
-from rats_ros.models.preprocess import qwen_patchify, resize_normalize, upload
 from rats_ros.models.qwen2_5_vl import Qwen2VLBackend
 
 
@@ -34,12 +33,7 @@ class Qwen3VLBackend(Qwen2VLBackend):
 
     def encode_clip(self, pixels) -> torch.Tensor:
         with model_errors("encoding a clip"), torch.inference_mode():
-            frames = upload(pixels, self.device)  # (T, 3, H, W)
-            h, w = self._resized(*frames.shape[2:])
-            frames = resize_normalize(frames, h, w, self.norm, self.dtype)
-            flat, grid = qwen_patchify(frames, self.patch, self.merge, self.temporal)
-            out = self.model.model.get_video_features(flat, torch.tensor([grid],
-                                                                         device=self.device))
+            out = self._video_features(pixels)
             tokens = out.pooler_output[0]  # (N, D), temporal then raster order
             tokens.deepstack = [feature[0] for feature in out.deepstack_features]  # each (N, D)
             return tokens

@@ -119,6 +119,15 @@ def write_llava_onevision(directory, video_token: bool = True) -> Path:
     return directory
 
 
+def _qwen_vocabulary():
+    """The Qwen-VL specials after a small BPE vocabulary. :returns: ``(bpe, ids, text kwargs)``."""
+    bpe = tiny.train_bpe(QWEN_VL_SPECIALS, specials_last=True)
+    ids = {token: bpe.token_to_id(token) for token in QWEN_VL_SPECIALS}
+    text = tiny.text_kwargs(bpe.get_vocab_size() + 8, ids["<|im_end|>"], ids["<|endoftext|>"])
+    text.update(bos_token_id=ids["<|endoftext|>"], tie_word_embeddings=True)
+    return bpe, ids, text
+
+
 def _write_model(directory: Path, vocab: int, ids: dict, video_id: int) -> None:
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
 
@@ -196,10 +205,7 @@ def write_qwen2_5_vl(directory, nested: bool = False) -> Path:
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    bpe = tiny.train_bpe(QWEN_VL_SPECIALS, specials_last=True)
-    ids = {token: bpe.token_to_id(token) for token in QWEN_VL_SPECIALS}
-    text = tiny.text_kwargs(bpe.get_vocab_size() + 8, ids["<|im_end|>"], ids["<|endoftext|>"])
-    text.update(bos_token_id=ids["<|endoftext|>"], tie_word_embeddings=True)
+    bpe, ids, text = _qwen_vocabulary()
     vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=PATCH,
                   spatial_merge_size=2, temporal_patch_size=2, window_size=32, in_chans=3,
                   out_hidden_size=text["hidden_size"], fullatt_block_indexes=[1],
@@ -231,10 +237,7 @@ def write_qwen2_5_vl(directory, nested: bool = False) -> Path:
         "bos_token_id": ids["<|endoftext|>"], "pad_token_id": ids["<|endoftext|>"],
         "do_sample": True, "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
         "repetition_penalty": 1.05, "temperature": 1e-06, "transformers_version": "4.49.0"})
-    _write_tokenizer(directory, bpe, ids, QWEN_VL_TEMPLATE, "Qwen2_5_VLProcessor")
-    (directory / "special_tokens_map.json").unlink()  # the Qwen2.5-VL repositories ship none
-    (directory / "added_tokens.json").unlink()
-    _json(directory / "chat_template.json", {"chat_template": QWEN_VL_TEMPLATE})
+    _write_qwen_tokenizer(directory, bpe, ids, "Qwen2_5_VLProcessor")
     _json(directory / "preprocessor_config.json", {
         "min_pixels": 32 * 32, "max_pixels": IMAGE_SIZE * IMAGE_SIZE, "patch_size": PATCH,
         "temporal_patch_size": 2, "merge_size": 2,
@@ -253,10 +256,8 @@ def write_qwen3_vl(directory) -> Path:
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    bpe = tiny.train_bpe(QWEN_VL_SPECIALS, specials_last=True)
-    ids = {token: bpe.token_to_id(token) for token in QWEN_VL_SPECIALS}
-    text = tiny.text_kwargs(bpe.get_vocab_size() + 8, ids["<|im_end|>"], ids["<|endoftext|>"])
-    text.update(head_dim=16, tie_word_embeddings=True, bos_token_id=ids["<|endoftext|>"])
+    bpe, ids, text = _qwen_vocabulary()
+    text.update(head_dim=16)
     rope = {"mrope_interleaved": True, "mrope_section": [2, 3, 3], "rope_type": "default"}
     vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16,
                   spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
@@ -279,10 +280,7 @@ def write_qwen3_vl(directory) -> Path:
         "bos_token_id": ids["<|endoftext|>"], "pad_token_id": ids["<|endoftext|>"],
         "do_sample": True, "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
         "top_k": 20, "top_p": 0.8, "temperature": 0.7, "transformers_version": "4.56.0"})
-    _write_tokenizer(directory, bpe, ids, QWEN_VL_TEMPLATE, "Qwen3VLProcessor")
-    (directory / "special_tokens_map.json").unlink()
-    (directory / "added_tokens.json").unlink()
-    _json(directory / "chat_template.json", {"chat_template": QWEN_VL_TEMPLATE})
+    _write_qwen_tokenizer(directory, bpe, ids, "Qwen3VLProcessor")
     pixels = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2,
               "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
     _json(directory / "preprocessor_config.json", {
@@ -293,6 +291,15 @@ def write_qwen3_vl(directory) -> Path:
         "fps": 2, "video_processor_type": "Qwen3VLVideoProcessor",
         "processor_class": "Qwen3VLProcessor"})
     return directory
+
+
+def _write_qwen_tokenizer(directory: Path, bpe, ids: dict, processor: str) -> None:
+    """The Qwen-VL repositories' tokenizer files: the VL template in tokenizer_config.json and
+    chat_template.json, no special_tokens_map.json or added_tokens.json."""
+    _write_tokenizer(directory, bpe, ids, QWEN_VL_TEMPLATE, processor)
+    (directory / "special_tokens_map.json").unlink()
+    (directory / "added_tokens.json").unlink()
+    _json(directory / "chat_template.json", {"chat_template": QWEN_VL_TEMPLATE})
 
 
 def _json(path: Path, data) -> None:
