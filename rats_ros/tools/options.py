@@ -1,0 +1,46 @@
+"""What the ``rats-ros`` commands share: option types, model options, error reporting."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rats_ros.errors import ConfigError, InputError, ModelError, QuestionError, RatsError
+
+NS = 1_000_000_000
+#: refusals: exit 2 (the rest of RatsError: 1)
+USAGE_ERRORS = (ConfigError, InputError, ModelError, QuestionError)
+
+
+def stream_seconds(text: str) -> float:
+    """A time on the input's clock in seconds: finite, 0 or more, at most 1e11 (year 5138)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0.0 <= value <= 1e11:  # also false for nan
+        raise argparse.ArgumentTypeError(f"must be a time in seconds in [0, 1e11], got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def add_model_options(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--model", required=required,
+                        help="checkpoint directory, cached Hugging Face id, or tiny-random / "
+                             "tiny-random-qwen2_5_vl / tiny-random-qwen3_vl (random weights, "
+                             "for tests)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    parser.add_argument("--stream-id", default="default", help="stream name inside the store")
+
+
+def fail(command: str, error: RatsError, quiet: bool = False) -> int:
+    """Report a typed error on stderr and map it to the exit code."""
+    if not quiet:
+        print(f"rats-ros {command}: {type(error).__name__}: {error}", file=sys.stderr)
+    return 2 if isinstance(error, USAGE_ERRORS) else 1
