@@ -8,8 +8,8 @@
   ``captions`` and ``~/selection_overlay`` publishers, ``ask_video`` service and two threads
   (:class:`~rats_ros.ros.worker.Worker`): the sampler (frame queue -> ClipAssembler -> clip
   queue) and the captioner (clip queue -> RecurrentCaptioner.step -> CaptionStore.add,
-  committed -> publish). The image callback only decodes and queues; the model never runs in a
-  callback.
+  committed -> publish). The image callbacks (:class:`~rats_ros.ros.intake.FrameIntake`)
+  only decode and queue; the model never runs in a callback.
 - deactivate/cleanup/shutdown: threads joined, entities destroyed, store closed.
 
 ``autostart`` (default true) configures and activates at startup; the process around the node
@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import os
-import time
 import traceback
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -29,23 +28,16 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
-from rats_ros.errors import ConfigError, FrameError, RatsError
-from rats_ros.io.images import (
-    SUPPORTED_ENCODINGS,
-    ImageTooLarge,
-    decode_compressed,
-    decode_raw,
-)
+from rats_ros.errors import ConfigError, RatsError
 from rats_ros.msg import Caption
 from rats_ros.ros import params as node_params
 from rats_ros.ros.diagnostics import StreamStats, diagnostic_array
+from rats_ros.ros.intake import FrameIntake
 from rats_ros.ros.questions import QuestionDesk
-from rats_ros.ros.worker import DropOldestQueue, Parts, Worker, caption_msg, time_to_ns
+from rats_ros.ros.worker import DropOldestQueue, Parts, Worker, caption_msg
 from rats_ros.srv import AskVideo
-from rats_ros.stream.clips import Frame, unusable_size
 
 NODE_NAME = "rats_stream"
-_WARN_EVERY_S = 5.0
 _NS = 1_000_000_000
 
 
@@ -77,7 +69,7 @@ class StreamNode(LifecycleNode):
         self._service = self.create_service(
             AskVideo, "ask_video", self.desk.answer, qos_profile=QoSProfile(depth=1000),
             callback_group=ReentrantCallbackGroup())
-        self._last_warning: dict[str, float] = {}
+        self.intake = FrameIntake(self)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         period = self.get_parameter("diagnostics_period").value
         # A steady clock: with use_sim_time, diagnostics keep coming while /clock is silent.
@@ -125,9 +117,9 @@ class StreamNode(LifecycleNode):
         decoding = MutuallyExclusiveCallbackGroup()
         if params.image_transport == "compressed":
             sub = self.create_subscription(CompressedImage, "image/compressed",
-                                           self._on_compressed, qos, callback_group=decoding)
+                                           self.intake.on_compressed, qos, callback_group=decoding)
         else:
-            sub = self.create_subscription(Image, "image", self._on_image, qos,
+            sub = self.create_subscription(Image, "image", self.intake.on_image, qos,
                                            callback_group=decoding)
         self._subscription = sub
         self._publishers = [self._caption_pub] + ([overlay_pub] if overlay_pub else [])
@@ -188,57 +180,6 @@ class StreamNode(LifecycleNode):
                 return SetParametersResult(successful=False, reason=problem)
         return SetParametersResult(successful=True)
 
-    # -- input ------------------------------------------------------------------------------
-    def _on_image(self, msg: Image) -> None:
-        try:
-            rgb = decode_raw(msg.encoding, msg.width, msg.height, msg.step, msg.data,
-                             msg.is_bigendian, max_side=self.params.max_image_side)
-        except FrameError as error:
-            self._refuse(_raw_reason(msg), error)
-            return
-        self._queue(msg.header, rgb)
-
-    def _on_compressed(self, msg: CompressedImage) -> None:
-        try:
-            rgb = decode_compressed(msg.format, msg.data, max_side=self.params.max_image_side)
-        except FrameError as error:
-            self._refuse("too_many_pixels" if isinstance(error, ImageTooLarge)
-                         else "undecodable_compressed", error)
-            return
-        self._queue(msg.header, rgb)
-
-    def _queue(self, header, rgb) -> None:
-        """Queue one frame stamped with its header stamp; a zero stamp is refused: a substitute
-        from the node's clock, mixed with a driver's real stamps, made clips span decades."""
-        stamp_ns = time_to_ns(header.stamp)
-        unusable = unusable_size(*rgb.shape[:2])
-        if unusable:
-            self._refuse("unusable_size", FrameError(
-                f"frame of {unusable} (after the downscale to max_image_side): send camera "
-                "frames of an ordinary shape"))
-            return
-        if stamp_ns == 0:
-            self._refuse("zero_stamp", FrameError(
-                "the image's header stamp is zero: the camera driver does not stamp its frames; "
-                "fix the driver (clips are sampled by header stamps)"))
-            return
-        try:
-            frame = Frame(stamp_ns, rgb)
-        except FrameError as error:  # a negative header stamp
-            self._refuse("bad_stamp", error)
-            return
-        self.frame_id = header.frame_id
-        if self.frames.put(frame):
-            self.stats.drop("queue_full")
-        self.stats.frame()
-
-    def _refuse(self, reason: str, error: FrameError) -> None:
-        count = self.stats.refuse(reason)
-        now = time.monotonic()
-        if now - self._last_warning.get(reason, -1e9) >= _WARN_EVERY_S:
-            self._last_warning[reason] = now
-            self.get_logger().warning(f"refused frame ({reason}, {count} so far): {error}")
-
     # -- output -----------------------------------------------------------------------------
     def _publish_caption(self, caption) -> None:
         self._caption_pub.publish(caption_msg(caption, self.frame_id, self.parts.model_name))
@@ -270,15 +211,6 @@ class StreamNode(LifecycleNode):
         self._diag_pub.publish(diagnostic_array(
             self.get_clock().now().to_msg(), self.stats.snapshot(), info,
             value("clip_frames") / value("fps"), len(self.frames), self.frames.capacity))
-
-
-def _raw_reason(msg: Image) -> str:
-    """Why a raw image was refused, as a short counter key."""
-    if msg.encoding not in SUPPORTED_ENCODINGS:
-        return "unsupported_encoding"
-    if msg.width == 0 or msg.height == 0:
-        return "zero_size"
-    return "bad_step_or_size"
 
 
 def _qos_kwargs(profile) -> dict:

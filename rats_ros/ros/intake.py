@@ -1,0 +1,92 @@
+"""The image subscription's side of the node: decode, check and stamp each frame, queue it.
+
+Runs in the subscription callback (its own callback group): no model, no waiting. Every refused
+frame is counted by reason on /diagnostics with a rate-limited warning that names the cause.
+"""
+from __future__ import annotations
+
+import time
+
+from sensor_msgs.msg import CompressedImage, Image
+
+from rats_ros.errors import FrameError
+from rats_ros.io.images import (
+    SUPPORTED_ENCODINGS,
+    ImageTooLarge,
+    decode_compressed,
+    decode_raw,
+)
+from rats_ros.ros.worker import time_to_ns
+from rats_ros.stream.clips import Frame, unusable_size
+
+_WARN_EVERY_S = 5.0
+
+
+class FrameIntake:
+    """Image callbacks of the ``rats_stream`` node (its ``params``, ``frames``, ``stats``).
+
+    :param node: the node; its ``frame_id`` is set from the frames' headers.
+    """
+
+    def __init__(self, node):
+        self.node = node
+        self._last_warning: dict[str, float] = {}
+
+    def on_image(self, msg: Image) -> None:
+        try:
+            rgb = decode_raw(msg.encoding, msg.width, msg.height, msg.step, msg.data,
+                             msg.is_bigendian, max_side=self.node.params.max_image_side)
+        except FrameError as error:
+            self._refuse(_raw_reason(msg), error)
+            return
+        self._queue(msg.header, rgb)
+
+    def on_compressed(self, msg: CompressedImage) -> None:
+        try:
+            rgb = decode_compressed(msg.format, msg.data, max_side=self.node.params.max_image_side)
+        except FrameError as error:
+            self._refuse("too_many_pixels" if isinstance(error, ImageTooLarge)
+                         else "undecodable_compressed", error)
+            return
+        self._queue(msg.header, rgb)
+
+    def _queue(self, header, rgb) -> None:
+        """Queue one frame stamped with its header stamp; a zero stamp is refused: a substitute
+        from the node's clock, mixed with a driver's real stamps, made clips span decades."""
+        stamp_ns = time_to_ns(header.stamp)
+        unusable = unusable_size(*rgb.shape[:2])
+        if unusable:
+            self._refuse("unusable_size", FrameError(
+                f"frame of {unusable} (after the downscale to max_image_side): send camera "
+                "frames of an ordinary shape"))
+            return
+        if stamp_ns == 0:
+            self._refuse("zero_stamp", FrameError(
+                "the image's header stamp is zero: the camera driver does not stamp its frames; "
+                "fix the driver (clips are sampled by header stamps)"))
+            return
+        try:
+            frame = Frame(stamp_ns, rgb)
+        except FrameError as error:  # a negative header stamp
+            self._refuse("bad_stamp", error)
+            return
+        self.node.frame_id = header.frame_id
+        if self.node.frames.put(frame):
+            self.node.stats.drop("queue_full")
+        self.node.stats.frame()
+
+    def _refuse(self, reason: str, error: FrameError) -> None:
+        count = self.node.stats.refuse(reason)
+        now = time.monotonic()
+        if now - self._last_warning.get(reason, -1e9) >= _WARN_EVERY_S:
+            self._last_warning[reason] = now
+            self.node.get_logger().warning(f"refused frame ({reason}, {count} so far): {error}")
+
+
+def _raw_reason(msg: Image) -> str:
+    """Why a raw image was refused, as a short counter key."""
+    if msg.encoding not in SUPPORTED_ENCODINGS:
+        return "unsupported_encoding"
+    if msg.width == 0 or msg.height == 0:
+        return "zero_size"
+    return "bad_step_or_size"
