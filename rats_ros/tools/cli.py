@@ -67,7 +67,8 @@ def _sample_parser(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``rats-ros`` argument parser (``replay`` is handed to :mod:`rats_ros.ros.replay`)."""
-    parser = argparse.ArgumentParser(prog="rats-ros", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="rats-ros",
+                                     description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("--debug", action="store_true",
                         help="print the traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
