@@ -50,12 +50,19 @@ def processor_template(directory: Path) -> tuple[str, str] | None:
     return None
 
 
+#: what torch's CPU allocator says when an allocation fails (alloc_cpu.cpp)
+_CPU_OOM = "DefaultCPUAllocator: can't allocate memory"
+
+
 @contextmanager
 def model_errors(what: str):
     """Turn out-of-memory and device errors of a model call into :class:`ModelError`."""
     try:
         yield
-    except torch.OutOfMemoryError as exc:
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        # torch reports a failed CPU allocation as a plain RuntimeError from its allocator.
+        if not isinstance(exc, torch.OutOfMemoryError) and _CPU_OOM not in str(exc):
+            raise
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # give the failed call's blocks back before the next clip
         raise ModelError(f"out of memory while {what}: use dtype='bfloat16', a smaller model, "

@@ -20,6 +20,8 @@ from rats_ros.ros.worker import time_to_ns
 from rats_ros.stream.clips import Frame, unusable_size
 
 _WARN_EVERY_S = 5.0
+_OUT_OF_MEMORY = FrameError("out of memory while decoding the frame: the process is short of "
+                            "memory; lower max_image_side or free memory on the machine")
 
 
 class FrameIntake:
@@ -39,6 +41,9 @@ class FrameIntake:
         except FrameError as error:
             self._refuse(_raw_reason(msg), error)
             return
+        except MemoryError:
+            self._refuse("out_of_memory", _OUT_OF_MEMORY)
+            return
         self._queue(msg.header, rgb)
 
     def on_compressed(self, msg: CompressedImage) -> None:
@@ -47,6 +52,9 @@ class FrameIntake:
         except FrameError as error:
             self._refuse("too_many_pixels" if isinstance(error, ImageTooLarge)
                          else "undecodable_compressed", error)
+            return
+        except MemoryError:
+            self._refuse("out_of_memory", _OUT_OF_MEMORY)
             return
         self._queue(msg.header, rgb)
 

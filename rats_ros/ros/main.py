@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -44,7 +45,8 @@ def main(args=None) -> int:
     executor = MultiThreadedExecutor(
         num_threads=node.get_parameter("question_queue_size").value + 3)
     executor.add_node(node)
-    spinner = _Spinner(executor)
+    _start_executor_threads(executor, node.get_parameter("question_queue_size").value + 3)
+    spinner = _Spinner(executor, node.get_logger())
     code = 0
     try:
         code = _run(node, spinner, signals)
@@ -81,7 +83,22 @@ def _run(node: StreamNode, spinner: _Spinner, signals: _StopSignals) -> int:
     if node.fatal_error:
         node.get_logger().fatal(f"exiting with code 1: {node.fatal_error}")
         return 1
-    return 1 if spinner.failed else 0
+    if spinner.error:
+        node.get_logger().fatal(f"exiting with code 1: the executor stopped on {spinner.error}")
+        return 1
+    return 0
+
+
+def _start_executor_threads(executor: MultiThreadedExecutor, count: int) -> None:
+    """Start all of the executor's threads now rather than on demand: a thread that cannot be
+    started later (the process short of memory) would otherwise end the executor."""
+    pool = getattr(executor, "_executor", None)  # rclpy's ThreadPoolExecutor
+    if pool is None:
+        return
+    all_started = threading.Barrier(count + 1)
+    for _ in range(count):  # each waits at the barrier, so none is idle when the next comes
+        pool.submit(all_started.wait)
+    all_started.wait(timeout=30)
 
 
 class _StopSignals:
@@ -126,23 +143,26 @@ class _StopSignals:
 class _Spinner:
     """Spins the executor in a thread, so that the main thread stays free for signals."""
 
-    def __init__(self, executor):
-        self._executor = executor
+    def __init__(self, executor, logger):
+        self._executor, self._logger = executor, logger
         self._thread = None
-        self.failed = self.ended = False
+        self.error = ""  # why the executor stopped, when it was not asked to
+        self.ended = False
 
     def start(self, on_exit) -> None:
-        """Spin in a thread; ``on_exit()`` is called when it ends (a callback's bug ends it; its
-        traceback is printed by :func:`threading.excepthook`)."""
+        """Spin in a thread; ``on_exit()`` is called when it ends. A callback's bug or a fault
+        of the executor itself (e.g. no thread can be started) ends it with :attr:`error` set;
+        its traceback is logged at debug level (``--ros-args --log-level debug``)."""
         def spin():
-            clean = False
             try:
                 self._executor.spin()
-                clean = True
             except ExternalShutdownException:
-                clean = True
-            finally:  # a callback's exception (a bug) leaves clean false
-                self.failed, self.ended = not clean, True
+                pass
+            except Exception as error:  # noqa: BLE001 - the executor thread's boundary
+                self.error = f"{type(error).__name__}: {error}"
+                self._logger.debug(traceback.format_exc())
+            finally:
+                self.ended = True
                 on_exit()
 
         self._thread = threading.Thread(target=spin, name="rats-executor")

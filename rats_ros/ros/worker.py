@@ -172,6 +172,24 @@ class Worker:
             thread.join()
 
     def _sample_loop(self) -> None:
+        self._guarded(self._sample_frames, "sampling")
+
+    def _caption_loop(self) -> None:
+        self._guarded(self._caption_clips, "captioning")
+
+    def _guarded(self, loop, what: str) -> None:
+        """Run a thread's loop; an unexpected error ends it, and then the process (code 1)."""
+        try:
+            loop()
+        except Exception as error:  # noqa: BLE001 - the thread's boundary: report, then end
+            message = (f"{what} stopped by an unexpected {type(error).__name__}: {error}; "
+                       "the process exits with code 1 so that it is restarted")
+            self.stats.fail(message)
+            self._logger.fatal(message)
+            self._logger.debug(traceback.format_exc())
+            self._on_fatal(message)
+
+    def _sample_frames(self) -> None:
         assembler, idle_flush = self.parts.assembler, self.params.idle_flush
         last_frame = time.monotonic()
         while not self._stop.is_set():
@@ -198,28 +216,22 @@ class Worker:
             self._logger.warning("captioning is behind real time: dropped the oldest waiting "
                                  "clip", throttle_duration_sec=10.0)
 
-    def _caption_loop(self) -> None:
+    def _caption_clips(self) -> None:
         while not self._stop.is_set():
             clip = self.clips.get(timeout=0.1)
-            try:
-                if clip is not None:
-                    self._caption(clip)
-                self._flush_backlog()
-            except Exception as error:  # noqa: BLE001 - the thread's boundary: report, then end
-                message = (f"captioning stopped by an unexpected {type(error).__name__}: "
-                           f"{error}; the process exits with code 1 so that it is restarted")
-                self.stats.fail(message)
-                self._logger.fatal(message)
-                self._logger.debug(traceback.format_exc())
-                self._on_fatal(message)
-                return
+            if clip is not None:
+                self._caption(clip)
+            self._flush_backlog()
 
     def _caption(self, clip) -> None:
         parts = self.parts
         try:
             caption = parts.captioner.step(clip)
             embedding = parts.embedder.embed([caption.text])[0]  # (d,)
-        except (ModelError, FrameError) as error:
+        except (ModelError, FrameError, MemoryError) as error:
+            if isinstance(error, MemoryError):  # numpy's and Python's out-of-memory
+                error = "out of memory while preparing a clip: use a smaller model, fewer " \
+                        "frames per clip, fewer memory clips or a lower max_image_side"
             self.stats.fail(f"captioning a clip failed: {error}")
             self.stats.drop("model_error")
             self._logger.error(f"captioning a clip failed: {error}")
