@@ -4,6 +4,7 @@
 # PHASE: check (versions, CUDA tests of the fast path) | clip | stream | stream10h | ask
 #        | qwen (Qwen2.5-VL 3B/7B per clip, fast vs plain decode, 16 frames of 640x480)
 #        | overlap (kept-set agreement of the bf16 fast path with the fp32 plain path)
+#        | cameras (N = 1, 2, 4, 8 cameras on one model, round robin: clips/s and per clip)
 #        | attn (cuDNN vs flash prefill) | confirm (= check clip ask) | all (= check clip stream)
 #        | final (check; ours/stock/full clips; ours ask; 1 h streams)
 # Results: $OUT/results.jsonl (one JSON line per measurement), per-bench JSON with per-clip rows,
@@ -67,6 +68,8 @@ for phase in "${@:-all}"; do
                      run 400 python3 bench/bench_overlap.py --size "$size" --clips 8 \
                          --out "$RES" --json "$OUT/json/overlap_$size.json"
                  done ;;
+        cameras) run 400 python3 bench/bench_cameras.py --size 0.5b --out "$RES"
+                 run 500 python3 bench/bench_cameras.py --size 7b --rounds 4 --out "$RES" ;;
         attn) clip 0.5b 5 --variants ours ours_cudnn full full_cudnn --states full
               clip 7b 3 --variants ours ours_cudnn full full_cudnn --states full ;;
         final) phase_check

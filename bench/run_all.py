@@ -16,7 +16,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-OURS = ("bench_clip", "bench_stream", "bench_ask", "bench_overlap")
+OURS = ("bench_clip", "bench_stream", "bench_ask", "bench_overlap", "bench_cameras")
 OTHERS = ("bench_retrieval.py",)  # run as separate processes when present
 
 

@@ -18,6 +18,9 @@ class CaptionRecord:
     :param memory_tokens: memory tokens in front of the clip when it was captioned.
     :param processing_time: seconds spent captioning the clip.
     :param model: the captioning model's name.
+    :param camera: the camera of the clip (``""`` for a node's single unnamed camera).
+    :param has_pose: whether the robot's pose at the clip's end is known (``pose_*`` are then
+        position in metres and orientation quaternion in ``pose_frame``; zeros otherwise).
     """
 
     clip_index: int
@@ -30,11 +33,25 @@ class CaptionRecord:
     memory_tokens: int
     processing_time: float
     model: str = ""
+    camera: str = ""
+    has_pose: bool = False
+    pose_x: float = 0.0
+    pose_y: float = 0.0
+    pose_z: float = 0.0
+    pose_qx: float = 0.0
+    pose_qy: float = 0.0
+    pose_qz: float = 0.0
+    pose_qw: float = 1.0
+    pose_frame: str = ""
 
 
 #: the record's field names, in order (the store's columns, the message's fields)
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CaptionRecord))
+#: the pose fields: one ``geometry_msgs/Pose`` in the message, one column each in the store
+POSE_FIELDS: tuple[str, ...] = tuple(name for name in RECORD_FIELDS
+                                     if name.startswith("pose_") and name != "pose_frame")
 _TYPES = {f.name: f.type for f in fields(CaptionRecord)}
+_DEFAULTS = {f.name: f.default for f in fields(CaptionRecord)}
 
 
 def record_values(caption, **overrides) -> dict:
@@ -43,5 +60,6 @@ def record_values(caption, **overrides) -> dict:
     :param overrides: values that replace the object's (e.g. ``model``).
     :returns: ``{field: value}`` in :data:`RECORD_FIELDS` order, each of its declared type.
     """
-    values = {name: getattr(caption, name, "") for name in RECORD_FIELDS} | overrides
+    values = {name: getattr(caption, name, _DEFAULTS[name]) for name in RECORD_FIELDS} \
+        | overrides
     return {name: _TYPES[name](values[name]) for name in RECORD_FIELDS}

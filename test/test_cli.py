@@ -205,3 +205,45 @@ def test_ask_answers_from_a_store_on_a_read_only_mount(captioned, tmp_path, caps
         assert code == 0 and answer["success"] and answer["evidence"], err
     finally:
         subprocess.run(["umount", str(readonly)], check=True)
+
+
+def test_a_bag_of_two_cameras_and_odometry_captions_each_camera_with_poses(tmp_path, capsys,
+                                                                          model_cache):
+    """Every image topic is its own camera (own stream and clip indices), each caption gets the
+    odometry pose nearest its clip's end, and ask filters by camera and by place."""
+    from rats_ros.io.bag_streams import write_camera_bag
+    from rats_ros.stream.poses import Pose
+
+    def frames(seed):
+        return [f for f in sample_scene(seconds=16.0, fps=1.0, size=(96, 72), seed=seed)]
+
+    poses = [Pose(START * S + i * S // 4, x=i / 4, y=0.0, z=0.0, frame="odom")
+             for i in range(4 * 16)]
+    bag, store = tmp_path / "bag", tmp_path / "captions.db"
+    write_camera_bag(bag, {"/front/image_raw": frames(1), "/rear/image_raw": frames(2)}, poses)
+    code, out, err = run_cli(capsys, "caption", bag, *FAST, "--pose-topic", "/odom",
+                             "--store", store, "--quiet")
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert sorted((r["camera"], r["clip_index"]) for r in records) == [
+        ("front", 0), ("front", 1), ("rear", 0), ("rear", 1)]
+    for record in records:  # x = seconds since the first stamp, in odom
+        assert record["pose"]["frame"] == "odom"
+        assert record["pose"]["x"] == pytest.approx(record["end"] - START, abs=0.25)
+    with CaptionStore(store, "default", read_streams=("default/front", "default/rear")) as db:
+        assert db.count() == 4
+    code, out, err = run_cli(capsys, "ask", "What is there?", "--store", store, "--json",
+                             "--cameras", "rear", "--max-new-tokens", "4")
+    answer = json.loads(out)
+    assert code == 0 and answer["success"], err
+    assert {e["camera"] for e in answer["evidence"]} == {"rear"}
+    first_end = min(r["end"] for r in records) - START
+    code, out, err = run_cli(capsys, "ask", "Where?", "--store", store, "--json", "--near",
+                             f"{first_end},0", "--radius", "1", "--max-new-tokens", "4")
+    answer = json.loads(out)
+    assert code == 0 and answer["success"], err
+    assert len(answer["evidence"]) == 2  # clip 0 of each camera
+    assert all(abs(e["pose"]["x"] - first_end) <= 1 for e in answer["evidence"])
+    with pytest.raises(SystemExit) as refused:
+        main(["ask", "Where?", "--store", str(store), "--near", "nan,0"])
+    assert refused.value.code == 2 and "X,Y or X,Y,Z" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Node parameters: the YAML, descriptors, refusals with ranges, lifecycle through its services."""
 import ast
+import json
 import signal
 from pathlib import Path
 
@@ -27,8 +28,10 @@ def test_yaml_has_every_parameter_with_its_default_and_a_comment():
     values = document["/**"]["ros__parameters"]
     assert set(values) == {spec.name for spec in node_params.SPECS}
     for spec in node_params.SPECS:
-        assert values[spec.name] == spec.default, spec.name
-        assert type(values[spec.name]) is type(spec.default), spec.name
+        value = tuple(values[spec.name]) if isinstance(values[spec.name], list) else \
+            values[spec.name]  # YAML sequences are lists; a string array's default is a tuple
+        assert value == spec.default, spec.name
+        assert type(value) is type(spec.default), spec.name
     lines = CONFIG.read_text().splitlines()
     for i, line in enumerate(lines):
         key = line.strip().split(":")[0]
@@ -50,10 +53,11 @@ def _readme_parameter_rows() -> list[list[str]]:
 def test_readme_table_lists_every_parameter_with_its_type_and_default():
     rows = _readme_parameter_rows()
     assert [row[0] for row in rows] == [spec.name for spec in node_params.SPECS]
-    ros_types = {str: "string", int: "int", float: "double", bool: "bool"}
+    ros_types = {str: "string", int: "int", float: "double", bool: "bool", tuple: "string[]"}
     for (name, kind, default, *_), spec in zip(rows, node_params.SPECS, strict=True):
         assert kind == ros_types[type(spec.default)], name
         shown = str(spec.default).lower() if isinstance(spec.default, bool) else (
+            json.dumps(list(spec.default)) if isinstance(spec.default, tuple) else
             str(spec.default) or '""')
         assert default.split()[0] == shown, f"{name}: README says {default!r}, spec {shown!r}"
 

@@ -18,8 +18,9 @@ def test_package_xml_is_format_3_and_declares_what_the_code_uses():
     assert root.tag == "package" and root.get("format") == "3"
     assert root.findtext("name") == "rats_ros"
     declared = {e.text for e in root if e.tag.endswith("depend")}
-    for dep in ("rclpy", "sensor_msgs", "std_msgs", "builtin_interfaces", "diagnostic_msgs",
-                "lifecycle_msgs", "rosidl_default_generators", "rosidl_default_runtime"):
+    for dep in ("rclpy", "sensor_msgs", "std_msgs", "geometry_msgs", "nav_msgs",
+                "builtin_interfaces", "diagnostic_msgs", "lifecycle_msgs",
+                "rosidl_default_generators", "rosidl_default_runtime"):
         assert dep in declared, dep
     assert root.find("member_of_group").text == "rosidl_interface_packages"
 
@@ -31,9 +32,15 @@ def test_interfaces_have_the_fields_robots_rely_on():
     caption_fields = set(Caption.get_fields_and_field_types())
     assert caption_fields == {
         "header", "clip_index", "start", "end", "text", "frames", "visual_tokens",
-        "kept_tokens", "memory_tokens", "processing_time", "model"}
+        "kept_tokens", "memory_tokens", "processing_time", "model", "camera", "has_pose",
+        "pose", "pose_frame"}
+    assert Caption.get_fields_and_field_types()["pose"] == "geometry_msgs/Pose"
     assert set(AskVideo.Request.get_fields_and_field_types()) == {
-        "question", "since", "until", "max_captions"}
+        "question", "since", "until", "max_captions", "cameras", "use_position", "position",
+        "radius"}
+    # Old clients fill only the first four: the defaults mean "no filter".
+    request = AskVideo.Request(question="what?")
+    assert (list(request.cameras), request.use_position) == ([], False)
     response = AskVideo.Response.get_fields_and_field_types()
     assert response["evidence"] == "sequence<rats_ros/Caption>"
     assert {"success", "message", "answer", "processing_time"} <= set(response)

@@ -56,7 +56,7 @@ def test_answer_uses_relevant_evidence_under_the_budget(tmp_path, backend, embed
         answer = qa.ask(question)
         assert FRIDGE in [c.text for c in answer.evidence]
         assert answer.used_mmr and answer.candidates == 120
-        lines = [format_caption(c.start_ns, c.end_ns, c.text, 0) for c in answer.evidence]
+        lines = [format_caption(c, 0) for c in answer.evidence]
         assert answer.context_tokens == sum(backend.count_tokens(x) + 1 for x in lines) <= 400
         assert [c.start_ns for c in answer.evidence] == sorted(c.start_ns for c in answer.evidence)
         prompt = qa.build_prompt(question, answer.evidence)

@@ -11,6 +11,7 @@ from rats_ros.errors import QuestionError
 from rats_ros.recall.embedders import SentenceEmbedder
 from rats_ros.recall.retrieval import RetrievalIndex, format_caption, mmr_picks, select_under_budget
 from rats_ros.recall.store import CaptionStore, RetentionPolicy
+from rats_ros.records import CaptionRecord
 
 SEC = 1_000_000_000
 FRIDGE = "A person opens the fridge and takes out a bottle of milk."
@@ -64,7 +65,7 @@ def test_relevant_caption_found_among_hundreds(tmp_path, embedder):
         assert sel.used_mmr and sel.candidates == 300
         assert FRIDGE in [c.text for c in sel.captions]
         assert 0 < sel.tokens <= 60
-        assert sel.tokens == sum(words(format_caption(c.start_ns, c.end_ns, c.text, 0)) + 1
+        assert sel.tokens == sum(words(format_caption(c, 0)) + 1
                                  for c in sel.captions)
         starts = [c.start_ns for c in sel.captions]
         assert starts == sorted(starts)  # back in time order
@@ -108,7 +109,8 @@ def test_budget_and_max_captions(tmp_path, embedder):
     with CaptionStore(tmp_path / "c.db") as store:
         fill(store, embedder, texts)
         index = RetrievalIndex(store, embedder, words)
-        per_caption = [words(format_caption(32 * i * SEC, (32 * i + 30) * SEC, t, 0)) + 1
+        per_caption = [words(format_caption(CaptionRecord(i, 32 * i * SEC, (32 * i + 30) * SEC, t,
+                                                          1, 1, 1, 0, 0.0), 0)) + 1
                        for i, t in enumerate(texts)]
         total = sum(per_caption)
         sel = ask(index, embedder, "who is in the garden?", budget_tokens=total)

@@ -279,3 +279,62 @@ def test_a_taken_clip_index_is_reported_as_such(tmp_path):
         store.add(clip(0))
         with pytest.raises(ClipIndexTaken, match="already stored"):
             store.add(clip(0))
+
+
+def test_cameras_are_streams_and_a_reader_covers_several(tmp_path):
+    """A node's cameras write their own streams (own clip indices); one reader reads them all,
+    with each caption's camera and pose."""
+    path = tmp_path / "c.db"
+    front = CaptionStore(path, "robot/front", writer="front")
+    rear = CaptionStore(path, "robot/rear", writer="rear")
+    front.add(Caption(0, 10 * SEC, 20 * SEC, "a pallet", camera="front", has_pose=True,
+                      pose_x=1.5, pose_y=-2.0, pose_frame="map"))
+    rear.add(Caption(0, 5 * SEC, 15 * SEC, "a wall", camera="rear"))
+    rear.add(Caption(1, 15 * SEC, 25 * SEC, "a door", camera="rear"))
+    reader = CaptionStore(path, "robot/front", read_streams=("robot/front", "robot/rear"))
+    try:
+        assert (front.next_clip_index(), rear.next_clip_index()) == (1, 2)
+        assert reader.count() == 3 and reader.origin_ns() == 5 * SEC
+        rows = reader.query()
+        assert [(r.camera, r.text) for r in rows] == [
+            ("rear", "a wall"), ("front", "a pallet"), ("rear", "a door")]
+        pallet = rows[1]
+        assert pallet.has_pose is True and (pallet.pose_x, pallet.pose_y, pallet.pose_qw,
+                                            pallet.pose_frame) == (1.5, -2.0, 1.0, "map")
+        assert rows[0].has_pose is False
+    finally:
+        for store in (front, rear, reader):
+            store.close()
+
+
+def test_a_version_1_store_is_upgraded_in_place_and_keeps_its_captions(tmp_path):
+    """Stores written before cameras and poses existed: a writer adds the columns (defaults:
+    no camera name, no pose); a read-only reader is told to let a writer upgrade it first."""
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as conn:  # the version-1 schema, as the first release wrote it
+        conn.executescript("""
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE streams (stream_id TEXT PRIMARY KEY, next_clip_index INTEGER NOT NULL,
+                origin_ns INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0);
+            CREATE TABLE captions (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                stream_id TEXT NOT NULL, clip_index INTEGER NOT NULL, start_ns INTEGER NOT NULL,
+                end_ns INTEGER NOT NULL, text TEXT NOT NULL, frames INTEGER NOT NULL,
+                visual_tokens INTEGER NOT NULL, kept_tokens INTEGER NOT NULL,
+                memory_tokens INTEGER NOT NULL, processing_time REAL NOT NULL,
+                model TEXT NOT NULL, created_ns INTEGER NOT NULL, embedding BLOB,
+                embedder TEXT NOT NULL DEFAULT '', UNIQUE (stream_id, clip_index));
+            INSERT INTO meta VALUES ('schema_version', '1');
+            INSERT INTO streams VALUES ('default', 1, 0, 0);
+            INSERT INTO captions (stream_id, clip_index, start_ns, end_ns, text, frames,
+                visual_tokens, kept_tokens, memory_tokens, processing_time, model, created_ns)
+                VALUES ('default', 0, 0, 30, 'an old caption', 16, 3136, 196, 0, 0.3, 'm', 1);
+        """)
+    with pytest.raises(StoreError, match="version 1.*writer.*upgrade"):
+        CaptionStore(path, readonly=True)
+    with CaptionStore(path) as store:
+        store.add(clip(1))
+        old, new = store.query()
+        assert (old.text, old.camera, old.has_pose, new.clip_index) == (
+            "an old caption", "", False, 1)
+    with CaptionStore(path, readonly=True) as reader:
+        assert reader.count() == 2

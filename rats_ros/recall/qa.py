@@ -8,12 +8,13 @@ import time
 from dataclasses import dataclass, field
 
 from rats_ros.errors import ConfigError, QuestionError
-from rats_ros.recall.retrieval import RetrievalIndex, format_caption
+from rats_ros.recall.retrieval import Place, RetrievalIndex, format_caption
 from rats_ros.recall.store import StoredCaption
 
 DEFAULT_INSTRUCTION = (
     "These are captions of a video stream in time order; each starts with its time span in "
-    "seconds from the start of the stream. Answer the question using only these captions.")
+    "seconds from the start of the stream (and, where known, the camera and the robot's "
+    "position in metres). Answer the question using only these captions.")
 
 
 @dataclass
@@ -92,11 +93,13 @@ class QuestionAnswerer:
         return self.index.refresh()
 
     def ask(self, question: str, since_ns: int = 0, until_ns: int = 0,
-            max_captions: int = 0) -> Answer:
+            max_captions: int = 0, cameras=(), place: Place | None = None) -> Answer:
         """Answer ``question`` from the captions of clips inside ``[since_ns, until_ns]``.
 
         :param until_ns: latest clip end (0: everything stored so far).
         :param max_captions: cap on the captions used (0: ``config.max_captions``).
+        :param cameras: only captions of these cameras (empty: every camera).
+        :param place: only captions taken near this place (None: anywhere).
         :raises QuestionError: empty or too long question, bad window, no captions (in it).
         :raises StoreError: the store cannot be read.
         """
@@ -105,7 +108,8 @@ class QuestionAnswerer:
         cfg = self.config
         query = self._embedder.embed([question])[0]  # (d,)
         selection = self.index.select(query, since_ns, until_ns, cfg.context_tokens,
-                                      cfg.mmr_lambda, max_captions or cfg.max_captions)
+                                      cfg.mmr_lambda, max_captions or cfg.max_captions,
+                                      cameras=tuple(cameras), place=place)
         if not selection.captions:
             raise QuestionError("the selected captions were just deleted by retention; ask "
                                 "again or widen the window")
@@ -122,7 +126,7 @@ class QuestionAnswerer:
         origin = self.index.origin_ns
         if origin is None:  # no index refresh yet (prompt built by hand): first caption shown
             origin = captions[0].start_ns
-        lines = [format_caption(c.start_ns, c.end_ns, c.text, origin) for c in captions]
+        lines = [format_caption(c, origin) for c in captions]
         return (f"{self.config.instruction}\n\n" + "\n".join(lines)
                 + f"\n\nQuestion: {question.strip()}\nAnswer:")
 

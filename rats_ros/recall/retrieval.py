@@ -23,15 +23,44 @@ from rats_ros.recall.mmr import mmr_picks, select_under_budget
 from rats_ros.recall.store import StoredCaption
 
 # mmr_picks and select_under_budget live in rats_ros.recall.mmr; importers use them from here too.
-__all__ = ["RetrievalIndex", "Selection", "check_window", "format_caption", "mmr_picks",
+__all__ = ["Place", "RetrievalIndex", "Selection", "check_window", "format_caption", "mmr_picks",
            "select_under_budget"]
 _LOG = logging.getLogger(__name__)
 
 
-def format_caption(start_ns: int, end_ns: int, text: str, origin_ns: int) -> str:
+def format_caption(caption, origin_ns: int) -> str:
     """One caption as it appears in the QA prompt: ``[12.0s-44.0s] text`` (seconds from the
-    stream's first caption, so the numbers stay short and stable under retention)."""
-    return f"[{(start_ns - origin_ns) / 1e9:.1f}s-{(end_ns - origin_ns) / 1e9:.1f}s] {text}"
+    stream's first caption, so the numbers stay short and stable under retention), with
+    ``camera front`` and ``at (x, y, z) m`` in the brackets when the caption has them, so "where"
+    questions can be answered with coordinates."""
+    start, end = (caption.start_ns - origin_ns) / 1e9, (caption.end_ns - origin_ns) / 1e9
+    tags = [f"{start:.1f}s-{end:.1f}s"]
+    if caption.camera:
+        tags.append(f"camera {caption.camera}")
+    if caption.has_pose:
+        tags.append(f"at ({caption.pose_x:.1f}, {caption.pose_y:.1f}, {caption.pose_z:.1f}) m"
+                    + (f" in {caption.pose_frame}" if caption.pose_frame else ""))
+    return f"[{', '.join(tags)}] {caption.text}"
+
+
+@dataclass(frozen=True)
+class Place:
+    """A spatial filter: captions whose pose lies within ``radius`` metres of ``(x, y, z)``.
+
+    :raises QuestionError: a coordinate or radius that is not finite, or a radius <= 0.
+    """
+
+    x: float
+    y: float
+    z: float
+    radius: float
+
+    def __post_init__(self):
+        values = (self.x, self.y, self.z, self.radius)
+        if not all(np.isfinite(values)) or self.radius <= 0:
+            raise QuestionError(f"position ({self.x}, {self.y}, {self.z}) with radius "
+                                f"{self.radius}: give finite coordinates in metres and a radius "
+                                "> 0")
 
 
 def check_window(since_ns: int, until_ns: int):
@@ -57,6 +86,8 @@ class Selection:
 class _Columns:
     """Growable column arrays (amortised doubling); slices handed out stay valid."""
 
+    NAMES = ("ids", "start", "end", "tokens", "emb", "camera", "pose")
+
     def __init__(self, dim: int):
         self.n = 0
         self.ids = np.empty(0, np.int64)
@@ -64,30 +95,30 @@ class _Columns:
         self.end = np.empty(0, np.int64)
         self.tokens = np.empty(0, np.int64)
         self.emb = np.empty((0, dim), np.float32)
+        self.camera = np.empty(0, object)  # camera names
+        self.pose = np.empty((0, 3), np.float64)  # (x, y, z); NaN: no pose
 
-    def append(self, ids, start, end, tokens, emb):
-        need = self.n + len(ids)
+    def append(self, **columns):
+        need = self.n + len(columns["ids"])
         if need > len(self.ids):
             cap = max(need, 2 * len(self.ids), 1024)
-            for name in ("ids", "start", "end", "tokens", "emb"):
+            for name in self.NAMES:
                 old = getattr(self, name)
                 new = np.empty((cap,) + old.shape[1:], old.dtype)
                 new[: self.n] = old[: self.n]
                 setattr(self, name, new)
-        sl = slice(self.n, need)
-        self.ids[sl], self.start[sl], self.end[sl] = ids, start, end
-        self.tokens[sl], self.emb[sl] = tokens, emb
+        for name in self.NAMES:
+            getattr(self, name)[self.n:need] = columns[name]
         self.n = need
 
     def keep(self, mask):
         """Drop rows where ``mask`` is False (into fresh arrays: old snapshots stay intact)."""
-        for name in ("ids", "start", "end", "tokens", "emb"):
+        for name in self.NAMES:
             setattr(self, name, getattr(self, name)[: self.n][mask].copy())
         self.n = int(mask.sum())
 
-    def snapshot(self):
-        n = self.n
-        return self.ids[:n], self.start[:n], self.end[:n], self.tokens[:n], self.emb[:n]
+    def snapshot(self) -> dict:
+        return {name: getattr(self, name)[: self.n] for name in self.NAMES}
 
 
 class RetrievalIndex:
@@ -126,7 +157,8 @@ class RetrievalIndex:
         """A consistent snapshot of the index (no refresh): ``(ids (n,), start_ns (n,),
         end_ns (n,), tokens (n,), embeddings (n, d))``, in store id order."""
         with self._lock:
-            return self._cols.snapshot()
+            cols = self._cols.snapshot()
+        return cols["ids"], cols["start"], cols["end"], cols["tokens"], cols["emb"]
 
     def refresh(self) -> int:
         """Read rows added since the last refresh and drop rows retention deleted.
@@ -157,7 +189,7 @@ class RetrievalIndex:
 
     def _append(self, rows: list[StoredCaption]):
         name = self._embedder.name
-        lines = [format_caption(r.start_ns, r.end_ns, r.text, self._origin) for r in rows]
+        lines = [format_caption(r, self._origin) for r in rows]
         tokens = np.array([self._count_tokens(line) + 1 for line in lines])  # +1: the newline
         emb = np.empty((len(rows), self._dim), np.float32)  # (b, d)
         missing = []
@@ -170,10 +202,10 @@ class RetrievalIndex:
         if missing:
             emb[missing] = self._embedder.embed([rows[i].text for i in missing])
             self._store_lazy_embeddings(rows, missing, emb)
-        ids = [r.id for r in rows]
-        starts = [r.start_ns for r in rows]
-        ends = [r.end_ns for r in rows]
-        self._cols.append(ids, starts, ends, tokens, emb)
+        pose = [(r.pose_x, r.pose_y, r.pose_z) if r.has_pose else (np.nan,) * 3 for r in rows]
+        self._cols.append(ids=[r.id for r in rows], start=[r.start_ns for r in rows],
+                          end=[r.end_ns for r in rows], tokens=tokens, emb=emb,
+                          camera=[r.camera for r in rows], pose=pose)
 
     def _store_lazy_embeddings(self, rows, missing, emb):
         """Keep lazily computed embeddings for rows stored without one (a cache: a failed write
@@ -188,18 +220,21 @@ class RetrievalIndex:
 
     def select(self, query_embedding: np.ndarray, since_ns: int = 0, until_ns: int = 0,
                budget_tokens: int = 10000, mmr_lambda: float = 0.5,
-               max_captions: int = 0) -> Selection:
+               max_captions: int = 0, cameras=(), place: Place | None = None) -> Selection:
         """Choose the captions for one question.
 
         :param query_embedding: ``(d,)`` unit vector of the question.
         :param since_ns: earliest clip start; :param until_ns: latest clip end (0: no bound).
-        :raises QuestionError: inverted window, no captions yet, none in the window, or every
-            caption in the window longer than the budget.
+        :param cameras: only captions of these cameras (empty: all).
+        :param place: only captions whose pose lies inside it (None: anywhere, pose or not).
+        :raises QuestionError: inverted window, no captions yet, none in the window (or of
+            those cameras, or near that place), or every caption in it longer than the budget.
         """
         check_window(since_ns, until_ns)
         with self._lock:
             self._refresh_locked()
-            ids, start, end, tokens, emb = self._cols.snapshot()
+            cols = self._cols.snapshot()
+        ids, start, end, tokens, emb = (cols[n] for n in ("ids", "start", "end", "tokens", "emb"))
         if len(ids) == 0:
             raise QuestionError(f"no captions stored yet for stream {self._store.stream_id!r}; "
                                 "ask again once the first clip has been captioned")
@@ -209,6 +244,7 @@ class RetrievalIndex:
             raise QuestionError(
                 f"no captions in the window since={since_ns} ns, until={until_ns} ns (stored "
                 f"captions span {int(start.min())}..{int(end.max())} ns); widen the window")
+        in_window = _where_mask(in_window, cols["camera"], cols["pose"], cameras, place)
         usable = in_window & (tokens <= budget_tokens)
         if not usable.any():
             raise QuestionError(f"every caption in the window is longer than the context budget "
@@ -221,3 +257,27 @@ class RetrievalIndex:
         chosen = idx[picks]
         return Selection(self._store.get_many(ids[chosen]), int(tokens[chosen].sum()),
                          int(in_window.sum()), used_mmr)
+
+
+def _where_mask(in_window, camera: np.ndarray, pose: np.ndarray, cameras, place: Place | None):
+    """``(n,)`` bool: rows in the window, of the wanted cameras, near the wanted place.
+
+    :param in_window: ``(n,)`` bool; :param camera: ``(n,)`` camera names;
+    :param pose: ``(n, 3)`` positions, NaN without pose.
+    :raises QuestionError: when no row is left, naming the filter that left none.
+    """
+    mask = in_window.copy()
+    if cameras:
+        mask &= np.isin(camera, list(cameras))
+        if not mask.any():
+            raise QuestionError(f"no captions of cameras {sorted(cameras)} (stored cameras: "
+                                f"{sorted(set(camera.tolist()))}) in the window")
+    if place is not None:
+        offset = pose - np.array([place.x, place.y, place.z])  # (n, 3)
+        with np.errstate(invalid="ignore"):
+            mask &= np.sqrt((offset ** 2).sum(axis=1)) <= place.radius  # NaN (no pose): False
+        if not mask.any():
+            raise QuestionError(f"no captions with a pose within {place.radius} m of "
+                                f"({place.x}, {place.y}, {place.z}) in the window; widen the "
+                                "radius or check pose_topic")
+    return mask

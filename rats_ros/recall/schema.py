@@ -4,16 +4,29 @@
 """
 import sqlite3
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import MISSING, fields
 
 from rats_ros.errors import StoreError
 from rats_ros.records import CaptionRecord
 
-SCHEMA_VERSION = 1
-_SQL_TYPES = {int: "INTEGER", float: "REAL", str: "TEXT"}
+#: 1: the first release; 2: camera and pose columns (a version-1 store is upgraded in place).
+SCHEMA_VERSION = 2
+_SQL_TYPES = {int: "INTEGER", float: "REAL", str: "TEXT", bool: "INTEGER"}
+
+
+def _column(item) -> str:
+    """One record field's column: its type, NOT NULL, and its default where it has one."""
+    default = "" if item.default is MISSING else f" DEFAULT {_sql_literal(item.default)}"
+    return f"{item.name} {_SQL_TYPES[item.type]} NOT NULL{default}"
+
+
+def _sql_literal(value) -> str:
+    return f"'{value}'" if isinstance(value, str) else repr(int(value) if isinstance(
+        value, bool) else value)
+
+
 # One column per record field, of the field's type.
-_RECORD_COLUMNS = ", ".join(f"{f.name} {_SQL_TYPES[f.type]} NOT NULL"
-                            for f in fields(CaptionRecord))
+_RECORD_COLUMNS = ", ".join(_column(f) for f in fields(CaptionRecord))
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS streams (
@@ -26,6 +39,7 @@ CREATE TABLE IF NOT EXISTS captions (
 CREATE INDEX IF NOT EXISTS captions_window ON captions (stream_id, start_ns);
 CREATE INDEX IF NOT EXISTS captions_age ON captions (stream_id, created_ns);
 """
+_UPGRADABLE = ("1",)  # versions that init_schema upgrades in place
 
 
 class ConnHolder:
@@ -78,7 +92,8 @@ def init_schema(conn: sqlite3.Connection, path: str):
     if mode.lower() != "wal":
         conn.execute("PRAGMA journal_mode=WAL")
     with transaction(conn):
-        if check_schema(conn, path):
+        if check_schema(conn, path, upgradable=True):
+            _upgrade(conn)
             return
         # Statement by statement: executescript() would commit the open transaction.
         for statement in filter(str.strip, _SCHEMA.split(";")):
@@ -86,9 +101,10 @@ def init_schema(conn: sqlite3.Connection, path: str):
         conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
 
-def check_schema(conn: sqlite3.Connection, path: str) -> bool:
+def check_schema(conn: sqlite3.Connection, path: str, upgradable: bool = False) -> bool:
     """Check an existing store without writing (read-only stores use this alone).
 
+    :param upgradable: accept an older version that :func:`init_schema` upgrades (writers).
     :returns: False for an empty file (no tables yet), True for a caption store of this schema.
     :raises StoreError: a SQLite file that is not a caption store, or an unknown schema version.
     """
@@ -97,15 +113,28 @@ def check_schema(conn: sqlite3.Connection, path: str) -> bool:
         raise StoreError(f"{path} is a SQLite file but not a rats_ros caption store "
                          f"(tables {sorted(tables)}); choose another store_path")
     if "meta" in tables:
-        _check_version(conn, path)
+        _check_version(conn, path, upgradable)
     return bool(tables)
 
 
-def _check_version(conn: sqlite3.Connection, path: str):
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Add the record columns an older store lacks (each has a default), then the version."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(captions)")}
+    for item in fields(CaptionRecord):
+        if item.name not in present:
+            conn.execute(f"ALTER TABLE captions ADD COLUMN {_column(item)}")
+    conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+
+
+def _check_version(conn: sqlite3.Connection, path: str, upgradable: bool):
     row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     version = row[0] if row else None
-    if version == str(SCHEMA_VERSION):
+    if version == str(SCHEMA_VERSION) or (upgradable and version in _UPGRADABLE):
         return
+    if version in _UPGRADABLE:
+        raise StoreError(f"caption store {path} has schema version {version}; open it once "
+                         "with a writer (the node or rats-ros caption --store) to upgrade it "
+                         f"to {SCHEMA_VERSION}")
     if version is not None and version.isdigit() and int(version) > SCHEMA_VERSION:
         raise StoreError(f"caption store {path} has schema version {version}, newer than "
                          f"this rats_ros reads ({SCHEMA_VERSION}); upgrade rats_ros or use "

@@ -73,19 +73,24 @@ class CaptionStore:
     :param writer: who writes this stream (e.g. a node's name and pid): takes the stream's
         exclusive writer claim (:class:`~rats_ros.recall.claim.StreamClaim`) until
         :meth:`close`; None for readers.
+    :param read_streams: the streams that reads (count, query, retrieval rows) cover, e.g. every
+        camera of a node; default: ``stream_id`` alone. Writes always go to ``stream_id``.
     :raises StoreError: the file is missing (``create=False``) or cannot be created, is locked,
         corrupt, not a caption store, or has a newer schema.
     """
 
     def __init__(self, path, stream_id: str = "default", retention: RetentionPolicy | None = None,
                  synchronous: str = "FULL", busy_timeout_s: float = 10.0, create: bool = True,
-                 writer: str | None = None, readonly: bool = False):
+                 writer: str | None = None, readonly: bool = False,
+                 read_streams: tuple[str, ...] | None = None):
         if synchronous.upper() not in _SYNC_MODES:
             raise ConfigError(f"synchronous must be one of {_SYNC_MODES}, got {synchronous!r}")
         if not stream_id:
             raise ConfigError("stream_id must be a non-empty string")
         self.path = os.fspath(path)
         self.stream_id = stream_id
+        self.read_streams = tuple(read_streams or (stream_id,))
+        self._in_streams = f"IN ({', '.join('?' * len(self.read_streams))})"
         self.retention = retention
         self.readonly = readonly
         self._sync = synchronous.upper()
@@ -264,13 +269,25 @@ class CaptionStore:
 
     # -- reads ------------------------------------------------------------------------------
     def stream_state(self) -> tuple[int, int | None, int]:
-        """``(next_clip_index, origin_ns, deleted)`` of this stream: the next clip index, the start
-        stamp of its first caption ever (None before the first), and how many of its captions
-        retention has deleted so far (lets the retrieval index notice deletions cheaply)."""
-        row = self.run("reading the stream state", lambda c: c.execute(
-            "SELECT next_clip_index, origin_ns, deleted FROM streams WHERE stream_id=?",
-            (self.stream_id,)).fetchone())
-        return (int(row[0]), int(row[1]), int(row[2])) if row else (0, None, 0)
+        """``(next_clip_index, origin_ns, deleted)``: the next clip index of this stream, and of
+        the streams read, the start stamp of the first caption ever (None before the first) and
+        how many captions retention has deleted so far (lets the retrieval index notice
+        deletions cheaply)."""
+        rows = self.run("reading the stream state", lambda c: c.execute(
+            "SELECT stream_id, next_clip_index, origin_ns, deleted FROM streams "
+            f"WHERE stream_id {self._in_streams} OR stream_id=?",
+            (*self.read_streams, self.stream_id)).fetchall())
+        read = [r for r in rows if r[0] in self.read_streams]
+        own = [int(r[1]) for r in rows if r[0] == self.stream_id]
+        origin = min((int(r[2]) for r in read), default=None)
+        return (own[0] if own else 0), origin, sum(int(r[3]) for r in read)
+
+    def streams_under(self, base: str) -> tuple[str, ...]:
+        """Stored stream ids that are ``base`` or one of its cameras (``base/<camera>``)."""
+        rows = self.run("listing streams", lambda c: c.execute(
+            "SELECT stream_id FROM streams WHERE stream_id=? OR substr(stream_id, 1, ?)=?",
+            (base, len(base) + 1, base + "/")).fetchall())
+        return tuple(sorted(r[0] for r in rows))
 
     def next_clip_index(self) -> int:
         """The clip index the next caption of this stream should get (continues after restarts
@@ -282,15 +299,18 @@ class CaptionStore:
         return self.stream_state()[1]
 
     def count(self) -> int:
+        """Captions of the streams read."""
         return self.run("counting captions", lambda c: c.execute(
-            "SELECT COUNT(*) FROM captions WHERE stream_id=?", (self.stream_id,)).fetchone()[0])
+            f"SELECT COUNT(*) FROM captions WHERE stream_id {self._in_streams}",
+            self.read_streams).fetchone()[0])
 
     def query(self, since_ns: int = 0, until_ns: int = 0) -> list[StoredCaption]:
-        """Captions with ``start_ns >= since_ns`` and ``end_ns <= until_ns`` (0: no upper bound),
-        in time order."""
+        """Captions of the streams read with ``start_ns >= since_ns`` and ``end_ns <= until_ns``
+        (0: no upper bound), in time order."""
         until = until_ns if until_ns > 0 else 2**63 - 1
-        return self._select("WHERE stream_id=? AND start_ns>=? AND end_ns<=? "
-                            "ORDER BY start_ns, clip_index", (self.stream_id, since_ns, until))
+        return self._select(f"WHERE stream_id {self._in_streams} AND start_ns>=? AND end_ns<=? "
+                            "ORDER BY start_ns, stream_id, clip_index",
+                            (*self.read_streams, since_ns, until))
 
     def get_many(self, ids) -> list[StoredCaption]:
         """Captions with these row ids (missing ones, e.g. pruned, are skipped), in time order."""
@@ -303,16 +323,17 @@ class CaptionStore:
         return sorted(rows, key=lambda r: (r.start_ns, r.clip_index))
 
     def rows_after(self, last_id: int, limit: int = 5000) -> list[StoredCaption]:
-        """Up to ``limit`` captions of this stream with ``id > last_id`` in id order, with their
-        embeddings: the incremental read of the retrieval index (ids are never reused)."""
+        """Up to ``limit`` captions of the streams read with ``id > last_id`` in id order, with
+        their embeddings: the incremental read of the retrieval index (ids are never reused)."""
         # "+stream_id": walk the rowid range from last_id instead of sorting the whole stream.
-        return self._select("WHERE +stream_id=? AND id>? ORDER BY id LIMIT ?",
-                            (self.stream_id, last_id, limit), with_embedding=True)
+        return self._select(f"WHERE +stream_id {self._in_streams} AND id>? ORDER BY id LIMIT ?",
+                            (*self.read_streams, last_id, limit), with_embedding=True)
 
     def ids(self) -> np.ndarray:
-        """All row ids of this stream (any order): ``(n,)`` int64."""
+        """All row ids of the streams read (any order): ``(n,)`` int64."""
         rows = self.run("listing caption ids", lambda c: c.execute(
-            "SELECT id FROM captions WHERE stream_id=?", (self.stream_id,)).fetchall())
+            f"SELECT id FROM captions WHERE stream_id {self._in_streams}",
+            self.read_streams).fetchall())
         return np.array([r[0] for r in rows], dtype=np.int64)
 
     def _select(self, where: str, params, with_embedding: bool = False) -> list[StoredCaption]:
@@ -320,6 +341,8 @@ class CaptionStore:
         rows = self.run("reading captions", lambda c: c.execute(
             f"SELECT {cols} FROM captions {where}", params).fetchall())
         out = [StoredCaption(**dict(zip(_READ, r, strict=False))) for r in rows]
+        for cap in out:  # SQLite keeps booleans as integers
+            cap.has_pose = bool(cap.has_pose)
         if with_embedding:
             for cap, r in zip(out, rows, strict=True):
                 cap.embedding = None if r[-1] is None else np.frombuffer(r[-1], dtype="<f4")

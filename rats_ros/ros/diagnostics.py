@@ -65,35 +65,51 @@ class StreamStats:
         self._recent_refused = _Rate(window_s)
         self._last_refused: dict[str, float] = {}  # reason -> monotonic time of its last refusal
         self._recent_backlog = _Rate(window_s)
+        self.cameras: dict[str, Counter[str]] = {}  # named camera -> its own counters
+        self.counts: Counter[str] = Counter()  # other events (captions_without_pose, poses...)
 
-    def frame(self) -> None:
+    def _camera(self, camera: str | None, key: str, count: int = 1) -> None:
+        """Count ``key`` for a named camera too (the single unnamed camera has the totals)."""
+        if camera:
+            self.cameras.setdefault(camera, Counter())[key] += count
+
+    def count(self, key: str, count: int = 1) -> None:
+        """Count an event that has no rate (e.g. ``captions_without_pose``)."""
+        with self._lock:
+            self.counts[key] += count
+
+    def frame(self, camera: str | None = None) -> None:
         """One frame decoded and queued."""
         with self._lock:
             self.frames += 1
             self._frame_rate.add(time.monotonic())
+            self._camera(camera, "frames_received")
 
-    def refuse(self, reason: str) -> int:
+    def refuse(self, reason: str, camera: str | None = None) -> int:
         """One bad frame refused; :returns: how many were refused for this reason so far."""
         with self._lock:
             self.refused[reason] += 1
+            self._camera(camera, "refused")
             now = time.monotonic()
             self._recent_refused.add(now)
             self._last_refused[reason] = now
             return self.refused[reason]
 
-    def drop(self, reason: str, count: int = 1) -> None:
+    def drop(self, reason: str, count: int = 1, camera: str | None = None) -> None:
         """Good input lost to overload (``queue_full``, ``clip_backlog``, ...)."""
         if count <= 0:
             return
         with self._lock:
             self.dropped[reason] += count
+            self._camera(camera, "dropped", count)
             if reason == "clip_backlog":
                 self._recent_backlog.add(time.monotonic(), count)
 
-    def clip(self, processing_time: float) -> None:
+    def clip(self, processing_time: float, camera: str | None = None) -> None:
         """One clip captioned, stored and published."""
         with self._lock:
             self.clips += 1
+            self._camera(camera, "clips_captioned")
             self._processing.append(processing_time)
             self._clip_rate.add(time.monotonic())
 
@@ -131,6 +147,8 @@ class StreamStats:
                 "last_processing_time": times[-1] if times else 0.0,
                 "avg_processing_time": sum(times) / len(times) if times else 0.0,
                 "error": self.error,
+                "cameras": {name: dict(c) for name, c in self.cameras.items()},
+                "counts": dict(self.counts),
             }
 
 
@@ -193,6 +211,9 @@ def diagnostic_array(stamp, snap: dict, info: dict, clip_duration_s: float,
     })
     values.update({f"dropped.{k}": v for k, v in sorted(snap["dropped"].items())})
     values.update({f"refused.{k}": v for k, v in sorted(snap["refused"].items())})
+    values.update({k: v for k, v in sorted(snap["counts"].items())})
+    for camera, counts in sorted(snap["cameras"].items()):
+        values.update({f"camera.{camera}.{k}": v for k, v in sorted(counts.items())})
     status = DiagnosticStatus(level=level, name=STATUS_NAME, message=message,
                               hardware_id=str(info.get("device", "")),
                               values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])

@@ -1,4 +1,5 @@
-"""The image subscription's side of the node: decode, check and stamp each frame, queue it.
+"""The subscriptions' side of the node: decode, check and stamp each camera's frames and queue
+them (:class:`FrameIntake`); keep the robot's poses (:class:`PoseIntake`).
 
 Runs in the subscription callback (its own callback group): no model, no waiting. Every refused
 frame is counted by reason on /diagnostics with a rate-limited warning that names the cause.
@@ -7,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CompressedImage, Image
 
 from rats_ros.errors import FrameError
@@ -18,6 +21,7 @@ from rats_ros.io.images import (
 )
 from rats_ros.ros.worker import time_to_ns
 from rats_ros.stream.clips import Frame, unusable_size
+from rats_ros.stream.poses import Pose, PoseTrack
 
 _WARN_EVERY_S = 5.0
 _OUT_OF_MEMORY = FrameError("out of memory while decoding the frame: the process is short of "
@@ -25,13 +29,15 @@ _OUT_OF_MEMORY = FrameError("out of memory while decoding the frame: the process
 
 
 class FrameIntake:
-    """Image callbacks of the ``rats_stream`` node (its ``params``, ``frames``, ``stats``).
+    """Image callbacks of one camera of the ``rats_stream`` node (its ``params``, ``frames``,
+    ``stats``).
 
-    :param node: the node; its ``frame_id`` is set from the frames' headers.
+    :param node: the node; its ``frame_ids[camera]`` is set from the frames' headers.
+    :param camera: the camera's name (``""``: the single unnamed camera).
     """
 
-    def __init__(self, node):
-        self.node = node
+    def __init__(self, node, camera: str = ""):
+        self.node, self.camera = node, camera
         self._last_warning: dict[str, float] = {}
 
     def on_image(self, msg: Image) -> None:
@@ -78,17 +84,57 @@ class FrameIntake:
         except FrameError as error:  # a negative header stamp
             self._refuse("bad_stamp", error)
             return
-        self.node.frame_id = header.frame_id
-        if self.node.frames.put(frame):
+        self.node.frame_ids[self.camera] = header.frame_id
+        if self.node.frames.put((self.camera, frame)):
             self.node.stats.drop("queue_full")
-        self.node.stats.frame()
+        self.node.stats.frame(self.camera)
 
     def _refuse(self, reason: str, error: FrameError) -> None:
-        count = self.node.stats.refuse(reason)
+        count = self.node.stats.refuse(reason, self.camera)
         now = time.monotonic()
         if now - self._last_warning.get(reason, -1e9) >= _WARN_EVERY_S:
             self._last_warning[reason] = now
-            self.node.get_logger().warning(f"refused frame ({reason}, {count} so far): {error}")
+            where = f" of camera {self.camera}" if self.camera else ""
+            self.node.get_logger().warning(
+                f"refused frame{where} ({reason}, {count} so far): {error}")
+
+
+#: message type of each ``pose_type``, and how to reach its ``geometry_msgs/Pose``
+POSE_TYPES = {"odometry": (Odometry, lambda msg: msg.pose.pose),
+              "pose": (PoseStamped, lambda msg: msg.pose),
+              "amcl": (PoseWithCovarianceStamped, lambda msg: msg.pose.pose)}
+
+
+class PoseIntake:
+    """The pose subscription's callback: each pose into the node's track, refusals counted
+    (``refused_pose.<reason>`` on /diagnostics) with a rate-limited warning.
+
+    :param node: the node (``stats``, logger).
+    :param track: the :class:`~rats_ros.stream.poses.PoseTrack` the worker reads.
+    :param pose_type: a key of :data:`POSE_TYPES`.
+    """
+
+    def __init__(self, node, track: PoseTrack, pose_type: str):
+        self.node, self.track = node, track
+        self.msg_type, self._pose_of = POSE_TYPES[pose_type]
+        self._last_warning = -1e9
+
+    def on_pose(self, msg) -> None:
+        p = self._pose_of(msg)
+        reason = self.track.add(Pose(
+            time_to_ns(msg.header.stamp), p.position.x, p.position.y, p.position.z,
+            p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w,
+            msg.header.frame_id))
+        if reason is None:
+            self.node.stats.count("poses_received")
+            return
+        self.node.stats.count(f"refused_pose.{reason}")
+        now = time.monotonic()
+        if now - self._last_warning >= _WARN_EVERY_S:
+            self._last_warning = now
+            self.node.get_logger().warning(
+                f"refused a pose ({reason}, frame {msg.header.frame_id!r}; the track's frame "
+                f"is {self.track.frame!r}): send finite, stamped poses in one frame")
 
 
 def _raw_reason(msg: Image) -> str:

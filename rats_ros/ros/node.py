@@ -32,10 +32,12 @@ from rats_ros.errors import ConfigError, RatsError
 from rats_ros.msg import Caption
 from rats_ros.ros import params as node_params
 from rats_ros.ros.diagnostics import StreamStats, diagnostic_array
-from rats_ros.ros.intake import FrameIntake
+from rats_ros.ros.intake import FrameIntake, PoseIntake
+from rats_ros.ros.parts import Parts
 from rats_ros.ros.questions import QuestionDesk
-from rats_ros.ros.worker import DropOldestQueue, Parts, Worker, caption_msg
+from rats_ros.ros.worker import DropOldestQueue, Worker, caption_msg
 from rats_ros.srv import AskVideo
+from rats_ros.stream.poses import PoseTrack
 
 NODE_NAME = "rats_stream"
 _NS = 1_000_000_000
@@ -57,9 +59,9 @@ class StreamNode(LifecycleNode):
         self.parts = None      # model, store, captioner, QA, set by configure
         self.worker = None     # sampler + captioner threads, while active
         self.frames = DropOldestQueue(1)
-        self._subscription = None  # created at activate
+        self._inputs = []  # created at activate
         self._publishers = []
-        self.frame_id = ""
+        self.frame_ids: dict[str, str] = {}  # camera -> frame_id of its last frame
         self.fatal_error = ""       # set when a worker thread died: the process must exit
         self.finalized = False      # set by the shutdown transition: the process ends
         self.on_stop = None        # wakes rats_ros.ros.main then (set by it)
@@ -69,7 +71,6 @@ class StreamNode(LifecycleNode):
         self._service = self.create_service(
             AskVideo, "ask_video", self.desk.answer, qos_profile=QoSProfile(depth=1000),
             callback_group=ReentrantCallbackGroup())
-        self.intake = FrameIntake(self)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         period = self.get_parameter("diagnostics_period").value
         # A steady clock: with use_sim_time, diagnostics keep coming while /clock is silent.
@@ -92,12 +93,13 @@ class StreamNode(LifecycleNode):
             self.get_logger().error(f"configure failed:\n{traceback.format_exc()}")
             raise
         self.stats.clear_error()
-        self.frames = DropOldestQueue(self.params.queue_size)
+        self.frames = DropOldestQueue(self.params.queue_size * len(self.params.cameras))
         self._diag_timer.timer_period_ns = int(self.params.diagnostics_period * _NS)
         self.get_logger().info(f"model summary: {self.parts.summary()}")
-        self.get_logger().info(
-            f"configured: model {self.parts.model_name}, store {self.parts.store_path} "
-            f"(stream {self.params.stream_id!r}, next clip index {self.parts.start_index})")
+        streams = "; ".join(f"stream {lane.stream_id!r}, next clip index "
+                            f"{lane.captioner.next_index}" for lane in self.parts.lanes)
+        self.get_logger().info(f"configured: model {self.parts.model_name}, store "
+                               f"{self.parts.store_path} ({streams})")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
@@ -107,25 +109,38 @@ class StreamNode(LifecycleNode):
         if params.publish_overlay:
             overlay_pub = self.create_lifecycle_publisher(Image, "~/selection_overlay", 2)
         self.frames.clear()
+        poses = PoseTrack(params.pose_tolerance_s, params.pose_frame) if params.pose_topic \
+            else None
         self.worker = Worker(self.parts, params, self.frames, self.stats, self.get_logger(),
                              publish=self._publish_caption, overlay_publisher=overlay_pub,
-                             on_fatal=self._worker_died)
+                             on_fatal=self._worker_died, poses=poses)
         self.worker.start()
-        qos = QoSProfile(**{**_qos_kwargs(qos_profile_sensor_data),
-                            "reliability": _reliability(params.qos_reliability)})
-        # Decoding has its own callback group: never in the way of lifecycle and parameters.
-        decoding = MutuallyExclusiveCallbackGroup()
-        if params.image_transport == "compressed":
-            sub = self.create_subscription(CompressedImage, "image/compressed",
-                                           self.intake.on_compressed, qos, callback_group=decoding)
-        else:
-            sub = self.create_subscription(Image, "image", self.intake.on_image, qos,
-                                           callback_group=decoding)
-        self._subscription = sub
+        self._inputs = [self._subscribe_camera(lane.camera) for lane in self.parts.lanes]
+        if poses is not None:
+            intake = PoseIntake(self, poses, params.pose_type)
+            self._inputs.append(self.create_subscription(
+                intake.msg_type, params.pose_topic, intake.on_pose, 50,
+                callback_group=MutuallyExclusiveCallbackGroup()))
         self._publishers = [self._caption_pub] + ([overlay_pub] if overlay_pub else [])
-        self.get_logger().info(f"active: listening on {sub.topic_name}, captions on "
+        topics = ", ".join(sub.topic_name for sub in self._inputs)
+        self.get_logger().info(f"active: listening on {topics}, captions on "
                                f"{self._caption_pub.topic_name}, service {self._service.srv_name}")
         return super().on_activate(state)
+
+    def _subscribe_camera(self, camera: str):
+        """The image subscription of one camera (``image`` or ``<camera>/image``), on a callback
+        group of its own: decoding is never in the way of lifecycle, parameters or the other
+        cameras."""
+        params, intake = self.params, FrameIntake(self, camera)
+        qos = QoSProfile(**{**_qos_kwargs(qos_profile_sensor_data),
+                            "reliability": _reliability(params.qos_reliability)})
+        prefix = f"{camera}/" if camera else ""
+        if params.image_transport == "compressed":
+            return self.create_subscription(CompressedImage, f"{prefix}image/compressed",
+                                            intake.on_compressed, qos,
+                                            callback_group=MutuallyExclusiveCallbackGroup())
+        return self.create_subscription(Image, f"{prefix}image", intake.on_image, qos,
+                                        callback_group=MutuallyExclusiveCallbackGroup())
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
         self._stop_io()
@@ -162,11 +177,11 @@ class StreamNode(LifecycleNode):
         if self.worker is not None:
             self.worker.stop()
             self.worker = None
-        if self._subscription is not None:
-            self.destroy_subscription(self._subscription)
+        for subscription in self._inputs:
+            self.destroy_subscription(subscription)
         for publisher in self._publishers:
             self.destroy_lifecycle_publisher(publisher)
-        self._subscription, self._publishers = None, []
+        self._inputs, self._publishers = [], []
 
     def _release_parts(self) -> None:
         if self.parts is not None:
@@ -182,7 +197,8 @@ class StreamNode(LifecycleNode):
 
     # -- output -----------------------------------------------------------------------------
     def _publish_caption(self, caption) -> None:
-        self._caption_pub.publish(caption_msg(caption, self.frame_id, self.parts.model_name))
+        self._caption_pub.publish(caption_msg(caption, self.frame_ids.get(caption.camera, ""),
+                                              self.parts.model_name))
 
     def _worker_died(self, message: str) -> None:
         """A worker thread ended on an unexpected error: the node must not run on without it."""
@@ -202,12 +218,17 @@ class StreamNode(LifecycleNode):
                 "device": value("device"), "stream_id": value("stream_id")}
         parts = self.parts
         if parts is not None:
-            info.update({"next_clip_index": parts.captioner.next_index,
-                         "time_jumps": parts.assembler.stats.time_jumps,
-                         "out_of_order_frames": parts.assembler.stats.out_of_order,
-                         "sampled_frames": parts.assembler.stats.sampled})
+            lanes = parts.lanes
+            info.update({"next_clip_index": ", ".join(
+                             f"{lane.camera}={lane.captioner.next_index}" if lane.camera
+                             else str(lane.captioner.next_index) for lane in lanes),
+                         "time_jumps": sum(lane.assembler.stats.time_jumps for lane in lanes),
+                         "out_of_order_frames": sum(lane.assembler.stats.out_of_order
+                                                    for lane in lanes),
+                         "sampled_frames": sum(lane.assembler.stats.sampled for lane in lanes)})
         if self.worker is not None:
             info["captions_waiting_for_store"] = len(self.worker.backlog)
+            info["clips_waiting"] = self.worker.clips_waiting()
         self._diag_pub.publish(diagnostic_array(
             self.get_clock().now().to_msg(), self.stats.snapshot(), info,
             value("clip_frames") / value("fps"), len(self.frames), self.frames.capacity))

@@ -73,6 +73,20 @@ SPECS: tuple[Spec, ...] = (
          "first); 0 = no limit.", low=0, high=2**62),
     Spec("stream_id", "default", "Name of this camera stream inside the store (letters, digits, "
          "_ . -)."),
+    Spec("cameras", ("",), "Camera names, one model for all: camera c subscribes c/image (or "
+         "c/image/compressed), relative, remappable, and is its own store stream "
+         "<stream_id>/<c> with its own clips, memory and clip indices. The default [''] is one "
+         "camera on image, stream <stream_id>."),
+    Spec("pose_topic", "", "The robot's pose topic, e.g. odom or amcl_pose (relative, "
+         "remappable); each caption gets the pose nearest in time to its clip's end. Empty = "
+         "no poses."),
+    Spec("pose_type", "odometry", "Message type of pose_topic: odometry (nav_msgs/Odometry), "
+         "pose (geometry_msgs/PoseStamped) or amcl (geometry_msgs/PoseWithCovarianceStamped).",
+         choices=("odometry", "pose", "amcl")),
+    Spec("pose_tolerance_s", 0.5, "A caption gets a pose only if one is stamped within this "
+         "many seconds of its clip's end.", low=0.001, high=60.0),
+    Spec("pose_frame", "", "The frame every pose must be in (e.g. map); poses in another frame "
+         "are refused and counted. Empty = the frame of the first pose received."),
     Spec("image_transport", "raw", "raw subscribes `image` (sensor_msgs/Image); compressed "
          "subscribes `image/compressed` (sensor_msgs/CompressedImage).",
          choices=("raw", "compressed")),
@@ -105,6 +119,8 @@ SPECS: tuple[Spec, ...] = (
 SPECS_BY_NAME = {spec.name: spec for spec in SPECS}
 _STREAM_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+_CAMERA = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")
+_MAX_CAMERAS = 16
 
 
 class _ParamRules:
@@ -120,6 +136,13 @@ class _ParamRules:
     def clip_duration_s(self) -> float:
         """Stream seconds covered by one full clip (the real-time budget per clip)."""
         return self.clip_frames / self.fps
+
+    def camera_streams(self) -> list[tuple[str, str]]:
+        """``(camera, stream id)`` per camera: ``stream_id`` alone for the single unnamed
+        camera, ``<stream_id>/<camera>`` for named ones."""
+        if self.cameras == ("",):
+            return [("", self.stream_id)]
+        return [(camera, f"{self.stream_id}/{camera}") for camera in self.cameras]
 
     def resolved_store_path(self) -> str:
         """The store file: ``store_path`` with ``~`` expanded, or the ROS_HOME default."""
@@ -148,10 +171,13 @@ def check(name: str, value) -> str | None:
     wanted = type(spec.default)
     if wanted is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if wanted is tuple and isinstance(value, list):  # rclpy gives string arrays as lists
+        value = tuple(value)
     if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
         return (f"parameter {name}={value!r} has the wrong type: expected {wanted.__name__}, "
                 f"allowed {spec.allowed()}")
-    bad = _out_of_range(spec, value) or _bad_string(name, value)
+    bad = _bad_cameras(value) if name == "cameras" else (
+        _out_of_range(spec, value) or _bad_string(name, value))
     if bad:
         return f"parameter {name}={value!r} is invalid: {bad}"
     return None
@@ -175,6 +201,18 @@ def _bad_string(name: str, value) -> str | None:
         return "allowed values are 'cpu', 'cuda' or 'cuda:N'"
     if name == "stream_id" and not _STREAM_ID.match(value):
         return "use 1 to 64 letters, digits, '_', '.' or '-'"
+    return None
+
+
+def _bad_cameras(names: tuple) -> str | None:
+    if not names or len(names) > _MAX_CAMERAS:
+        return f"give 1 to {_MAX_CAMERAS} camera names"
+    if names == ("",):
+        return None
+    if len(set(names)) != len(names) or not all(isinstance(n, str) and _CAMERA.match(n)
+                                                for n in names):
+        return ("camera names must be distinct relative names (letters, digits, '_', parts "
+                "joined by '/'), e.g. ['front', 'rear']; [''] alone means one camera on image")
     return None
 
 
@@ -216,4 +254,6 @@ def read(node) -> NodeParams:
 
     :raises ConfigError: when a value is invalid.
     """
-    return NodeParams(**{spec.name: node.get_parameter(spec.name).value for spec in SPECS})
+    values = {spec.name: node.get_parameter(spec.name).value for spec in SPECS}
+    values["cameras"] = tuple(values["cameras"])
+    return NodeParams(**values)

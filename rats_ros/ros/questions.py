@@ -62,7 +62,8 @@ class QuestionDesk:
                                                    f"({type(error).__name__}: {error})")
         node.stats.question("answered")
         response.success, response.answer = True, answer.text
-        response.evidence = [caption_msg(c, node.frame_id, c.model) for c in answer.evidence]
+        response.evidence = [caption_msg(c, node.frame_ids.get(c.camera, ""), c.model)
+                             for c in answer.evidence]
         response.processing_time = float(answer.processing_time)
         return response
 

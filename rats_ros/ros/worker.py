@@ -1,6 +1,7 @@
-"""The ``rats_stream`` node's moving parts without the node: what configure builds (:class:`Parts`),
-the two threads between the image callback and the ``captions`` topic (:class:`Worker`), the
-bounded queues between them, and message conversions. Imports rclpy message types only.
+"""The ``rats_stream`` node's threads without the node: the two threads between the image
+callbacks and the ``captions`` topic (:class:`Worker`), the bounded queues between them, and
+message conversions. Imports rclpy message types only; what they run on is
+:class:`rats_ros.ros.parts.Parts`.
 """
 from __future__ import annotations
 
@@ -10,18 +11,17 @@ import traceback
 from collections import deque
 
 from builtin_interfaces.msg import Time as TimeMsg
+from geometry_msgs.msg import Point, Pose, Quaternion
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from rats_ros.errors import FrameError, ModelError, QuestionError
+from rats_ros.errors import FrameError, ModelError
 from rats_ros.io.images import encode_raw
 from rats_ros.msg import Caption
 from rats_ros.recall.backlog import StoreBacklog
 from rats_ros.recall.store import ClipIndexTaken
-from rats_ros.records import record_values
-from rats_ros.ros import params as node_params
+from rats_ros.records import POSE_FIELDS, record_values
 from rats_ros.ros.diagnostics import StreamStats
-from rats_ros.stream.clips import ClipAssembler
 from rats_ros.tools.overlay import selection_tile
 
 _NS = 1_000_000_000
@@ -40,10 +40,19 @@ def ns_to_time(stamp_ns: int) -> TimeMsg:
 
 def caption_msg(caption, frame_id: str, model: str) -> Caption:
     """A caption record (``ClipCaption``, ``StoredCaption``) as a ``rats_ros/Caption``: every
-    record field by name, ``start_ns``/``end_ns`` as times, stamped with the clip's end."""
+    record field by name, ``start_ns``/``end_ns`` as times, the ``pose_*`` fields as one
+    ``geometry_msgs/Pose``, stamped with the clip's end."""
     values = record_values(caption, model=model)
     start, end = ns_to_time(values.pop("start_ns")), ns_to_time(values.pop("end_ns"))
-    return Caption(header=Header(stamp=end, frame_id=frame_id), start=start, end=end, **values)
+    x, y, z, qx, qy, qz, qw = (values.pop(name) for name in POSE_FIELDS)
+    pose = Pose(position=Point(x=x, y=y, z=z), orientation=Quaternion(x=qx, y=qy, z=qz, w=qw))
+    return Caption(header=Header(stamp=end, frame_id=frame_id), start=start, end=end, pose=pose,
+                   **values)
+
+
+def _of(camera: str) -> str:
+    """`` of camera front`` for log lines; nothing for the single unnamed camera."""
+    return f" of camera {camera}" if camera else ""
 
 
 class DropOldestQueue:
@@ -79,83 +88,27 @@ class DropOldestQueue:
         return len(self._items)
 
 
-class Parts:
-    """What configure builds from the parameters: store, model, captioner, embedder, QA.
-
-    Heavy imports (torch, transformers) happen here, so a node with bad parameters fails fast.
-
-    :raises RatsError: when the store cannot be opened or the model cannot be loaded.
-    """
-
-    def __init__(self, params: node_params.NodeParams, writer: str):
-        from rats_ros.models import load_backend
-        from rats_ros.recall.embedders import make_embedder
-        from rats_ros.recall.qa import QAConfig, QuestionAnswerer
-        from rats_ros.recall.store import CaptionStore, RetentionPolicy
-        from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
-
-        self.model_name, self.params = params.model, params
-        self.store_path = params.resolved_store_path()
-        retention = RetentionPolicy(max_age_s=params.retention_max_age_s,
-                                    max_rows=params.retention_max_rows)
-        self.store = CaptionStore(self.store_path, params.stream_id, retention, writer=writer)
-        try:
-            self.backend = load_backend(params.model, params.device, params.dtype)
-            self.embedder = make_embedder(params.embedder, self.backend)
-            self.start_index = self.store.next_clip_index()
-            self.captioner = RecurrentCaptioner(self.backend, CaptionerConfig(
-                keep_ratio=params.keep_ratio, memory_clips=params.memory_clips,
-                selection=params.selection, recurrence=params.recurrence,
-                max_new_tokens=params.max_caption_tokens), start_index=self.start_index)
-            self.qa = QuestionAnswerer(self.store, self.embedder, self.backend, QAConfig(
-                context_tokens=params.context_tokens, max_answer_tokens=params.max_answer_tokens))
-        except BaseException:
-            self.store.close()
-            raise
-        # Kept across deactivate/activate so sampled frames of a partial clip are not lost.
-        self.assembler = ClipAssembler(params.fps, params.clip_frames)
-
-    def summary(self) -> str:
-        """The model summary of ``rats-ros check-model`` for this node's clips (4:3 frames at
-        most max_image_side wide), on one line for the log."""
-        from rats_ros.models.summary import summarize
-
-        p = self.params
-        width = min(640, p.max_image_side)
-        summary = summarize(self.backend, p.clip_frames, width * 3 // 4, width, p.memory_clips,
-                            p.keep_ratio, p.context_tokens, p.max_answer_tokens)
-        return "; ".join(line.replace("\n", "\\n") for line in summary.lines())
-
-    def ask(self, request):
-        """Answer an ``AskVideo`` request. :raises RatsError: the reason it cannot be answered."""
-        if self.store.count() == 0:
-            raise QuestionError("no captions exist yet: the node has not captioned a clip; "
-                                "send camera images for clip_frames / fps seconds and ask again")
-        for name in ("since", "until"):
-            if getattr(request, name).nanosec >= _NS:
-                raise QuestionError(f"{name}.nanosec must be below 1e9 (the seconds go in "
-                                    f"{name}.sec), got {getattr(request, name).nanosec}")
-        return self.qa.ask(request.question, since_ns=time_to_ns(request.since),
-                           until_ns=time_to_ns(request.until),
-                           max_captions=int(request.max_captions))
-
-    def close(self) -> None:
-        self.store.close()
-
-
 class Worker:
-    """The sampler thread (frames -> clips) and the captioner thread (clips -> captions).
+    """The sampler thread (frames -> clips, per camera) and the captioner thread (clips ->
+    captions, cameras served round robin so none starves).
 
-    Sampling never waits for the model: while a clip is captioned, the next one is assembled;
-    clips that find the backlog full push out the oldest (counted ``clip_backlog``).
+    Sampling never waits for the model: while a clip is captioned, the next ones are assembled;
+    a camera's clips that find its backlog full push out its oldest (counted ``clip_backlog``).
+
+    :param frames: ``(camera, Frame)`` items from the image callbacks.
+    :param poses: a :class:`~rats_ros.stream.poses.PoseTrack` (None: captions carry no pose).
     """
 
-    def __init__(self, parts: Parts, params, frames: DropOldestQueue, stats: StreamStats,
-                 logger, publish, overlay_publisher=None, on_fatal=None):
+    def __init__(self, parts, params, frames: DropOldestQueue, stats: StreamStats,
+                 logger, publish, overlay_publisher=None, on_fatal=None, poses=None):
         self.parts, self.params, self.frames, self.stats = parts, params, frames, stats
+        self.poses = poses
         self._on_fatal = on_fatal or (lambda message: None)
         self.backlog = StoreBacklog(self._store, params.store_backlog)
-        self.clips = DropOldestQueue(params.clip_queue_size)
+        self.clips = {lane.camera: DropOldestQueue(params.clip_queue_size)
+                      for lane in parts.lanes}
+        self._clip_ready = threading.Event()
+        self._turn = 0  # the lane served first next time (round robin)
         self._logger, self._publish, self._overlay = logger, publish, overlay_publisher
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._sample_loop, name="rats-sampler"),
@@ -170,6 +123,9 @@ class Worker:
         self._stop.set()
         for thread in self._threads:
             thread.join()
+
+    def clips_waiting(self) -> int:
+        return sum(len(queue) for queue in self.clips.values())
 
     def _sample_loop(self) -> None:
         self._guarded(self._sample_frames, "sampling")
@@ -190,57 +146,91 @@ class Worker:
             self._on_fatal(message)
 
     def _sample_frames(self) -> None:
-        assembler, idle_flush = self.parts.assembler, self.params.idle_flush
-        last_frame = time.monotonic()
+        idle_flush = self.params.idle_flush
+        last_frame = {lane.camera: time.monotonic() for lane in self.parts.lanes}
         while not self._stop.is_set():
-            frame = self.frames.get(timeout=0.1)
-            if frame is not None:
+            item = self.frames.get(timeout=0.1)
+            if item is not None:
+                camera, frame = item
+                assembler = self.parts.lane(camera).assembler
                 repeated = assembler.stats.repeated_stamps
-                self._enqueue(assembler.push(frame))
+                self._enqueue(camera, assembler.push(frame))
                 if assembler.stats.repeated_stamps > repeated:
-                    self._repeated_stamp()
+                    self._repeated_stamp(camera)
                 else:  # a frame stuck at one stamp is no input: idle_flush still comes
-                    last_frame = time.monotonic()
-            elif idle_flush and assembler.pending and time.monotonic() - last_frame > idle_flush:
-                self._enqueue(assembler.flush())
+                    last_frame[camera] = time.monotonic()
+            for lane in self.parts.lanes:  # a camera gone quiet: its partial clip is captioned
+                if idle_flush and lane.assembler.pending and \
+                        time.monotonic() - last_frame[lane.camera] > idle_flush:
+                    self._enqueue(lane.camera, lane.assembler.flush())
 
-    def _repeated_stamp(self) -> None:
-        count = self.stats.refuse("repeated_stamp")
+    def _repeated_stamp(self, camera: str) -> None:
+        count = self.stats.refuse("repeated_stamp", camera)
         self._logger.warning(f"refused a frame with the previous frame's header stamp ({count} "
-                             "so far): the camera driver does not stamp each frame; fix its "
-                             "header stamps", throttle_duration_sec=5.0)
+                             f"so far){_of(camera)}: the camera driver does not stamp each "
+                             "frame; fix its header stamps", throttle_duration_sec=5.0)
 
-    def _enqueue(self, clip) -> None:
-        if clip is not None and self.clips.put(clip):
-            self.stats.drop("clip_backlog")
-            self._logger.warning("captioning is behind real time: dropped the oldest waiting "
-                                 "clip", throttle_duration_sec=10.0)
+    def _enqueue(self, camera: str, clip) -> None:
+        if clip is None:
+            return
+        if self.clips[camera].put(clip):
+            self.stats.drop("clip_backlog", camera=camera)
+            self._logger.warning(f"captioning is behind real time: dropped the oldest waiting "
+                                 f"clip{_of(camera)}", throttle_duration_sec=10.0)
+        self._clip_ready.set()
+
+    def _next_clip(self):
+        """The next ``(lane, clip)``, cameras in turn, or None after 0.1 s without any."""
+        lanes = self.parts.lanes
+        for _ in range(2):
+            for step in range(len(lanes)):
+                lane = lanes[(self._turn + step) % len(lanes)]
+                clip = self.clips[lane.camera].get(timeout=0)
+                if clip is not None:
+                    self._turn = (self._turn + step + 1) % len(lanes)
+                    return lane, clip
+            self._clip_ready.clear()
+            self._clip_ready.wait(0.1)
+        return None
 
     def _caption_clips(self) -> None:
         while not self._stop.is_set():
-            clip = self.clips.get(timeout=0.1)
-            if clip is not None:
-                self._caption(clip)
+            item = self._next_clip()
+            if item is not None:
+                self._caption(*item)
             self._flush_backlog()
 
-    def _caption(self, clip) -> None:
-        parts = self.parts
+    def _caption(self, lane, clip) -> None:
         try:
-            caption = parts.captioner.step(clip)
-            embedding = parts.embedder.embed([caption.text])[0]  # (d,)
+            caption = lane.captioner.step(clip)
+            embedding = self.parts.embedder.embed([caption.text])[0]  # (d,)
         except (ModelError, FrameError, MemoryError) as error:
             if isinstance(error, MemoryError):  # numpy's and Python's out-of-memory
                 error = "out of memory while preparing a clip: use a smaller model, fewer " \
                         "frames per clip, fewer memory clips or a lower max_image_side"
-            self.stats.fail(f"captioning a clip failed: {error}")
-            self.stats.drop("model_error")
-            self._logger.error(f"captioning a clip failed: {error}")
+            self.stats.fail(f"captioning a clip{_of(lane.camera)} failed: {error}")
+            self.stats.drop("model_error", camera=lane.camera)
+            self._logger.error(f"captioning a clip{_of(lane.camera)} failed: {error}")
             return
+        caption.camera = lane.camera
+        self._place(caption)
         lost = self.backlog.add(caption, embedding, clip)
         if lost is not None:
-            self.stats.drop("store_backlog")
-            self._logger.error(f"caption {lost.clip_index} lost: the caption store has refused "
-                               f"writes for {self.backlog.capacity} captions (store_backlog)")
+            self.stats.drop("store_backlog", camera=lost.camera)
+            self._logger.error(f"caption {lost.clip_index}{_of(lost.camera)} lost: the caption "
+                               f"store has refused writes for {self.backlog.capacity} captions "
+                               "(store_backlog)")
+
+    def _place(self, caption) -> None:
+        """Give the caption the robot's pose at its clip's end, when one is near in time."""
+        if self.poses is None:
+            return
+        pose = self.poses.nearest(caption.end_ns)
+        if pose is None:
+            self.stats.count("captions_without_pose")
+            return
+        for name, value in pose.record_fields().items():
+            setattr(caption, name, value)
 
     def _flush_backlog(self) -> None:
         """Commit waiting captions in order; each one committed is published."""
@@ -254,7 +244,7 @@ class Worker:
 
     def _stored(self, caption, clip) -> None:
         self.stats.clear_error()
-        self.stats.clip(caption.processing_time)
+        self.stats.clip(caption.processing_time, camera=caption.camera)
         self._publish(caption)
         if self._overlay is not None:
             self._publish_overlay(clip, caption)
@@ -263,13 +253,14 @@ class Worker:
         """Commit the caption; one whose index another writer took gets the next free index
         (and the captioner continues after it), so a collision never drops a caption."""
         parts = self.parts
+        lane = parts.lane(caption.camera)
         try:
-            parts.store.add(caption, embedding, parts.embedder.name, model=parts.model_name)
+            lane.store.add(caption, embedding, parts.embedder.name, model=parts.model_name)
         except ClipIndexTaken as taken:
-            caption.clip_index = parts.store.next_clip_index()
-            parts.captioner.next_index = caption.clip_index + 1
+            caption.clip_index = lane.store.next_clip_index()
+            lane.captioner.next_index = caption.clip_index + 1
             self._logger.warning(f"{taken}; stored as clip {caption.clip_index} instead")
-            parts.store.add(caption, embedding, parts.embedder.name, model=parts.model_name)
+            lane.store.add(caption, embedding, parts.embedder.name, model=parts.model_name)
 
     def _publish_overlay(self, clip, caption) -> None:
         try:

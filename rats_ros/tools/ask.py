@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from rats_ros.errors import InputError, QuestionError, RatsError
-from rats_ros.tools.options import NS, add_model_options, fail, stream_seconds
+from rats_ros.tools.options import NS, add_model_options, fail, stream_seconds, where_json
 
 
 def add_parser(sub) -> None:
@@ -24,6 +24,13 @@ def add_parser(sub) -> None:
     parser.add_argument("--max-captions", type=int, default=0, help="cap on captions (0: budget)")
     parser.add_argument("--context-tokens", type=int, default=10000, help="caption token budget")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="answer length limit")
+    parser.add_argument("--cameras", help="only captions of these cameras, comma-separated "
+                                          "(default: every camera of the stream)")
+    parser.add_argument("--near", type=_point, metavar="X,Y[,Z]",
+                        help="only captions whose pose lies within --radius metres of this "
+                             "position (in the poses' frame)")
+    parser.add_argument("--radius", type=float, default=2.0,
+                        help="radius of --near in metres (default 2)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=run)
 
@@ -39,7 +46,7 @@ def run(args) -> int:
                               "evidence": [], "processing_time": time.perf_counter() - started}))
         return fail("ask", error, quiet=args.json)
     evidence = [{"clip_index": c.clip_index, "start": c.start_ns / NS, "end": c.end_ns / NS,
-                 "text": c.text} for c in answer.evidence]
+                 "text": c.text} | where_json(c) for c in answer.evidence]
     if args.json:
         print(json.dumps({"success": True, "message": "", "answer": answer.text,
                           "evidence": evidence, "processing_time": answer.processing_time}))
@@ -59,14 +66,19 @@ def _answer(args):
     if not Path(args.store).is_file():
         raise InputError(f"caption store {args.store!r} does not exist; create it with "
                          "`rats-ros caption INPUT --model M --store FILE`")
+    from rats_ros.recall.retrieval import Place
     from rats_ros.recall.store import CaptionStore
 
+    place = None if args.near is None else Place(*args.near, args.radius)  # checked early too
     with CaptionStore(args.store, stream_id=args.stream_id, create=False,
-                      readonly=True) as store:
-        return _ask_store(args, store, since_ns, until_ns)
+                      readonly=True) as listing:
+        streams = listing.streams_under(args.stream_id)
+    with CaptionStore(args.store, stream_id=args.stream_id, create=False, readonly=True,
+                      read_streams=streams or None) as store:
+        return _ask_store(args, store, since_ns, until_ns, place)
 
 
-def _ask_store(args, store, since_ns, until_ns):
+def _ask_store(args, store, since_ns, until_ns, place):
     from rats_ros.models import load_backend
     from rats_ros.recall.embedders import make_embedder
     from rats_ros.recall.qa import QAConfig, QuestionAnswerer
@@ -79,4 +91,21 @@ def _ask_store(args, store, since_ns, until_ns):
     embedder = make_embedder(args.embedder, backend=backend)
     config = QAConfig(context_tokens=args.context_tokens, max_answer_tokens=args.max_new_tokens)
     answerer = QuestionAnswerer(store, embedder, backend, config)
-    return answerer.ask(args.question, since_ns, until_ns, args.max_captions)
+    cameras = tuple(c.strip() for c in (args.cameras or "").split(",") if c.strip())
+    return answerer.ask(args.question, since_ns, until_ns, args.max_captions,
+                        cameras=cameras, place=place)
+
+
+def _point(text: str) -> tuple[float, float, float]:
+    """``X,Y`` or ``X,Y,Z`` metres, finite. :raises argparse.ArgumentTypeError: otherwise."""
+    import argparse
+    import math
+
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (2, 3) or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give X,Y or X,Y,Z in metres, e.g. 3.5,-1")
+    return (*values, 0.0)[:3]
+

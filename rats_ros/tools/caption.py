@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from rats_ros.errors import InputError, RatsError
-from rats_ros.tools.options import NS, add_model_options, fail
+from rats_ros.tools.options import NS, add_model_options, fail, where_json
 
 
 def add_parser(sub) -> None:
@@ -16,7 +16,17 @@ def add_parser(sub) -> None:
                                         "line per clip.")
     parser.add_argument("input", help="rosbag2 directory (or its .db3/.mcap file) or video file")
     add_model_options(parser, required=True)
-    parser.add_argument("--topic", help="image topic of the bag (default: the only one)")
+    parser.add_argument("--topic", help="one image topic of the bag, captioned as the single "
+                                        "unnamed camera (stream --stream-id)")
+    parser.add_argument("--topics", help="image topics of the bag, comma-separated, each "
+                                         "captioned as its own camera (stream "
+                                         "<stream-id>/<camera>, camera named after the topic); "
+                                         "default: all of them")
+    parser.add_argument("--pose-topic", help="nav_msgs/Odometry, PoseStamped or "
+                                             "PoseWithCovarianceStamped topic of the bag: each "
+                                             "caption gets the pose nearest its clip's end")
+    parser.add_argument("--pose-tolerance", type=float, default=0.5,
+                        help="seconds within which a pose counts as the clip's (default 0.5)")
     parser.add_argument("--fps", type=float, default=0.5, help="frames sampled per second")
     parser.add_argument("--clip-frames", type=int, default=16, help="sampled frames per clip")
     parser.add_argument("--keep-ratio", type=float, default=1 / 16,
@@ -41,36 +51,63 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from rats_ros.io.bags import open_input
     from rats_ros.stream.captioner import DEFAULT_PROMPT, CaptionerConfig
     from rats_ros.stream.clips import ClipAssembler
+    from rats_ros.stream.poses import PoseTrack
 
+    undecodable = []
     try:
         _check_out(args.out)  # before the model loads: a bad path fails fast
-        assembler = ClipAssembler(fps=args.fps, clip_frames=args.clip_frames)
         config = CaptionerConfig(
             keep_ratio=args.keep_ratio, memory_clips=args.memory_clips, selection=args.selection,
             recurrence=not args.no_recurrence, prompt=args.prompt or DEFAULT_PROMPT,
             max_new_tokens=args.max_new_tokens)
-        undecodable = []
-        frames, total = open_input(args.input, args.topic, max_side=args.max_side,
-                                   on_error=lambda stamp, error: undecodable.append(error))
+        ClipAssembler(fps=args.fps, clip_frames=args.clip_frames)  # checks them before reading
+        poses = PoseTrack(args.pose_tolerance) if args.pose_topic else None
+        cameras, items, total = open_cameras(
+            args, on_error=lambda stamp, error: undecodable.append(error))
     except RatsError as error:
         return fail("caption", error)
-    with _Session(args) as session:
+    with _Session(args, cameras, poses) as session:
         try:
             session.start(config)
-            clips = session.caption_all(frames, total, assembler)
+            clips = session.caption_all(items, total)
         except RatsError as error:
             return fail("caption", error)
+    stats = session.frame_stats()
     if not args.quiet:
-        _summary(args, clips, assembler.stats, undecodable)
+        _summary(args, clips, stats, undecodable)
     if clips == 0:
         reason = f": {undecodable[0]}" if undecodable else ""
         return fail("caption", InputError(
-            f"no clip could be made from {args.input} ({assembler.stats.received} frames "
+            f"no clip could be made from {args.input} ({stats.received} frames "
             f"decoded, {len(undecodable)} not){reason}; pass an input with colour images"))
     return 0
+
+
+def open_cameras(args, on_error):
+    """The input as ``(camera names, items, total)``: items are ``(camera, Frame)`` and, with
+    ``--pose-topic``, ``(None, Pose)``. A video, a bag read with ``--topic`` or a bag with one
+    image topic (and no ``--topics``) is the single unnamed camera ``""``.
+
+    :raises InputError: missing, corrupt or empty input, unknown topics.
+    """
+    from rats_ros.io.bag_streams import pick_cameras, read_cameras
+    from rats_ros.io.bags import _BAG_SUFFIXES, _existing, open_input
+
+    source = _existing(args.input)
+    is_bag = source.is_dir() or source.suffix in _BAG_SUFFIXES
+    if is_bag and (args.topics or args.pose_topic or not args.topic):
+        topics = [t.strip() for t in args.topics.split(",") if t.strip()] if args.topics \
+            else ([args.topic] if args.topic else None)
+        cameras = pick_cameras(source, topics)
+        single = len(cameras) == 1 and not args.topics
+        if single:  # one camera keeps the stream and output of a plain run
+            cameras = {"": next(iter(cameras.values()))}
+        items = read_cameras(source, cameras, args.pose_topic, args.max_side, on_error)
+        return list(cameras), items, None
+    frames, total = open_input(source, args.topic, max_side=args.max_side, on_error=on_error)
+    return [""], (("", frame) for frame in frames), total
 
 
 def _check_out(out) -> None:
@@ -83,19 +120,25 @@ def _check_out(out) -> None:
 
 
 class _Session:
-    """The backend, captioner, optional store/embedder and output of one ``caption`` run."""
+    """The backend, the per-camera captioners and clip assemblers, the optional store and
+    embedder, and the output of one ``caption`` run."""
 
-    def __init__(self, args):
-        self.args = args
-        self.store = self.embedder = self.captioner = None
+    def __init__(self, args, cameras: list[str], poses=None):
+        from rats_ros.stream.clips import ClipAssembler
+
+        self.args, self.cameras, self.poses = args, cameras, poses
+        self.assemblers = {c: ClipAssembler(fps=args.fps, clip_frames=args.clip_frames)
+                           for c in cameras}
+        self.stores, self.captioners = {}, {}
+        self.embedder = None
         self.out = sys.stdout
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        if self.store is not None:
-            self.store.close()
+        for store in self.stores.values():
+            store.close()
         if self.out is not sys.stdout:
             self.out.close()
 
@@ -104,48 +147,70 @@ class _Session:
         from rats_ros.stream.captioner import RecurrentCaptioner
 
         args = self.args
-        backend = load_backend(args.model, args.device, args.dtype)
-        start_index = 0
-        if args.store:
-            from rats_ros.recall.embedders import make_embedder
+        if args.store:  # opened before the model: a bad store fails fast
             from rats_ros.recall.store import CaptionStore
 
-            self.store = CaptionStore(args.store, stream_id=args.stream_id,
-                                      writer=f"rats-ros caption (pid {os.getpid()})")
-            start_index = self.store.next_clip_index()
-            if args.embedder != "none":
-                self.embedder = make_embedder(args.embedder, backend=backend)
-        self.captioner = RecurrentCaptioner(backend, config, start_index)
+            for camera in self.cameras:
+                stream = f"{args.stream_id}/{camera}" if camera else args.stream_id
+                self.stores[camera] = CaptionStore(
+                    args.store, stream_id=stream, writer=f"rats-ros caption (pid {os.getpid()})")
+        backend = load_backend(args.model, args.device, args.dtype)
+        if args.store and args.embedder != "none":
+            from rats_ros.recall.embedders import make_embedder
+
+            self.embedder = make_embedder(args.embedder, backend=backend)
+        for camera in self.cameras:
+            start = self.stores[camera].next_clip_index() if camera in self.stores else 0
+            self.captioners[camera] = RecurrentCaptioner(backend, config, start)
         if args.out:
             self.out = open(args.out, "w", encoding="utf-8")  # closed in __exit__
 
-    def caption_all(self, frames, total, assembler) -> int:
+    def caption_all(self, items, total) -> int:
         from tqdm import tqdm
 
         quiet = self.args.quiet or not sys.stderr.isatty()
         clips = 0
         with tqdm(total=total, unit="frame", file=sys.stderr, disable=quiet) as progress:
-            for frame in frames:
+            for camera, item in items:
+                if camera is None:  # a pose
+                    self.poses.add(item)
+                    continue
                 progress.update(1)
-                clip = assembler.push(frame)
+                clip = self.assemblers[camera].push(item)
                 if clip is not None:
-                    self.caption(clip)
+                    self.caption(camera, clip)
                     clips += 1
                     progress.set_postfix(clips=clips)
-        last = assembler.flush()
-        if last is not None:
-            self.caption(last)
-            clips += 1
+        for camera, assembler in self.assemblers.items():
+            last = assembler.flush()
+            if last is not None:
+                self.caption(camera, last)
+                clips += 1
         return clips
 
-    def caption(self, clip) -> None:
-        result = self.captioner.step(clip)
-        if self.store is not None:
+    def caption(self, camera: str, clip) -> None:
+        result = self.captioners[camera].step(clip)
+        result.camera = camera
+        pose = self.poses.nearest(result.end_ns) if self.poses is not None else None
+        if pose is not None:
+            for name, value in pose.record_fields().items():
+                setattr(result, name, value)
+        if camera in self.stores:
             embedding = self.embedder.embed([result.text])[0] if self.embedder else None
             name = self.embedder.name if self.embedder else ""
-            self.store.add(result, embedding, embedder=name)
+            self.stores[camera].add(result, embedding, embedder=name)
         self.out.write(json.dumps(_caption_record(result)) + "\n")
         self.out.flush()
+
+    def frame_stats(self):
+        """The clip assemblers' frame counters, summed over the cameras."""
+        from rats_ros.stream.clips import AssemblerStats
+
+        total = AssemblerStats()
+        for assembler in self.assemblers.values():
+            for name, value in vars(assembler.stats).items():
+                setattr(total, name, getattr(total, name) + value)
+        return total
 
 
 def _caption_record(result) -> dict:
@@ -153,7 +218,7 @@ def _caption_record(result) -> dict:
             "end": result.end_ns / NS, "text": result.text, "frames": result.frames,
             "visual_tokens": result.visual_tokens, "kept_tokens": result.kept_tokens,
             "memory_tokens": result.memory_tokens,
-            "processing_time": round(result.processing_time, 6)}
+            "processing_time": round(result.processing_time, 6)} | where_json(result)
 
 
 def _summary(args, clips, stats, undecodable) -> None:

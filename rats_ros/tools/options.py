@@ -44,3 +44,13 @@ def fail(command: str, error: RatsError, quiet: bool = False) -> int:
     if not quiet:
         print(f"rats-ros {command}: {type(error).__name__}: {error}", file=sys.stderr)
     return 2 if isinstance(error, USAGE_ERRORS) else 1
+
+
+def where_json(caption) -> dict:
+    """The camera (when named) and the pose (when known) of a caption record, for JSON output."""
+    where = {"camera": caption.camera} if caption.camera else {}
+    if caption.has_pose:
+        where["pose"] = {"x": caption.pose_x, "y": caption.pose_y, "z": caption.pose_z,
+                         "qx": caption.pose_qx, "qy": caption.pose_qy, "qz": caption.pose_qz,
+                         "qw": caption.pose_qw, "frame": caption.pose_frame}
+    return where

@@ -1,0 +1,136 @@
+"""What the ``rats_stream`` node's configure builds from its parameters (:class:`Parts`): one
+model, embedder and question answerer for every camera, and per camera a :class:`Lane` (its
+store stream, clip assembler, captioner with its own memory and clip indices). No rclpy here
+beyond the parameter record; the threads that use these are :mod:`rats_ros.ros.worker`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rats_ros.errors import QuestionError
+from rats_ros.ros import params as node_params
+
+_NS = 1_000_000_000
+
+
+@dataclass
+class Lane:
+    """One camera's share of the pipeline.
+
+    :param camera: the camera's name (``""`` for the single unnamed camera).
+    :param stream_id: its stream in the store.
+    :param store: the store object that writes that stream (holding its writer claim).
+    :param assembler: frames -> clips for this camera (kept across deactivate/activate so
+        sampled frames of a partial clip are not lost).
+    :param captioner: this camera's recurrent captioner (memory, clip indices).
+    """
+
+    camera: str
+    stream_id: str
+    store: object
+    assembler: object
+    captioner: object
+
+
+class Parts:
+    """What configure builds from the parameters: stores, model, captioners, embedder, QA.
+
+    Heavy imports (torch, transformers) happen here, so a node with bad parameters fails fast;
+    the stores are opened before the model loads, so a bad ``store_path`` fails in a second.
+
+    :param params: the node's parameters.
+    :param writer: who writes (the node's name and pid), named by the stream claims.
+    :raises RatsError: when a store cannot be opened or claimed, or the model cannot be loaded.
+    """
+
+    def __init__(self, params: node_params.NodeParams, writer: str):
+        from rats_ros.recall.store import CaptionStore, RetentionPolicy
+
+        self.model_name, self.params = params.model, params
+        self.store_path = params.resolved_store_path()
+        retention = RetentionPolicy(max_age_s=params.retention_max_age_s,
+                                    max_rows=params.retention_max_rows)
+        self._stores = []
+        try:
+            for _, stream in params.camera_streams():
+                self._stores.append(CaptionStore(self.store_path, stream, retention,
+                                                 writer=writer))
+            streams = tuple(store.stream_id for store in self._stores)
+            # Questions read every camera's stream; a single camera's writer reads its own.
+            self.store = self._stores[0] if len(streams) == 1 else CaptionStore(
+                self.store_path, streams[0], read_streams=streams)
+            self._build(params)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, params) -> None:
+        from rats_ros.models import load_backend
+        from rats_ros.recall.embedders import make_embedder
+        from rats_ros.recall.qa import QAConfig, QuestionAnswerer
+        from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
+        from rats_ros.stream.clips import ClipAssembler
+
+        self.backend = load_backend(params.model, params.device, params.dtype)
+        self.embedder = make_embedder(params.embedder, self.backend)
+        config = CaptionerConfig(
+            keep_ratio=params.keep_ratio, memory_clips=params.memory_clips,
+            selection=params.selection, recurrence=params.recurrence,
+            max_new_tokens=params.max_caption_tokens)
+        self.lanes = [Lane(camera, store.stream_id, store,
+                           ClipAssembler(params.fps, params.clip_frames),
+                           RecurrentCaptioner(self.backend, config,
+                                              start_index=store.next_clip_index()))
+                      for (camera, _), store in zip(params.camera_streams(), self._stores,
+                                                    strict=True)]
+        self.qa = QuestionAnswerer(self.store, self.embedder, self.backend, QAConfig(
+            context_tokens=params.context_tokens, max_answer_tokens=params.max_answer_tokens))
+
+    def lane(self, camera: str) -> Lane:
+        """The lane of ``camera``. :raises KeyError: for a camera this node does not have."""
+        return next(lane for lane in self.lanes if lane.camera == camera)
+
+    def summary(self) -> str:
+        """The model summary of ``rats-ros check-model`` for this node's clips (4:3 frames at
+        most max_image_side wide), on one line for the log."""
+        from rats_ros.models.summary import summarize
+
+        p = self.params
+        width = min(640, p.max_image_side)
+        summary = summarize(self.backend, p.clip_frames, width * 3 // 4, width, p.memory_clips,
+                            p.keep_ratio, p.context_tokens, p.max_answer_tokens)
+        return "; ".join(line.replace("\n", "\\n") for line in summary.lines())
+
+    def ask(self, request):
+        """Answer an ``AskVideo`` request. :raises RatsError: the reason it cannot be answered."""
+        from rats_ros.recall.retrieval import Place
+
+        if self.store.count() == 0:
+            raise QuestionError("no captions exist yet: the node has not captioned a clip; "
+                                "send camera images for clip_frames / fps seconds and ask again")
+        for name in ("since", "until"):
+            if getattr(request, name).nanosec >= _NS:
+                raise QuestionError(f"{name}.nanosec must be below 1e9 (the seconds go in "
+                                    f"{name}.sec), got {getattr(request, name).nanosec}")
+        unknown = sorted(set(request.cameras) - {lane.camera for lane in self.lanes})
+        if unknown:
+            raise QuestionError(f"unknown cameras {unknown}: this node captions "
+                                f"{[lane.camera for lane in self.lanes]}")
+        place = None
+        if request.use_position:
+            p = request.position
+            place = Place(p.x, p.y, p.z, float(request.radius))
+        return self.qa.ask(request.question, since_ns=_time_ns(request.since),
+                           until_ns=_time_ns(request.until),
+                           max_captions=int(request.max_captions),
+                           cameras=tuple(request.cameras), place=place)
+
+    def close(self) -> None:
+        """Close every store (idempotent)."""
+        for store in {id(s): s for s in [*self._stores, getattr(self, "store", None)]
+                      if s is not None}.values():
+            store.close()
+
+
+def _time_ns(stamp) -> int:
+    return int(stamp.sec) * _NS + int(stamp.nanosec)
