@@ -31,3 +31,13 @@ class QuestionError(RatsError):
 
 class InputError(RatsError):
     """An offline input (rosbag2 directory, video file) is missing, empty or corrupt."""
+
+
+class StoreRefused(StoreError, ConfigError):
+    """The database server answered but refused the store's settings (wrong user or password,
+    missing database, not a caption store): retrying cannot help; fix the URL (exit code 2)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database server cannot be reached now (down, network): an outage, not a setting;
+    writers spool captions locally and retry."""

@@ -7,6 +7,17 @@ cd "$repo"
 venv=.venv
 py=${PYTHON:-python3}
 
+# PostgreSQL server binaries for the fleet-memory tests (a real server, started per test run);
+# installed from Debian when missing and we may (root with apt-get, as in CI).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[setup] installing PostgreSQL (apt-get install postgresql)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "[setup] PostgreSQL is not installed: the fleet-memory tests will be skipped" \
+         "(sudo apt-get install postgresql)" >&2
+  fi
+fi
 if [ ! -x "$venv/bin/python" ]; then
   echo "[setup] creating $venv"
   "$py" -m venv "$venv"

@@ -120,3 +120,41 @@ class Pruner:
                     return
                 # A busy store only delays pruning; the next pass catches up.
                 _LOG.warning("caption retention pass skipped: %s", err)
+
+
+class PgPruner(Pruner):
+    """The same policy on a PostgreSQL store's stream (``robot``, ``stream_id``): batches of
+    short transactions, the deletions counted in ``rats_streams`` for the retrieval index."""
+
+    def prune(self, now_ns: int | None = None) -> int:
+        policy, store = self.policy, self.store
+        if not policy.enabled:
+            return 0
+        own, params = "robot=%s AND stream_id=%s", (store.robot, store.stream_id)
+        deleted = 0
+        if policy.max_age_s > 0:
+            cutoff = (now_ns or time.time_ns()) - int(policy.max_age_s * 1e9)
+            deleted += self._delete_batches(f"{own} AND created_ns<%s", (*params, cutoff), None)
+        if policy.max_rows > 0:
+            deleted += self._delete_batches(own, params, store.count() - policy.max_rows)
+        return deleted
+
+    def _delete_batches(self, condition: str, params, limit: int | None) -> int:
+        deleted, batch = 0, self.policy.batch_rows
+        while limit is None or deleted < limit:
+            size = batch if limit is None else min(batch, limit - deleted)
+            sql = (f"DELETE FROM rats_captions WHERE id IN (SELECT id FROM rats_captions WHERE "
+                   f"{condition} ORDER BY id LIMIT %s)")
+            count = self.store.run("pruning captions", lambda c, sql=sql, size=size:
+                                   self._delete_tx(c, sql, (*params, size)))
+            deleted += count
+            if count < size or self._stop.wait(0.005):
+                break
+        return deleted
+
+    def _delete_tx(self, conn, sql: str, params) -> int:
+        with conn.transaction():
+            count = conn.execute(sql, params).rowcount
+            conn.execute("UPDATE rats_streams SET deleted = deleted + %s WHERE robot=%s AND "
+                         "stream_id=%s", (count, self.store.robot, self.store.stream_id))
+        return count

@@ -35,6 +35,8 @@ def format_caption(caption, origin_ns: int) -> str:
     questions can be answered with coordinates."""
     start, end = (caption.start_ns - origin_ns) / 1e9, (caption.end_ns - origin_ns) / 1e9
     tags = [f"{start:.1f}s-{end:.1f}s"]
+    if getattr(caption, "robot", ""):
+        tags.append(f"robot {caption.robot}")
     if caption.camera:
         tags.append(f"camera {caption.camera}")
     if caption.has_pose:

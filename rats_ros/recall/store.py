@@ -52,6 +52,7 @@ class StoredCaption(CaptionRecord):
 
     id: int = 0
     stream_id: str = ""
+    robot: str = ""  # the writing robot (PostgreSQL fleet stores; empty in SQLite)
     created_ns: int = 0
     embedder: str = ""
     embedding: np.ndarray | None = None  # (d,) float32

@@ -59,6 +59,7 @@ class StreamStats:
         self.questions: Counter[str] = Counter()  # answered / refused
         self.clips = 0
         self.error = ""
+        self.warning = ""
         self._processing: deque[float] = deque(maxlen=50)
         self._frame_rate = _Rate(window_s)
         self._clip_rate = _Rate(window_s)
@@ -127,6 +128,12 @@ class StreamStats:
         with self._lock:
             self.error = ""
 
+    def warn(self, message: str) -> None:
+        """A lasting condition worth a WARN (e.g. captions spooled during a database outage);
+        an empty message clears it."""
+        with self._lock:
+            self.warning = message
+
     def snapshot(self) -> dict:
         """A consistent copy of every counter and rate (seconds, frames/s, clips/s)."""
         now = time.monotonic()
@@ -147,6 +154,7 @@ class StreamStats:
                 "last_processing_time": times[-1] if times else 0.0,
                 "avg_processing_time": sum(times) / len(times) if times else 0.0,
                 "error": self.error,
+                "warning": self.warning,
                 "cameras": {name: dict(c) for name, c in self.cameras.items()},
                 "counts": dict(self.counts),
             }
@@ -162,6 +170,8 @@ def level_and_message(snap: dict, clip_duration_s: float, queue_full: bool) -> t
     """
     if snap["error"]:
         return DiagnosticStatus.ERROR, snap["error"]
+    if snap.get("warning"):
+        return DiagnosticStatus.WARN, snap["warning"]
     behind = []
     if snap["avg_processing_time"] > clip_duration_s:
         behind.append(f"{snap['avg_processing_time']:.3g} s per clip > clip duration "

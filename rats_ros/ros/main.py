@@ -7,7 +7,8 @@ then threads (the clip in flight is stored and published), then the context.
 
 Exit codes: 0 after a signal, 1 when autostart could not configure/activate or a callback
 failed (a launch ``respawn`` or systemd restart then sees it), 2 for parameters refused at
-startup.
+startup or a configure refused on a setting (a ConfigError, e.g. a database that refuses the
+store URL's password).
 """
 from __future__ import annotations
 
@@ -72,8 +73,9 @@ def _run(node: StreamNode, spinner: _Spinner, signals: _StopSignals) -> int:
     if signals.received is not None:  # its KeyboardInterrupt was swallowed (e.g. by a __del__)
         return 0
     if not started:
-        node.get_logger().error("autostart failed (see above); exiting with code 1")
-        return 1
+        code = 2 if node.configure_refused else 1  # 2: a setting to fix, not worth a restart
+        node.get_logger().error(f"autostart failed (see above); exiting with code {code}")
+        return code
     if not autostart:
         node.get_logger().info("unconfigured, waiting for lifecycle transitions "
                                "(autostart is false)")

@@ -64,6 +64,7 @@ class StreamNode(LifecycleNode):
         self.frame_ids: dict[str, str] = {}  # camera -> frame_id of its last frame
         self.fatal_error = ""       # set when a worker thread died: the process must exit
         self.finalized = False      # set by the shutdown transition: the process ends
+        self.configure_refused = False  # the last configure failed on a setting (ConfigError)
         self.on_stop = None        # wakes rats_ros.ros.main then (set by it)
         # ask_video lives as long as the node, so a transition never destroys it under an
         # answer in flight; it answers success=false unless the node is active.
@@ -86,6 +87,7 @@ class StreamNode(LifecycleNode):
             self.parts = Parts(self.params, writer=f"node {self.get_fully_qualified_name()} "
                                                    f"(pid {os.getpid()})")
         except RatsError as error:
+            self.configure_refused = isinstance(error, ConfigError)  # a setting: exit code 2
             self.stats.fail(f"configure failed: {type(error).__name__}: {error}")
             self.get_logger().error(f"configure failed: {error}")
             return TransitionCallbackReturn.FAILURE
@@ -198,7 +200,7 @@ class StreamNode(LifecycleNode):
     # -- output -----------------------------------------------------------------------------
     def _publish_caption(self, caption) -> None:
         self._caption_pub.publish(caption_msg(caption, self.frame_ids.get(caption.camera, ""),
-                                              self.parts.model_name))
+                                              self.parts.model_name, self.parts.robot))
 
     def _worker_died(self, message: str) -> None:
         """A worker thread ended on an unexpected error: the node must not run on without it."""

@@ -62,8 +62,15 @@ SPECS: tuple[Spec, ...] = (
     Spec("recurrence", True, "Feed kept tokens of past clips back as memory (false = each clip "
          "captioned alone)."),
     Spec("max_caption_tokens", 64, "Most new tokens in one clip caption.", low=1, high=4096),
-    Spec("store_path", "", "SQLite caption store; empty = $ROS_HOME/" + DEFAULT_STORE_NAME
+    Spec("store_path", "", "SQLite caption store file, or a postgresql://user:password@host:port"
+         "/db URL for a memory shared by a fleet; empty = $ROS_HOME/" + DEFAULT_STORE_NAME
          + " (ROS_HOME defaults to ~/.ros). Clip indices continue across restarts."),
+    Spec("robot_id", "", "This robot's name in a shared (PostgreSQL) store: captions are keyed "
+         "by robot, stream and clip index. Empty = the hostname."),
+    Spec("spool_path", "", "Local SQLite spool for captions written while the PostgreSQL store is "
+         "unreachable (flushed in order when it returns); empty = $ROS_HOME/rats_ros/spool.db."),
+    Spec("spool_max_rows", 10000, "Captions the spool holds at most; beyond, captions wait in "
+         "memory (store_backlog) and /diagnostics says ERROR.", low=1, high=10_000_000),
     Spec("store_backlog", 256, "Captions held in memory while the store refuses writes (disk "
          "full, I/O error); stored and published in order when it accepts them again. Beyond "
          "this the oldest is given up, counted and reported as ERROR.", low=1, high=100000),
@@ -145,11 +152,23 @@ class _ParamRules:
         return [(camera, f"{self.stream_id}/{camera}") for camera in self.cameras]
 
     def resolved_store_path(self) -> str:
-        """The store file: ``store_path`` with ``~`` expanded, or the ROS_HOME default."""
+        """The store: a PostgreSQL URL as given, ``store_path`` with ``~`` expanded, or the
+        ROS_HOME default file."""
+        if self.store_path.startswith(("postgresql://", "postgres://")):
+            return self.store_path
         if self.store_path:
             return os.path.expanduser(self.store_path)
-        ros_home = os.environ.get("ROS_HOME") or os.path.join("~", ".ros")
-        return os.path.expanduser(os.path.join(ros_home, DEFAULT_STORE_NAME))
+        return _ros_home_file(DEFAULT_STORE_NAME)
+
+    def resolved_spool_path(self) -> str:
+        """The spool file of a PostgreSQL store."""
+        return os.path.expanduser(self.spool_path) if self.spool_path else \
+            _ros_home_file("rats_ros/spool.db")
+
+
+def _ros_home_file(name: str) -> str:
+    ros_home = os.environ.get("ROS_HOME") or os.path.join("~", ".ros")
+    return os.path.expanduser(os.path.join(ros_home, name))
 
 
 #: Validated parameter values: one frozen field per :data:`SPECS` entry, of its default's type.

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rats_ros.errors import QuestionError
+from rats_ros.recall.pg_store import is_url
 from rats_ros.ros import params as node_params
 
 _NS = 1_000_000_000
@@ -50,19 +51,42 @@ class Parts:
         self.store_path = params.resolved_store_path()
         retention = RetentionPolicy(max_age_s=params.retention_max_age_s,
                                     max_rows=params.retention_max_rows)
-        self._stores = []
+        self._stores, self._fleet = [], {}
+        self.robot = ""  # set for a PostgreSQL store
         try:
-            for _, stream in params.camera_streams():
-                self._stores.append(CaptionStore(self.store_path, stream, retention,
-                                                 writer=writer))
-            streams = tuple(store.stream_id for store in self._stores)
-            # Questions read every camera's stream; a single camera's writer reads its own.
-            self.store = self._stores[0] if len(streams) == 1 else CaptionStore(
-                self.store_path, streams[0], read_streams=streams)
+            if is_url(self.store_path):
+                self._open_database(params, writer, retention)
+            else:
+                for _, stream in params.camera_streams():
+                    self._stores.append(CaptionStore(self.store_path, stream, retention,
+                                                     writer=writer))
+                streams = tuple(store.stream_id for store in self._stores)
+                # Questions read every camera's stream; a single camera's writer reads its own.
+                self.store = self._stores[0] if len(streams) == 1 else CaptionStore(
+                    self.store_path, streams[0], read_streams=streams)
             self._build(params)
         except BaseException:
             self.close()
             raise
+
+    def _open_database(self, params, writer: str, retention) -> None:
+        """PostgreSQL: per camera a spooled writer; a reader of this robot's streams. An
+        unreachable server is an outage (captions spool), a refusing one an error."""
+        from rats_ros.recall.pg_store import PgCaptionStore, default_robot
+        from rats_ros.recall.spool import SpooledStore
+        from rats_ros.recall.store import CaptionStore
+
+        self.robot = params.robot_id or default_robot()
+        spool_path = params.resolved_spool_path()
+        for _, stream in params.camera_streams():
+            remote = PgCaptionStore(self.store_path, stream, self.robot, writer=writer,
+                                    lazy=True, retention=retention)
+            self._stores.append(remote)  # closed with the others if the spool cannot open
+            spool = CaptionStore(spool_path, f"{self.robot}/{stream}", writer=writer)
+            self._stores[-1] = SpooledStore(remote, spool, params.spool_max_rows)
+        streams = tuple(s.stream_id for s in self._stores)
+        self.store = PgCaptionStore(self.store_path, streams[0], self.robot,
+                                    read_streams=streams, lazy=True)
 
     def _build(self, params) -> None:
         from rats_ros.models import load_backend
@@ -105,7 +129,7 @@ class Parts:
         """Answer an ``AskVideo`` request. :raises RatsError: the reason it cannot be answered."""
         from rats_ros.recall.retrieval import Place
 
-        if self.store.count() == 0:
+        if not request.robots and self.store.count() == 0:
             raise QuestionError("no captions exist yet: the node has not captioned a clip; "
                                 "send camera images for clip_frames / fps seconds and ask again")
         for name in ("since", "until"):
@@ -120,14 +144,33 @@ class Parts:
         if request.use_position:
             p = request.position
             place = Place(p.x, p.y, p.z, float(request.radius))
-        return self.qa.ask(request.question, since_ns=_time_ns(request.since),
-                           until_ns=_time_ns(request.until),
-                           max_captions=int(request.max_captions),
-                           cameras=tuple(request.cameras), place=place)
+        return self._answerer(tuple(request.robots)).ask(
+            request.question, since_ns=_time_ns(request.since), until_ns=_time_ns(request.until),
+            max_captions=int(request.max_captions), cameras=tuple(request.cameras), place=place)
+
+    def _answerer(self, robots: tuple[str, ...]):
+        """This robot's answerer, or one over other robots' captions (a fleet store), kept per
+        set of robots so its retrieval index stays warm."""
+        if not robots or robots == (self.robot,):
+            return self.qa
+        if not self.robot:
+            raise QuestionError("questions about other robots need a shared store: set "
+                                "store_path to a postgresql:// URL")
+        key = ("*",) if "*" in robots else tuple(sorted(set(robots)))
+        if key not in self._fleet:
+            from rats_ros.recall.pg_store import PgCaptionStore
+            from rats_ros.recall.qa import QuestionAnswerer
+
+            store = PgCaptionStore(self.store_path, self.store.stream_id, self.robot,
+                                   read_robots=key, read_streams=(), lazy=True)
+            self._fleet[key] = QuestionAnswerer(store, self.embedder, self.backend,
+                                                self.qa.config)
+        return self._fleet[key]
 
     def close(self) -> None:
         """Close every store (idempotent)."""
-        for store in {id(s): s for s in [*self._stores, getattr(self, "store", None)]
+        fleet = [qa.store for qa in self._fleet.values()]
+        for store in {id(s): s for s in [*self._stores, getattr(self, "store", None), *fleet]
                       if s is not None}.values():
             store.close()
 

@@ -38,7 +38,7 @@ def ns_to_time(stamp_ns: int) -> TimeMsg:
     return TimeMsg(sec=sec, nanosec=nanosec)
 
 
-def caption_msg(caption, frame_id: str, model: str) -> Caption:
+def caption_msg(caption, frame_id: str, model: str, robot: str | None = None) -> Caption:
     """A caption record (``ClipCaption``, ``StoredCaption``) as a ``rats_ros/Caption``: every
     record field by name, ``start_ns``/``end_ns`` as times, the ``pose_*`` fields as one
     ``geometry_msgs/Pose``, stamped with the clip's end."""
@@ -46,8 +46,9 @@ def caption_msg(caption, frame_id: str, model: str) -> Caption:
     start, end = ns_to_time(values.pop("start_ns")), ns_to_time(values.pop("end_ns"))
     x, y, z, qx, qy, qz, qw = (values.pop(name) for name in POSE_FIELDS)
     pose = Pose(position=Point(x=x, y=y, z=z), orientation=Quaternion(x=qx, y=qy, z=qz, w=qw))
+    robot = getattr(caption, "robot", "") if robot is None else robot
     return Caption(header=Header(stamp=end, frame_id=frame_id), start=start, end=end, pose=pose,
-                   **values)
+                   robot=robot, **values)
 
 
 def _of(camera: str) -> str:
@@ -194,11 +195,28 @@ class Worker:
         return None
 
     def _caption_clips(self) -> None:
+        next_spool_check = 0.0
         while not self._stop.is_set():
             item = self._next_clip()
             if item is not None:
                 self._caption(*item)
             self._flush_backlog()
+            if time.monotonic() >= next_spool_check:  # a quiet stream's spool drains too
+                self._flush_spools()
+                next_spool_check = time.monotonic() + 1.0
+
+    def _flush_spools(self) -> None:
+        """Move spooled captions to the database; WARN while any wait there."""
+        spools = [lane.store for lane in self.parts.lanes if hasattr(lane.store, "spooled")]
+        if not spools:
+            return
+        waiting = sum(0 if spool.flush() else spool.spooled() for spool in spools)
+        if not waiting:
+            self.stats.warn("")
+            return
+        reason = next((s.last_error for s in spools if s.last_error), "")
+        self.stats.warn(f"caption database unreachable: {waiting} captions spooled in "
+                        f"{spools[0].spool.path}, flushed in order when it returns ({reason})")
 
     def _caption(self, lane, clip) -> None:
         try:

@@ -14,7 +14,11 @@ def add_parser(sub) -> None:
     parser = sub.add_parser("ask", help="answer a question from a caption store",
                             description="Answer a question from the captions in a store.")
     parser.add_argument("question")
-    parser.add_argument("--store", required=True, help="SQLite caption store (from caption)")
+    parser.add_argument("--store", required=True, help="caption store: a SQLite file (from "
+                                                       "caption) or a postgresql:// URL")
+    parser.add_argument("--robots", help="with a postgresql:// store: robots whose captions to "
+                                         "use, comma-separated, or '*' for the whole fleet "
+                                         "(default: --robot)")
     add_model_options(parser, required=False)
     parser.add_argument("--since", type=stream_seconds, default=0.0,
                         help="only clips that started at or after this time, seconds (0: all)")
@@ -63,19 +67,33 @@ def _answer(args):
 
     since_ns, until_ns = round(args.since * NS), round(args.until * NS)
     check_window(since_ns, until_ns)  # before the model loads: a bad window fails fast
-    if not Path(args.store).is_file():
-        raise InputError(f"caption store {args.store!r} does not exist; create it with "
-                         "`rats-ros caption INPUT --model M --store FILE`")
+    from rats_ros.recall.pg_store import is_url
     from rats_ros.recall.retrieval import Place
-    from rats_ros.recall.store import CaptionStore
 
     place = None if args.near is None else Place(*args.near, args.radius)  # checked early too
-    with CaptionStore(args.store, stream_id=args.stream_id, create=False,
-                      readonly=True) as listing:
+    if args.robots and not is_url(args.store):
+        raise InputError("--robots needs a shared store: give --store a postgresql:// URL")
+    if not is_url(args.store) and not Path(args.store).is_file():
+        raise InputError(f"caption store {args.store!r} does not exist; create it with "
+                         "`rats-ros caption INPUT --model M --store FILE`")
+    with _reader(args, None) as listing:
         streams = listing.streams_under(args.stream_id)
-    with CaptionStore(args.store, stream_id=args.stream_id, create=False, readonly=True,
-                      read_streams=streams or None) as store:
+    with _reader(args, streams or None) as store:
         return _ask_store(args, store, since_ns, until_ns, place)
+
+
+def _reader(args, streams):
+    """A read-only view of the store: a SQLite file, or the robots asked of a PostgreSQL one."""
+    from rats_ros.recall.pg_store import PgCaptionStore, is_url
+    from rats_ros.recall.store import CaptionStore
+
+    if is_url(args.store):
+        robots = tuple(r.strip() for r in (args.robots or "").split(",") if r.strip())
+        return PgCaptionStore(args.store, args.stream_id, args.robot,
+                              read_robots=robots or None,
+                              read_streams=() if streams is None else streams)
+    return CaptionStore(args.store, stream_id=args.stream_id, create=False, readonly=True,
+                        read_streams=streams)
 
 
 def _ask_store(args, store, since_ns, until_ns, place):
@@ -85,7 +103,7 @@ def _ask_store(args, store, since_ns, until_ns, place):
 
     first = store.rows_after(0, 1)
     if not first:
-        raise QuestionError(f"store {args.store!r} has no captions for stream "
+        raise QuestionError(f"store {store.path!r} has no captions for stream "
                             f"{args.stream_id!r}; caption an input into it first")
     backend = load_backend(args.model or first[0].model, args.device, args.dtype)
     embedder = make_embedder(args.embedder, backend=backend)

@@ -41,7 +41,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--max-side", type=int, default=768,
                         help="frames are downscaled so their longest side is at most this")
     parser.add_argument("--out", help="JSON lines file (default: stdout)")
-    parser.add_argument("--store", help="also store each caption in this SQLite caption store")
+    parser.add_argument("--store", help="also store each caption in this caption store: a SQLite "
+                                        "file or a postgresql:// URL (with --robot)")
     parser.add_argument("--embedder", choices=("sentence", "model", "none"), default="sentence",
                         help="embed captions stored with --store now (none: at the first "
                              "question)")
@@ -148,12 +149,9 @@ class _Session:
 
         args = self.args
         if args.store:  # opened before the model: a bad store fails fast
-            from rats_ros.recall.store import CaptionStore
-
             for camera in self.cameras:
                 stream = f"{args.stream_id}/{camera}" if camera else args.stream_id
-                self.stores[camera] = CaptionStore(
-                    args.store, stream_id=stream, writer=f"rats-ros caption (pid {os.getpid()})")
+                self.stores[camera] = _writer_store(args, stream)
         backend = load_backend(args.model, args.device, args.dtype)
         if args.store and args.embedder != "none":
             from rats_ros.recall.embedders import make_embedder
@@ -211,6 +209,18 @@ class _Session:
             for name, value in vars(assembler.stats).items():
                 setattr(total, name, getattr(total, name) + value)
         return total
+
+
+def _writer_store(args, stream: str):
+    """The store a camera's captions go to: a SQLite file or a PostgreSQL URL (no spool here:
+    an unreachable database ends the run with exit code 1)."""
+    from rats_ros.recall.pg_store import PgCaptionStore, is_url
+    from rats_ros.recall.store import CaptionStore
+
+    writer = f"rats-ros caption (pid {os.getpid()})"
+    if is_url(args.store):
+        return PgCaptionStore(args.store, stream, args.robot, writer=writer)
+    return CaptionStore(args.store, stream_id=stream, writer=writer)
 
 
 def _caption_record(result) -> dict:

@@ -37,6 +37,8 @@ def add_model_options(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     parser.add_argument("--stream-id", default="default", help="stream name inside the store")
+    parser.add_argument("--robot", default="", help="this robot's name in a postgresql:// store "
+                                                    "(default: the hostname)")
 
 
 def fail(command: str, error: RatsError, quiet: bool = False) -> int:
@@ -47,8 +49,10 @@ def fail(command: str, error: RatsError, quiet: bool = False) -> int:
 
 
 def where_json(caption) -> dict:
-    """The camera (when named) and the pose (when known) of a caption record, for JSON output."""
-    where = {"camera": caption.camera} if caption.camera else {}
+    """The robot and camera (when named) and the pose (when known) of a caption, for JSON."""
+    where = {"robot": caption.robot} if getattr(caption, "robot", "") else {}
+    if caption.camera:
+        where["camera"] = caption.camera
     if caption.has_pose:
         where["pose"] = {"x": caption.pose_x, "y": caption.pose_y, "z": caption.pose_z,
                          "qx": caption.pose_qx, "qy": caption.pose_qy, "qz": caption.pose_qz,
