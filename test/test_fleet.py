@@ -249,3 +249,41 @@ def test_retention_on_postgres_keeps_the_newest_and_the_index_count(database):
         assert store.prune(now_ns=2**62) == 0  # no age limit: nothing more
     finally:
         store.close(), other.close()
+
+
+@pytest.mark.ros
+def test_two_robot_nodes_share_one_database_and_each_asks_the_fleet(
+        database, tmp_path, domain_id, ros_client):  # noqa: F811
+    """Two node processes (robots r1 and r2, own namespaces and spools) caption into one
+    database; each answers fleet-wide questions with the other's captions too."""
+    from rats_ros.msg import Caption
+    from rats_ros.srv import AskVideo
+    from ros_fixtures import assert_no_traceback, scene_frames, start_node, start_replay
+
+    from rats_ros.io.bags import write_image_bag
+
+    bag = tmp_path / "bag"
+    write_image_bag(bag, scene_frames(24, fps=4.0, start_s=100.0))
+    captions = {robot: ros_client.collect(Caption, f"/{robot}/captions") for robot in ("r1", "r2")}
+    nodes = [start_node(tmp_path, domain_id, name=robot, store_path=database, robot_id=robot,
+                        spool_path=str(tmp_path / f"{robot}.db"), qos_reliability="reliable",
+                        remaps={"__ns": f"/{robot}", "image": "/camera/image_raw"})
+             for robot in ("r1", "r2")]
+    try:
+        start_replay(bag, domain_id, "--rate", "4", "--wait-subscribers", "2").communicate(
+            timeout=120)
+        wait_for(lambda: all(len(c) >= 3 for c in captions.values()), timeout=120)
+        assert {c.robot for c in captions["r2"]} == {"r2"}
+        for robot in ("r1", "r2"):
+            fleet = ros_client.call(AskVideo, f"/{robot}/ask_video", AskVideo.Request(
+                question="What happened?", robots=["*"]), retry_after=10.0)
+            assert fleet.success, fleet.message
+            assert {c.robot for c in fleet.evidence} == {"r1", "r2"}
+            own = ros_client.call(AskVideo, f"/{robot}/ask_video",
+                                  AskVideo.Request(question="And here?"), retry_after=10.0)
+            assert {c.robot for c in own.evidence} == {robot}
+    finally:
+        for node in nodes:
+            assert node.stop() == 0, node.log()[-3000:]
+    for node in nodes:
+        assert_no_traceback(node.log())

@@ -139,7 +139,7 @@ def test_parameter_set_at_runtime_is_checked():
 
 @pytest.mark.parametrize("override, code, text", [
     ("fps:=-2.0", 2, "fps"),                                          # refused at declaration
-    ("image_transport:=h264", 1, "allowed: one of 'raw', 'compressed'"),  # at configure
+    ("image_transport:=h264", 2, "allowed: one of 'raw', 'compressed'"),  # at configure
 ])
 def test_process_with_invalid_parameter_exits_non_zero(tmp_path, domain_id, override, code, text):
     key, value = override.split(":=")

@@ -33,14 +33,14 @@ def test_interfaces_have_the_fields_robots_rely_on():
     assert caption_fields == {
         "header", "clip_index", "start", "end", "text", "frames", "visual_tokens",
         "kept_tokens", "memory_tokens", "processing_time", "model", "camera", "has_pose",
-        "pose", "pose_frame"}
+        "pose", "pose_frame", "robot"}
     assert Caption.get_fields_and_field_types()["pose"] == "geometry_msgs/Pose"
     assert set(AskVideo.Request.get_fields_and_field_types()) == {
         "question", "since", "until", "max_captions", "cameras", "use_position", "position",
-        "radius"}
+        "radius", "robots"}
     # Old clients fill only the first four: the defaults mean "no filter".
     request = AskVideo.Request(question="what?")
-    assert (list(request.cameras), request.use_position) == ([], False)
+    assert (list(request.cameras), request.use_position, list(request.robots)) == ([], False, [])
     response = AskVideo.Response.get_fields_and_field_types()
     assert response["evidence"] == "sequence<rats_ros/Caption>"
     assert {"success", "message", "answer", "processing_time"} <= set(response)

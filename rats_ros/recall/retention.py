@@ -90,13 +90,16 @@ class Pruner:
         """Whether the pruning thread is alive."""
         return self._thread is not None and self._thread.is_alive()
 
+    #: the store's captions table and its parameter mark (SQLite here, PostgreSQL below)
+    TABLE, MARK = "captions", "?"
+
     def _delete_batches(self, condition: str, params, limit: int | None) -> int:
         deleted = 0
         batch = self.policy.batch_rows
         while limit is None or deleted < limit:
             size = batch if limit is None else min(batch, limit - deleted)
-            sql = (f"DELETE FROM captions WHERE id IN (SELECT id FROM captions WHERE "
-                   f"{condition} ORDER BY id LIMIT ?)")
+            sql = (f"DELETE FROM {self.TABLE} WHERE id IN (SELECT id FROM {self.TABLE} WHERE "
+                   f"{condition} ORDER BY id LIMIT {self.MARK})")
             count = self.store.run("pruning captions", lambda c, sql=sql, size=size:
                                    self._delete_tx(c, sql, (*params, size)))
             deleted += count
@@ -139,18 +142,7 @@ class PgPruner(Pruner):
             deleted += self._delete_batches(own, params, store.count() - policy.max_rows)
         return deleted
 
-    def _delete_batches(self, condition: str, params, limit: int | None) -> int:
-        deleted, batch = 0, self.policy.batch_rows
-        while limit is None or deleted < limit:
-            size = batch if limit is None else min(batch, limit - deleted)
-            sql = (f"DELETE FROM rats_captions WHERE id IN (SELECT id FROM rats_captions WHERE "
-                   f"{condition} ORDER BY id LIMIT %s)")
-            count = self.store.run("pruning captions", lambda c, sql=sql, size=size:
-                                   self._delete_tx(c, sql, (*params, size)))
-            deleted += count
-            if count < size or self._stop.wait(0.005):
-                break
-        return deleted
+    TABLE, MARK = "rats_captions", "%s"
 
     def _delete_tx(self, conn, sql: str, params) -> int:
         with conn.transaction():
