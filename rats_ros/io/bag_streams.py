@@ -14,10 +14,10 @@ import numpy as np
 
 from rats_ros.errors import FrameError, InputError
 from rats_ros.io.bags import (
-    _CORRUPT,
     _TYPESTORE,
     _bag_path,
     _deserialize_frame,
+    _messages,
     _open_reader,
     _report,
     _stamp_ns,
@@ -83,17 +83,7 @@ def read_cameras(path, cameras: dict[str, tuple[str, str]], pose_topic: str | No
     try:
         by_topic = {topic: (camera, msgtype) for camera, (topic, msgtype) in cameras.items()}
         pose_type = _pose_type(reader, bag, pose_topic)
-        wanted = [c for c in reader.connections if c.topic in by_topic or c.topic == pose_topic]
-        messages = reader.messages(connections=wanted)
-        while True:
-            try:
-                item = next(messages, None)
-            except _CORRUPT as error:
-                raise InputError(f"bag {str(bag)!r} is corrupt ({type(error).__name__}: {error})"
-                                 "; re-record it or `ros2 bag reindex` it") from None
-            if item is None:
-                return
-            connection, log_ns, raw = item
+        for connection, log_ns, raw in _messages(bag, reader, {*by_topic, pose_topic}):
             if connection.topic == pose_topic:
                 yield None, _pose(raw, pose_type, log_ns)
                 continue
@@ -119,10 +109,7 @@ def _pose_type(reader, bag, pose_topic) -> str | None:
 
 def _pose(raw, msgtype, log_ns) -> Pose:
     msg = _TYPESTORE.deserialize_cdr(raw, msgtype)
-    p = POSE_TYPES[msgtype](msg)
-    return Pose(_stamp_ns(msg, log_ns), p.position.x, p.position.y, p.position.z,
-                p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w,
-                msg.header.frame_id)
+    return Pose.of(_stamp_ns(msg, log_ns), POSE_TYPES[msgtype](msg), msg.header.frame_id)
 
 
 def write_camera_bag(path, cameras: dict, poses=(), pose_topic: str = "/odom",

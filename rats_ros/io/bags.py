@@ -44,6 +44,15 @@ def _existing(path) -> Path:
     return path
 
 
+def is_bag(path) -> bool:
+    """Whether an input is a rosbag2 bag (a directory, or a .db3/.mcap file) rather than a video.
+
+    :raises InputError: when it does not exist.
+    """
+    source = _existing(path)
+    return source.is_dir() or source.suffix in _BAG_SUFFIXES
+
+
 def _bag_path(path) -> Path:
     """Resolve a bag directory, or a single .db3/.mcap file (its directory when that is a bag)."""
     path = _existing(path)
@@ -118,20 +127,27 @@ def read_frames(path, topic: str | None = None, max_side: int | None = 768,
     return _iter_bag(bag, name, msgtype, max_side, on_error)
 
 
+def _messages(bag: Path, reader: Reader, topics) -> Iterator[tuple]:
+    """``(connection, log_ns, raw)`` of the messages on ``topics``, in log order.
+
+    :raises InputError: the storage itself is broken (nothing more can be read).
+    """
+    messages = reader.messages(connections=[c for c in reader.connections if c.topic in topics])
+    while True:
+        try:
+            item = next(messages, None)
+        except _CORRUPT as error:
+            raise InputError(f"bag {str(bag)!r} is corrupt ({type(error).__name__}: {error})"
+                             "; re-record it or `ros2 bag reindex` it") from None
+        if item is None:
+            return
+        yield item
+
+
 def _iter_bag(bag, topic, msgtype, max_side, on_error) -> Iterator[Frame]:
     reader = _open_reader(bag)
     try:
-        connections = [c for c in reader.connections if c.topic == topic]
-        messages = reader.messages(connections=connections)
-        while True:
-            try:
-                item = next(messages, None)
-            except _CORRUPT as error:  # the storage itself is broken: nothing more can be read
-                raise InputError(f"bag {str(bag)!r} is corrupt ({type(error).__name__}: {error})"
-                                 "; re-record it or `ros2 bag reindex` it") from None
-            if item is None:
-                return
-            _, log_ns, raw = item
+        for _, log_ns, raw in _messages(bag, reader, {topic}):
             try:
                 frame = _deserialize_frame(raw, msgtype, log_ns, max_side)
             except FrameError as error:  # one bad message: skip it, say so, keep reading
@@ -182,7 +198,7 @@ def open_input(path, topic: str | None = None, max_side: int | None = 768,
     :raises InputError: missing, corrupt or empty input.
     """
     source = _existing(path)
-    if source.is_dir() or source.suffix in _BAG_SUFFIXES:
+    if is_bag(source):
         bag = _bag_path(source)
         name, _, count = _pick_topic(bag, list_image_topics(bag), topic)
         return read_frames(bag, name, max_side, on_error), count

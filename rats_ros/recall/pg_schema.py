@@ -1,4 +1,5 @@
-"""The PostgreSQL caption store's schema: the record's columns, keyed by robot, versioned.
+"""The PostgreSQL caption store's schema: the record's columns, keyed by robot, versioned; and
+what a store URL looks like (:func:`is_url`, importable without psycopg).
 
 Tables are prefixed ``rats_`` so the store can live in a database that holds other things.
 Creation runs once per database under an advisory lock (two robots starting at once do not race).
@@ -15,6 +16,11 @@ _TYPES = {int: "BIGINT", float: "DOUBLE PRECISION", str: "TEXT", bool: "BOOLEAN"
 _SCHEMA_LOCK = 0x7261747301
 #: the record's columns, in order (one per field)
 CAPTION_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(CaptionRecord))
+
+
+def is_url(path) -> bool:
+    """True for a ``postgresql://`` (or ``postgres://``) store URL."""
+    return str(path).startswith(("postgresql://", "postgres://"))
 
 
 def _column(item) -> str:

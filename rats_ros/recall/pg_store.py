@@ -34,11 +34,6 @@ _REFUSALS = ("password authentication failed", "does not exist", "no pg_hba.conf
              "role", "invalid", "authentication")
 
 
-def is_url(path) -> bool:
-    """True for a ``postgresql://`` (or ``postgres://``) store URL."""
-    return str(path).startswith(("postgresql://", "postgres://"))
-
-
 def default_robot() -> str:
     """This machine's name: the default robot id."""
     return socket.gethostname() or "robot"

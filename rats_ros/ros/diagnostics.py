@@ -221,7 +221,7 @@ def diagnostic_array(stamp, snap: dict, info: dict, clip_duration_s: float,
     })
     values.update({f"dropped.{k}": v for k, v in sorted(snap["dropped"].items())})
     values.update({f"refused.{k}": v for k, v in sorted(snap["refused"].items())})
-    values.update({k: v for k, v in sorted(snap["counts"].items())})
+    values.update(sorted(snap["counts"].items()))
     for camera, counts in sorted(snap["cameras"].items()):
         values.update({f"camera.{camera}.{k}": v for k, v in sorted(counts.items())})
     status = DiagnosticStatus(level=level, name=STATUS_NAME, message=message,

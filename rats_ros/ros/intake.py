@@ -120,11 +120,8 @@ class PoseIntake:
         self._last_warning = -1e9
 
     def on_pose(self, msg) -> None:
-        p = self._pose_of(msg)
-        reason = self.track.add(Pose(
-            time_to_ns(msg.header.stamp), p.position.x, p.position.y, p.position.z,
-            p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w,
-            msg.header.frame_id))
+        reason = self.track.add(Pose.of(time_to_ns(msg.header.stamp), self._pose_of(msg),
+                                        msg.header.frame_id))
         if reason is None:
             self.node.stats.count("poses_received")
             return

@@ -43,10 +43,10 @@ def main(args=None) -> int:
     # ask_video holds up to question_queue_size callbacks at once (one answering, the rest
     # waiting their turn); three more threads keep lifecycle, parameters, diagnostics and the
     # image callbacks served meanwhile.
-    executor = MultiThreadedExecutor(
-        num_threads=node.get_parameter("question_queue_size").value + 3)
+    threads = node.get_parameter("question_queue_size").value + 3
+    executor = MultiThreadedExecutor(num_threads=threads)
     executor.add_node(node)
-    _start_executor_threads(executor, node.get_parameter("question_queue_size").value + 3)
+    _start_executor_threads(executor, threads)
     spinner = _Spinner(executor, node.get_logger())
     code = 0
     try:

@@ -137,11 +137,11 @@ class StreamNode(LifecycleNode):
         qos = QoSProfile(**{**_qos_kwargs(qos_profile_sensor_data),
                             "reliability": _reliability(params.qos_reliability)})
         prefix = f"{camera}/" if camera else ""
-        if params.image_transport == "compressed":
-            return self.create_subscription(CompressedImage, f"{prefix}image/compressed",
-                                            intake.on_compressed, qos,
-                                            callback_group=MutuallyExclusiveCallbackGroup())
-        return self.create_subscription(Image, f"{prefix}image", intake.on_image, qos,
+        kind, topic, callback = (
+            (CompressedImage, f"{prefix}image/compressed", intake.on_compressed)
+            if params.image_transport == "compressed" else
+            (Image, f"{prefix}image", intake.on_image))
+        return self.create_subscription(kind, topic, callback, qos,
                                         callback_group=MutuallyExclusiveCallbackGroup())
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:

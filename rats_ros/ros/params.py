@@ -17,6 +17,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 
 from rats_ros.errors import ConfigError
+from rats_ros.recall.pg_schema import is_url
 
 DEFAULT_STORE_NAME = "rats_ros/captions.db"
 
@@ -154,7 +155,7 @@ class _ParamRules:
     def resolved_store_path(self) -> str:
         """The store: a PostgreSQL URL as given, ``store_path`` with ``~`` expanded, or the
         ROS_HOME default file."""
-        if self.store_path.startswith(("postgresql://", "postgres://")):
+        if is_url(self.store_path):
             return self.store_path
         if self.store_path:
             return os.path.expanduser(self.store_path)
@@ -274,5 +275,5 @@ def read(node) -> NodeParams:
     :raises ConfigError: when a value is invalid.
     """
     values = {spec.name: node.get_parameter(spec.name).value for spec in SPECS}
-    values["cameras"] = tuple(values["cameras"])
-    return NodeParams(**values)
+    return NodeParams(**{name: tuple(value) if isinstance(SPECS_BY_NAME[name].default, tuple)
+                         else value for name, value in values.items()})

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rats_ros.errors import QuestionError
-from rats_ros.recall.pg_store import is_url
+from rats_ros.recall.pg_schema import is_url
 from rats_ros.ros import params as node_params
 
 _NS = 1_000_000_000

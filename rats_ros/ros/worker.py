@@ -241,14 +241,8 @@ class Worker:
 
     def _place(self, caption) -> None:
         """Give the caption the robot's pose at its clip's end, when one is near in time."""
-        if self.poses is None:
-            return
-        pose = self.poses.nearest(caption.end_ns)
-        if pose is None:
+        if self.poses is not None and not self.poses.place(caption):
             self.stats.count("captions_without_pose")
-            return
-        for name, value in pose.record_fields().items():
-            setattr(caption, name, value)
 
     def _flush_backlog(self) -> None:
         """Commit waiting captions in order; each one committed is published."""

@@ -32,6 +32,12 @@ class Pose:
     qw: float = 1.0
     frame: str = ""
 
+    @classmethod
+    def of(cls, stamp_ns: int, pose, frame: str) -> Pose:
+        """From any ``geometry_msgs/Pose``-shaped object (a ROS message, a rosbags one)."""
+        p, q = pose.position, pose.orientation
+        return cls(stamp_ns, p.x, p.y, p.z, q.x, q.y, q.z, q.w, frame)
+
     def record_fields(self) -> dict:
         """The caption record's pose fields (:data:`rats_ros.records.POSE_FIELDS`)."""
         return {"has_pose": True, "pose_x": self.x, "pose_y": self.y, "pose_z": self.z,
@@ -90,6 +96,18 @@ class PoseTrack:
             if abs(self._stamps[best] - stamp_ns) > self.tolerance_ns:
                 return None
             return self._poses[best]
+
+    def place(self, caption) -> bool:
+        """Give a caption record the pose nearest its clip's end (``end_ns``).
+
+        :returns: False when no pose is near enough (the caption keeps ``has_pose`` false).
+        """
+        pose = self.nearest(caption.end_ns)
+        if pose is None:
+            return False
+        for name, value in pose.record_fields().items():
+            setattr(caption, name, value)
+        return True
 
     def __len__(self) -> int:
         return len(self._stamps)

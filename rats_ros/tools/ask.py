@@ -67,7 +67,7 @@ def _answer(args):
 
     since_ns, until_ns = round(args.since * NS), round(args.until * NS)
     check_window(since_ns, until_ns)  # before the model loads: a bad window fails fast
-    from rats_ros.recall.pg_store import is_url
+    from rats_ros.recall.pg_schema import is_url
     from rats_ros.recall.retrieval import Place
 
     place = None if args.near is None else Place(*args.near, args.radius)  # checked early too
@@ -84,7 +84,8 @@ def _answer(args):
 
 def _reader(args, streams):
     """A read-only view of the store: a SQLite file, or the robots asked of a PostgreSQL one."""
-    from rats_ros.recall.pg_store import PgCaptionStore, is_url
+    from rats_ros.recall.pg_schema import is_url
+    from rats_ros.recall.pg_store import PgCaptionStore
     from rats_ros.recall.store import CaptionStore
 
     if is_url(args.store):

@@ -94,11 +94,10 @@ def open_cameras(args, on_error):
     :raises InputError: missing, corrupt or empty input, unknown topics.
     """
     from rats_ros.io.bag_streams import pick_cameras, read_cameras
-    from rats_ros.io.bags import _BAG_SUFFIXES, _existing, open_input
+    from rats_ros.io.bags import is_bag, open_input
 
-    source = _existing(args.input)
-    is_bag = source.is_dir() or source.suffix in _BAG_SUFFIXES
-    if is_bag and (args.topics or args.pose_topic or not args.topic):
+    source = args.input
+    if is_bag(source) and (args.topics or args.pose_topic or not args.topic):
         topics = [t.strip() for t in args.topics.split(",") if t.strip()] if args.topics \
             else ([args.topic] if args.topic else None)
         cameras = pick_cameras(source, topics)
@@ -189,10 +188,8 @@ class _Session:
     def caption(self, camera: str, clip) -> None:
         result = self.captioners[camera].step(clip)
         result.camera = camera
-        pose = self.poses.nearest(result.end_ns) if self.poses is not None else None
-        if pose is not None:
-            for name, value in pose.record_fields().items():
-                setattr(result, name, value)
+        if self.poses is not None:
+            self.poses.place(result)
         if camera in self.stores:
             embedding = self.embedder.embed([result.text])[0] if self.embedder else None
             name = self.embedder.name if self.embedder else ""
@@ -214,7 +211,8 @@ class _Session:
 def _writer_store(args, stream: str):
     """The store a camera's captions go to: a SQLite file or a PostgreSQL URL (no spool here:
     an unreachable database ends the run with exit code 1)."""
-    from rats_ros.recall.pg_store import PgCaptionStore, is_url
+    from rats_ros.recall.pg_schema import is_url
+    from rats_ros.recall.pg_store import PgCaptionStore
     from rats_ros.recall.store import CaptionStore
 
     writer = f"rats-ros caption (pid {os.getpid()})"
