@@ -7,6 +7,8 @@
 #        | cameras (N = 1, 2, 4, 8 cameras on one model, round robin: clips/s and per clip)
 #        | attn (cuDNN vs flash prefill) | confirm (= check clip ask) | all (= check clip stream)
 #        | final (check; ours/stock/full clips; ours ask; 1 h streams)
+#        | worldprobe (300 training steps of synthetic-world: speed) | world (train it with
+#          $WORLD_ARGS, then `rats-ros eval synthetic` on the GPU)
 # Results: $OUT/results.jsonl (one JSON line per measurement), per-bench JSON with per-clip rows,
 # and a log; all packed into $OUT/bench_out.tar.gz (the device returns at most 8 files).
 set -u -o pipefail
@@ -18,6 +20,7 @@ OUT=${OUT:-bench/out}
 mkdir -p "$OUT/json"
 RES="$OUT/results.jsonl"
 LOG="$OUT/log.txt"
+touch "$RES" "$LOG"
 status=0
 
 run() {  # run LIMIT_S CMD...: one bench with its own time limit; a failure is recorded, not fatal
@@ -58,6 +61,10 @@ for phase in "${@:-all}"; do
         stream) stream 0.5b ours --hours 1; stream 0.5b full --clips 24
                 stream 7b ours --hours 1; stream 7b full --clips 20 ;;
         stream10h) stream 0.5b ours --hours 10 ;;
+        worldprobe) run 300 python3 -m rats_ros.world.train "$OUT/probe" --steps 300 ;;
+        world) run 560 python3 -m rats_ros.world.train "$OUT/synthetic_world" ${WORLD_ARGS:-}
+               run 300 python3 -m rats_ros.tools.cli eval synthetic --model \
+                   "$OUT/synthetic_world" --device cuda --json ;;
         qwen) run 240 python3 -m pytest -q -rs -p no:cacheprovider test/test_fast_decode.py
               for size in qwen2.5-vl-7b qwen2.5-vl-3b; do  # the workload: 640x480
                   clip "$size" 3 --variants ours plain --states full --side 480 --width 640
@@ -90,5 +97,6 @@ for phase in "${@:-all}"; do
     esac
 done
 python3 bench/run_all.py --table "$RES" | tee -a "$LOG"
-tar -czf "$OUT/bench_out.tar.gz" -C "$OUT" results.jsonl log.txt json
+tar -czf "$OUT/bench_out.tar.gz" -C "$OUT" results.jsonl log.txt json \
+    $(cd "$OUT" && ls -d synthetic_world probe 2>/dev/null)
 exit $status

@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+from rats_ros import world
 from rats_ros.errors import ModelError
 from rats_ros.models.base import BackendConfig, CaptionOutput, VideoBackend
 from rats_ros.testing import tiny
@@ -11,8 +12,8 @@ __all__ = ["BackendConfig", "CaptionOutput", "VideoBackend", "load_backend", "re
 
 SUPPORTED_MODEL_TYPES = ("llava_onevision", "qwen2_5_vl", "qwen3_vl")
 _HINT = ("pass a local checkpoint directory, a Hugging Face id already in the local cache "
-         "(nothing is downloaded), or 'tiny-random' / 'tiny-random-qwen2_5_vl' / "
-         "'tiny-random-qwen3_vl'")
+         "(nothing is downloaded), 'synthetic-world' (trained on the synthetic world) or "
+         "'tiny-random' / 'tiny-random-qwen2_5_vl' / 'tiny-random-qwen3_vl'")
 
 
 def resolve_model(model: str) -> Path:
@@ -22,6 +23,8 @@ def resolve_model(model: str) -> Path:
     """
     if model in tiny.TINY_MODELS:
         return tiny.ensure_tiny(model)
+    if model == world.SYNTHETIC_WORLD:
+        return world.checkpoint_dir()
     path = Path(model).expanduser()
     if path.is_dir():
         return path

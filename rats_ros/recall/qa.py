@@ -17,6 +17,11 @@ DEFAULT_INSTRUCTION = (
     "position in metres). Answer the question using only these captions.")
 
 
+def answer_prompt(instruction: str, question: str, lines: list[str]) -> str:
+    """The answerer's user message: instruction, caption lines, question."""
+    return f"{instruction}\n\n" + "\n".join(lines) + f"\n\nQuestion: {question.strip()}\nAnswer:"
+
+
 @dataclass
 class QAConfig:
     """Question answering settings.
@@ -127,8 +132,7 @@ class QuestionAnswerer:
         if origin is None:  # no index refresh yet (prompt built by hand): first caption shown
             origin = captions[0].start_ns
         lines = [format_caption(c, origin) for c in captions]
-        return (f"{self.config.instruction}\n\n" + "\n".join(lines)
-                + f"\n\nQuestion: {question.strip()}\nAnswer:")
+        return answer_prompt(self.config.instruction, question, lines)
 
     def _check_question(self, question, max_captions: int):
         if not isinstance(question, str) or not question.strip():

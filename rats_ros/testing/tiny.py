@@ -127,36 +127,40 @@ def _build_into(name: str, final: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def train_bpe(special_tokens=SPECIAL_TOKENS, specials_last: bool = False) -> Tokenizer:
+def train_bpe(special_tokens=SPECIAL_TOKENS, specials_last: bool = False,
+              corpus: list[str] | None = None, vocab_size: int = 512) -> Tokenizer:
     """A small byte-level BPE (any text encodes and decodes) trained on a fixed corpus.
 
     :param special_tokens: tokens that are never split.
     :param specials_last: give them the ids after the learned vocabulary, in order (as Qwen's
         ``<|endoftext|>`` 151643... follow its BPE vocabulary), instead of the first ids.
+    :param corpus: lines to learn merges from (default: a few general sentences).
+    :param vocab_size: size of the learned vocabulary, specials included.
     :returns: the ``tokenizers`` object.
     """
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=512, special_tokens=[] if specials_last else list(special_tokens),
+        vocab_size=vocab_size, special_tokens=[] if specials_last else list(special_tokens),
         show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(_CORPUS.strip().splitlines(), trainer)
+    bpe.train_from_iterator(corpus or _CORPUS.strip().splitlines(), trainer)
     if specials_last:
         bpe.add_special_tokens(list(special_tokens))
     return bpe
 
 
-def build_tokenizer(video_markup: str):
+def build_tokenizer(video_markup: str, bpe: Tokenizer | None = None):
     """:func:`train_bpe` as a transformers tokenizer with Qwen-style specials and template.
 
     :param video_markup: what the chat template writes for a video content item.
+    :param bpe: the ``tokenizers`` object (default: :func:`train_bpe` on the general corpus).
     :returns: a ``PreTrainedTokenizerFast`` with a Qwen-style chat template.
     """
     from transformers import PreTrainedTokenizerFast
 
     return PreTrainedTokenizerFast(
-        tokenizer_object=train_bpe(), eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        tokenizer_object=bpe or train_bpe(), eos_token="<|im_end|>", pad_token="<|endoftext|>",
         extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
         chat_template=chat_template(video_markup), model_max_length=4096,
     )

@@ -1,4 +1,4 @@
-"""``rats-ros``: caption a bag or video offline, ask questions about it, write a sample bag, replay.
+"""``rats-ros``: caption bags or videos offline, ask questions, evaluate, write samples, replay.
 
 Exit codes: 0 success; 2 refusals (bad options, missing/empty/corrupt input, a checkpoint that
 cannot load, render or run, a bad question or time window); 1 store or other runtime errors,
@@ -16,7 +16,7 @@ import json
 import sys
 
 from rats_ros.errors import ConfigError, RatsError
-from rats_ros.tools import ask, caption
+from rats_ros.tools import ask, caption, evaluate
 from rats_ros.tools.options import fail, positive_float
 
 
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_parser(sub)
     ask.add_parser(sub)
     _check_model_parser(sub)
+    evaluate.add_parser(sub)
     _sample_parser(sub)
     sub.add_parser("replay", add_help=False,
                    help="publish a bag's image topic on ROS 2 (rats-ros replay --help)")

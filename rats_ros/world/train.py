@@ -1,0 +1,300 @@
+"""Train ``synthetic-world`` from scratch on one GPU:
+
+    python -m rats_ros.world.train OUT_DIR [--steps N] [--seed S] [--device cuda]
+
+Two kinds of steps, interleaved:
+
+- **captioning**, on streams of fresh worlds processed clip by clip in lockstep: each clip is
+  captioned (teacher forcing) with the stream's memory in front, laid out exactly as the backend
+  lays out a prompt; the read-out of that same forward (the last prompt row and every caption row
+  but the last, over heads and the read-out layers) picks the clip's top 1/16 tokens, which join
+  the memory (16 clips, FIFO). The memories are made by the method itself, so at inference
+  the model has learned to caption from what attention-based selection keeps.
+- **answering**, on the answerer's prompts (:func:`.model.qa_example`) over true captions.
+
+Frames are drawn on the GPU with the same shape formula as :mod:`.scene` and resized by the
+backend's own preprocessing. Seeded: the same seed and step count give the same weights on the
+same hardware and software. Worlds for training use seeds below 10**9; evaluation worlds above.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rats_ros.errors import ConfigError
+from rats_ros.models import load_backend
+from rats_ros.models.preprocess import resize_normalize
+from rats_ros.stream.captioner import DEFAULT_PROMPT
+from rats_ros.stream.selection import keep_count
+from rats_ros.world import language, scene
+from rats_ros.world.model import build_untrained, qa_example
+
+RENDER_SIZE = 128  # px: frames are drawn at the size the demo and the evaluation publish
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (defaults: the committed checkpoint's).
+
+    :param steps: optimizer steps in all.
+    :param streams: worlds captioned side by side in a captioning step.
+    :param stream_clips: clips of each of those worlds.
+    :param qa_batch: questions in an answering step.
+    :param qa_every: every ``qa_every``-th step is an answering step.
+    :param lr: peak learning rate (warm-up, then cosine to a tenth).
+    :param warmup: warm-up steps.
+    :param memory_clips: memory length in clips (the node's default).
+    :param seed: seed of the worlds, the questions and the initial weights.
+    """
+
+    steps: int = 6000
+    streams: int = 48
+    stream_clips: int = 24
+    qa_batch: int = 24
+    qa_every: int = 3
+    lr: float = 1e-3
+    warmup: int = 200
+    memory_clips: int = 16
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("steps", "streams", "stream_clips", "qa_batch", "qa_every", "memory_clips"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
+        if not 0 < self.lr < 1 or self.warmup < 0 or self.seed < 0:
+            raise ConfigError("need 0 < lr < 1, warmup >= 0 and seed >= 0")
+
+
+def render_frames(worlds: list[scene.World], clip: int, floors: torch.Tensor,
+                  size: int = RENDER_SIZE) -> torch.Tensor:
+    """Draw one clip of each world on the floors' device, as :func:`scene.render` does.
+
+    :param floors: ``(B, size, size, 3)`` uint8 backgrounds.
+    :returns: ``(B, T, size, size, 3)`` uint8 frames.
+    """
+    device, frames = floors.device, scene.CLIP_FRAMES
+    axis = (torch.arange(size, device=device, dtype=torch.float32) + 0.5) / size
+    xs, ys = axis.view(1, 1, size), axis.view(1, size, 1)
+    out = floors[:, None].repeat(1, frames, 1, 1, 1)  # (B, T, S, S, 3)
+    for b, world in enumerate(worlds):
+        for index, thing in enumerate(world.things):
+            found = [scene.centres(world, clip, f)[index] for f in range(frames)]
+            if found[0] is None and found[-1] is None:
+                continue
+            c = torch.tensor(found, device=device, dtype=torch.float32)  # (T, 2)
+            mask = scene.shape_mask(thing.shape, xs - c[:, :1, None], ys - c[:, 1:, None])
+            colour = torch.tensor(scene.COLOURS[thing.colour], device=device, dtype=torch.uint8)
+            out[b][mask] = colour
+    return out
+
+
+class Trainer:
+    """The model, its optimizer and the two kinds of step.
+
+    :param directory: where the untrained checkpoint is written and loaded from.
+    """
+
+    def __init__(self, config: TrainConfig, directory: Path, device: str):
+        self.config, self.device = config, torch.device(device)
+        build_untrained(directory, config.seed)
+        self.backend = load_backend(str(directory), device, "float32")
+        model = self.backend.model
+        model.set_attn_implementation({"text_config": "eager", "vision_config": "sdpa"})
+        model.train().requires_grad_(True)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95),
+                                           weight_decay=0.01)
+        self.prefix, self.suffix = self.backend.prompt_layout(DEFAULT_PROMPT)
+        self.eos = self.backend.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                       enabled=self.device.type == "cuda")
+
+    # ---- captioning ------------------------------------------------------------------------
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(B, T, S, S, 3)`` uint8 -> ``(B, N, D)`` visual tokens, as ``encode_clip`` does."""
+        b, t, s = frames.shape[:3]
+        x = frames.reshape(b * t, s, s, 3).permute(0, 3, 1, 2).float()  # (BT, 3, S, S)
+        backend = self.backend
+        x = resize_normalize(x, backend.image_size, backend.image_size, backend.norm,
+                             torch.float32)
+        out = backend.model.model.get_video_features(
+            pixel_values_videos=x.view(b, t, *x.shape[1:]))
+        return out.pooler_output[:, :-1]  # (B, N, D); the newline goes after the clip
+
+    def caption_step(self, frames, captions: list[str], memory: torch.Tensor):
+        """One teacher-forced step on a clip of every stream.
+
+        :param memory: ``(B, M, D)`` kept tokens of earlier clips.
+        :returns: the loss, the ``(B, k, D)`` tokens the read-out keeps and the ``(B, N)``
+            read-out scores.
+        """
+        backend, device = self.backend, self.device
+        targets = [backend._encode(c) + [self.eos] for c in captions]
+        lengths = torch.tensor([len(t) for t in targets], device=device)
+        width = int(lengths.max())
+        ids = torch.tensor([t + [self.eos] * (width - len(t)) for t in targets], device=device)
+        with self.autocast:
+            visual = self.encode(frames)  # (B, N, D)
+            b, n, d = visual.shape
+            embed = backend.embed_tokens
+            parts = [embed(self.prefix).expand(b, -1, -1), memory.to(visual.dtype), visual,
+                     backend.model.model.image_newline.view(1, 1, d).expand(b, 1, d),
+                     embed(self.suffix).expand(b, -1, -1), embed(ids)]
+            embeds = torch.cat(parts, dim=1)  # (B, L, D)
+            prompt = embeds.shape[1] - width
+            mask = torch.ones(b, embeds.shape[1], device=device, dtype=torch.long)
+            mask[:, prompt:] = (torch.arange(width, device=device) < lengths[:, None]).long()
+            out = backend.language_model(inputs_embeds=embeds, attention_mask=mask,
+                                         output_attentions=True)
+            logits = backend.model.lm_head(out.last_hidden_state[:, prompt - 1:-1])  # (B, W, V)
+            labels = ids.masked_fill(mask[:, prompt:] == 0, -100)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
+                                   ignore_index=-100)
+        key_start = self.prefix.numel() + memory.shape[1]
+        scores = self.readout(out.attentions, prompt, lengths, key_start, n)  # (B, N)
+        k = keep_count(n, 1 / 16)
+        kept = scores.topk(k, dim=1).indices.sort(dim=1).values  # temporal order
+        return loss, visual.detach().gather(1, kept[..., None].expand(-1, -1, d)), scores
+
+    @torch.no_grad()
+    def readout(self, attentions, prompt: int, lengths, key_start: int, n: int) -> torch.Tensor:
+        """The captioner's read-out from a teacher-forced forward: mean attention of the last
+        prompt row and every caption row but the last, over heads and read-out layers.
+
+        :returns: ``(B, N)`` scores.
+        """
+        width = attentions[0].shape[2] - prompt
+        rows = (torch.arange(width + 1, device=self.device) < lengths[:, None]).float()  # (B, W+1)
+        total = 0.0
+        for layer in self.backend.readout_layers:
+            probs = attentions[layer][:, :, prompt - 1:, key_start:key_start + n].float()
+            total = total + torch.einsum("bhwn,bw->bn", probs, rows[:, :probs.shape[2]])
+        heads, layers = attentions[0].shape[1], len(self.backend.readout_layers)
+        return total / (rows.sum(1, keepdim=True) * heads * layers)
+
+    # ---- answering -------------------------------------------------------------------------
+    def qa_step(self, examples: list[tuple[str, str]]):
+        """One step on ``(user message, answer)`` pairs rendered with the chat template."""
+        backend, device = self.backend, self.device
+        rows, starts = [], []
+        for message, answer in examples:
+            prompt = backend._encode(backend._render(message))
+            rows.append(prompt + backend._encode(answer) + [self.eos])
+            starts.append(len(prompt))
+        width = max(map(len, rows))
+        ids = torch.tensor([r + [self.eos] * (width - len(r)) for r in rows], device=device)
+        position = torch.arange(width, device=device)
+        lengths = torch.tensor(list(map(len, rows)), device=device)
+        mask = (position < lengths[:, None]).long()
+        labels = ids.masked_fill((position < torch.tensor(starts, device=device)[:, None])
+                                 | (mask == 0), -100)
+        with self.autocast:
+            out = backend.language_model(input_ids=ids, attention_mask=mask)
+            logits = backend.model.lm_head(out.last_hidden_state[:, :-1])
+            return F.cross_entropy(logits.float().flatten(0, 1), labels[:, 1:].flatten(),
+                                   ignore_index=-100)
+
+    def update(self, loss, step: int) -> None:
+        cfg = self.config
+        scale = min(1.0, (step + 1) / max(1, cfg.warmup))
+        progress = min(1.0, step / cfg.steps)
+        lr = cfg.lr * scale * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.backend.model.parameters(), 1.0)
+        self.optimizer.step()
+
+    def save(self, directory: Path) -> None:
+        """Write the trained weights in fp16 with the tokenizer and configs."""
+        model = self.backend.model.eval().requires_grad_(False)
+        model.set_attn_implementation({"text_config": "sdpa", "vision_config": "sdpa"})
+        model.to(torch.float16).save_pretrained(directory)
+        model.to(torch.float32)
+        self.backend.tokenizer.save_pretrained(directory)
+        (Path(directory) / "preprocessor_config.json").write_text(
+            (self.backend.directory / "preprocessor_config.json").read_text())
+
+
+def qa_examples(rng: np.random.Generator, count: int) -> list[tuple[str, str]]:
+    """``count`` questions, each on a fresh world of 6 to 40 clips, over its true captions."""
+    out = []
+    while len(out) < count:
+        clips = int(rng.integers(6, 41))
+        world = scene.generate(int(rng.integers(0, 10**9)), clips)
+        asked = language.questions(world)
+        if asked:
+            question = asked[int(rng.integers(len(asked)))]
+            out.append((qa_example(world, clips, question), question.answer))
+    return out
+
+
+def train(config: TrainConfig, out_dir: Path, device: str, log=print) -> dict:
+    """Train and save into ``out_dir``. :returns: a summary (losses, time, settings)."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    trainer = Trainer(config, Path(tempfile.mkdtemp(prefix="rats_untrained_")), device)
+    started, step, history = time.perf_counter(), 0, []
+    while step < config.steps:
+        worlds = [scene.generate(int(rng.integers(0, 10**9)), config.stream_clips)
+                  for _ in range(config.streams)]
+        floors = torch.stack([torch.from_numpy(scene.background(w.seed, RENDER_SIZE))
+                              for w in worlds]).to(trainer.device)
+        memory = torch.zeros(config.streams, 0, trainer.backend.hidden_size, device=device)
+        for clip in range(config.stream_clips):
+            if step >= config.steps:
+                break
+            if step % config.qa_every == config.qa_every - 1:
+                loss, kind = trainer.qa_step(qa_examples(rng, config.qa_batch)), "qa"
+            else:
+                frames = render_frames(worlds, clip, floors)
+                captions = [language.caption(language.clip_facts(w, clip)) for w in worlds]
+                loss, kept, _ = trainer.caption_step(frames, captions, memory)
+                limit = config.memory_clips * kept.shape[1]
+                memory = torch.cat([memory, kept.float()], dim=1)[:, -limit:]
+                kind = "caption"
+            trainer.update(loss, step)
+            history.append((kind, loss.item()))
+            step += 1
+            if step % 100 == 0 or step == config.steps:
+                recent = {k: np.mean([v for kk, v in history[-100:] if kk == k])
+                          for k in ("caption", "qa")}
+                log(f"step {step}/{config.steps} caption loss {recent['caption']:.3f} "
+                    f"qa loss {recent['qa']:.3f} ({time.perf_counter() - started:.0f} s)")
+    trainer.save(out_dir)
+    summary = {"config": asdict(config), "device": str(torch.device(device)),
+               "seconds": round(time.perf_counter() - started, 1),
+               "final_caption_loss": float(np.mean([v for k, v in history[-300:]
+                                                    if k == "caption"])),
+               "final_qa_loss": float(np.mean([v for k, v in history[-300:] if k == "qa"])),
+               "torch": torch.__version__, "commit": os.environ.get("RATS_GIT_COMMIT", "")}
+    (Path(out_dir) / "training.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rats_ros.world.train",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--device", default="cuda")
+    for name, value in asdict(TrainConfig()).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    args = vars(parser.parse_args(argv))
+    out_dir, device = args.pop("out_dir"), args.pop("device")
+    summary = train(TrainConfig(**args), out_dir, device)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
