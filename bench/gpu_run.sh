@@ -8,7 +8,7 @@
 #        | attn (cuDNN vs flash prefill) | confirm (= check clip ask) | all (= check clip stream)
 #        | final (check; ours/stock/full clips; ours ask; 1 h streams)
 #        | worldprobe (300 training steps of synthetic-world: speed) | world (train it with
-#          $WORLD_ARGS, then `rats-ros eval synthetic` on the GPU)
+#          $WORLD_ARGS; the checkpoint comes back in the archive)
 # Results: $OUT/results.jsonl (one JSON line per measurement), per-bench JSON with per-clip rows,
 # and a log; all packed into $OUT/bench_out.tar.gz (the device returns at most 8 files).
 set -u -o pipefail
@@ -62,9 +62,7 @@ for phase in "${@:-all}"; do
                 stream 7b ours --hours 1; stream 7b full --clips 20 ;;
         stream10h) stream 0.5b ours --hours 10 ;;
         worldprobe) run 300 python3 -m rats_ros.world.train "$OUT/probe" --steps 300 ;;
-        world) run 560 python3 -m rats_ros.world.train "$OUT/synthetic_world" ${WORLD_ARGS:-}
-               run 300 python3 -m rats_ros.tools.cli eval synthetic --model \
-                   "$OUT/synthetic_world" --device cuda --json ;;
+        world) run 580 python3 -m rats_ros.world.train "$OUT/synthetic_world" ${WORLD_ARGS:-} ;;
         qwen) run 240 python3 -m pytest -q -rs -p no:cacheprovider test/test_fast_decode.py
               for size in qwen2.5-vl-7b qwen2.5-vl-3b; do  # the workload: 640x480
                   clip "$size" 3 --variants ours plain --states full --side 480 --width 640

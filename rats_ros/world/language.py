@@ -1,7 +1,8 @@
 """The world's language: one caption per clip in a small fixed grammar, caption parsing into
 facts, and questions with exact answers.
 
-A caption states, for each object seen during the clip (in drawing order), one sentence:
+A caption states, for each object seen during the clip (in colour order: red, green, blue,
+yellow, white, which the frames show, unlike the drawing order), one sentence:
 
 =====================  ========================================  =================
 action                 sentence                                  needs the past
@@ -21,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from rats_ros.world.scene import CLIP_FRAMES, FRAME_INTERVAL_S, World
+from rats_ros.world.scene import CLIP_FRAMES, COLOURS, FRAME_INTERVAL_S, World
 
 EMPTY = "the room is empty."
 CLIP_SECONDS = CLIP_FRAMES * FRAME_INTERVAL_S
@@ -70,9 +71,12 @@ class Fact:
 
 
 def clip_facts(world: World, clip: int) -> list[Fact]:
-    """The true facts of one clip, in drawing order."""
+    """The true facts of one clip, in colour order."""
     facts = []
-    for index, thing in enumerate(world.things):
+    palette = list(COLOURS)
+    for index in sorted(range(len(world.things)),
+                        key=lambda i: palette.index(world.things[i].colour)):
+        thing = world.things[index]
         action = world.actions[clip][index]
         earlier = [world.actions[c][index] for c in range(clip)]
         previous = earlier[-1] if earlier else None

@@ -37,6 +37,7 @@ from rats_ros.models.preprocess import resize_normalize
 from rats_ros.stream.captioner import DEFAULT_PROMPT
 from rats_ros.stream.selection import keep_count
 from rats_ros.world import language, scene
+from rats_ros.world.evaluate import OBJECT_SHARE
 from rats_ros.world.model import build_untrained, qa_example
 
 RENDER_SIZE = 128  # px: frames are drawn at the size the demo and the evaluation publish
@@ -76,16 +77,18 @@ class TrainConfig:
 
 
 def render_frames(worlds: list[scene.World], clip: int, floors: torch.Tensor,
-                  size: int = RENDER_SIZE) -> torch.Tensor:
+                  size: int = RENDER_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one clip of each world on the floors' device, as :func:`scene.render` does.
 
     :param floors: ``(B, size, size, 3)`` uint8 backgrounds.
-    :returns: ``(B, T, size, size, 3)`` uint8 frames.
+    :returns: ``(B, T, size, size, 3)`` uint8 frames and ``(B, T, size, size)`` owners (the
+        index of the object each pixel shows, -1 for the floor).
     """
     device, frames = floors.device, scene.CLIP_FRAMES
     axis = (torch.arange(size, device=device, dtype=torch.float32) + 0.5) / size
     xs, ys = axis.view(1, 1, size), axis.view(1, size, 1)
     out = floors[:, None].repeat(1, frames, 1, 1, 1)  # (B, T, S, S, 3)
+    owner = torch.full(out.shape[:4], -1, device=device, dtype=torch.long)
     for b, world in enumerate(worlds):
         for index, thing in enumerate(world.things):
             found = [scene.centres(world, clip, f)[index] for f in range(frames)]
@@ -95,7 +98,32 @@ def render_frames(worlds: list[scene.World], clip: int, floors: torch.Tensor,
             mask = scene.shape_mask(thing.shape, xs - c[:, :1, None], ys - c[:, 1:, None])
             colour = torch.tensor(scene.COLOURS[thing.colour], device=device, dtype=torch.uint8)
             out[b][mask] = colour
-    return out
+            owner[b][mask] = index
+    return out, owner
+
+
+def token_labels(worlds: list[scene.World], owner: torch.Tensor, grid: int) -> torch.Tensor:
+    """What each visual token shows, for the auxiliary loss: per token cell the object covering
+    the largest share (at least :data:`~rats_ros.world.evaluate.OBJECT_SHARE`), as its colour
+    and shape class; class 0 is the floor.
+
+    :param owner: ``(B, T, S, S)`` from :func:`render_frames`; ``grid``: tokens per side.
+    :returns: ``(2, B, T * grid * grid)`` colour and shape classes.
+    """
+    b, t, s = owner.shape[:3]
+    most = max(len(w.things) for w in worlds)
+    shares = torch.stack([(owner == k).float() for k in range(most)], dim=-1)  # (B,T,S,S,K)
+    shares = shares.view(b, t, grid, s // grid, grid, s // grid, most).mean(dim=(3, 5))
+    best, which = shares.max(dim=-1)  # (B, T, g, g)
+    palette, shapes = list(scene.COLOURS), list(scene.SHAPES)
+    lookup = torch.zeros(2, b, most, dtype=torch.long)
+    for i, world in enumerate(worlds):
+        for k, thing in enumerate(world.things):
+            lookup[0, i, k] = 1 + palette.index(thing.colour)
+            lookup[1, i, k] = 1 + shapes.index(thing.shape)
+    lookup = lookup.to(owner.device)
+    labels = torch.stack([lookup[j].gather(1, which.view(b, -1)) for j in range(2)])
+    return labels.masked_fill((best < OBJECT_SHARE).view(1, b, -1), 0)
 
 
 class Trainer:
@@ -111,8 +139,14 @@ class Trainer:
         model = self.backend.model
         model.set_attn_implementation({"text_config": "eager", "vision_config": "sdpa"})
         model.train().requires_grad_(True)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95),
-                                           weight_decay=0.01)
+        # Auxiliary heads (not saved): what each visual token shows, so the vision tower learns
+        # colours and shapes from the first steps instead of the LM settling on the text prior.
+        hidden = self.backend.hidden_size
+        self.probes = torch.nn.ModuleList([torch.nn.Linear(hidden, 1 + len(scene.COLOURS)),
+                                           torch.nn.Linear(hidden, 1 + len(scene.SHAPES))])
+        self.probes.to(self.device)
+        self.optimizer = torch.optim.AdamW([*model.parameters(), *self.probes.parameters()],
+                                           lr=config.lr, betas=(0.9, 0.95), weight_decay=0.01)
         self.prefix, self.suffix = self.backend.prompt_layout(DEFAULT_PROMPT)
         self.eos = self.backend.tokenizer.convert_tokens_to_ids("<|im_end|>")
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
@@ -130,10 +164,12 @@ class Trainer:
             pixel_values_videos=x.view(b, t, *x.shape[1:]))
         return out.pooler_output[:, :-1]  # (B, N, D); the newline goes after the clip
 
-    def caption_step(self, frames, captions: list[str], memory: torch.Tensor):
+    def caption_step(self, frames, captions: list[str], memory: torch.Tensor,
+                     token_classes: torch.Tensor | None = None):
         """One teacher-forced step on a clip of every stream.
 
         :param memory: ``(B, M, D)`` kept tokens of earlier clips.
+        :param token_classes: ``(2, B, N)`` from :func:`token_labels` (auxiliary loss) or None.
         :returns: the loss, the ``(B, k, D)`` tokens the read-out keeps and the ``(B, N)``
             read-out scores.
         """
@@ -159,6 +195,11 @@ class Trainer:
             labels = ids.masked_fill(mask[:, prompt:] == 0, -100)
             loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
                                    ignore_index=-100)
+        self.last_caption_loss = loss.item()
+        if token_classes is not None:
+            for probe, target in zip(self.probes, token_classes, strict=True):
+                loss = loss + F.cross_entropy(probe(visual.float()).flatten(0, 1),
+                                              target.flatten())
         key_start = self.prefix.numel() + memory.shape[1]
         scores = self.readout(out.attentions, prompt, lengths, key_start, n)  # (B, N)
         k = keep_count(n, 1 / 16)
@@ -257,14 +298,16 @@ def train(config: TrainConfig, out_dir: Path, device: str, log=print) -> dict:
             if step % config.qa_every == config.qa_every - 1:
                 loss, kind = trainer.qa_step(qa_examples(rng, config.qa_batch)), "qa"
             else:
-                frames = render_frames(worlds, clip, floors)
+                frames, owner = render_frames(worlds, clip, floors)
                 captions = [language.caption(language.clip_facts(w, clip)) for w in worlds]
-                loss, kept, _ = trainer.caption_step(frames, captions, memory)
+                targets = token_labels(worlds, owner, trainer.backend.pooled_side)
+                loss, kept, _ = trainer.caption_step(frames, captions, memory, targets)
                 limit = config.memory_clips * kept.shape[1]
                 memory = torch.cat([memory, kept.float()], dim=1)[:, -limit:]
                 kind = "caption"
             trainer.update(loss, step)
-            history.append((kind, loss.item()))
+            history.append((kind, trainer.last_caption_loss if kind == "caption"
+                            else loss.item()))
             step += 1
             if step % 100 == 0 or step == config.steps:
                 recent = {k: np.mean([v for kk, v in history[-100:] if kk == k])
