@@ -22,7 +22,8 @@ COLOURS = {"red": (220, 40, 40), "green": (40, 190, 70), "blue": (50, 90, 235),
 SHAPES = ("square", "circle", "triangle")
 DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
 HALF = 0.1          # half the side of an object
-INNER = (0.18, 0.82)  # where object centres may rest
+INNER = (0.15, 0.85)  # where object centres may rest
+MOVE = (0.3, 0.5)     # how far a moving object goes in one clip: 1.2 to 2 token cells
 START_NS = 1_700_000_000 * 1_000_000_000
 
 
@@ -119,13 +120,13 @@ class _Track:
             nearest = min(DIRECTIONS, key=lambda d: _room_left((x, y), DIRECTIONS[d]))
             return Action("leave", (x, y), _outside((x, y), DIRECTIONS[nearest]))
         if roll < 0.6:
-            feasible = [d for d, v in DIRECTIONS.items() if _room_left((x, y), v) >= 0.2]
+            feasible = [d for d, v in DIRECTIONS.items() if _room_left((x, y), v) >= MOVE[0]]
             last = self.last.direction if self.last is not None else ""
             if feasible:
                 keep = last in feasible and rng.random() < 0.6
                 direction = last if keep else str(rng.choice(feasible))
                 dx, dy = DIRECTIONS[direction]
-                step = float(rng.uniform(0.2, min(0.32, _room_left((x, y), (dx, dy)))))
+                step = float(rng.uniform(MOVE[0], min(MOVE[1], _room_left((x, y), (dx, dy)))))
                 return Action("move", (x, y), (x + dx * step, y + dy * step), direction)
         return Action("still", (x, y), (x, y))
 
