@@ -7,6 +7,7 @@ setup(
     description="Long-term, queryable visual memory for ROS 2 robots (rLiVS streaming captioning)",
     license="Apache-2.0",
     packages=find_packages(include=["rats_ros", "rats_ros.*"]),
+    package_data={"rats_ros.world": ["synthetic_world/*"]},  # the trained synthetic-world model
     python_requires=">=3.10",
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/rats_ros"]),

@@ -18,11 +18,14 @@ def test_demo_prints_captions_and_an_answer_and_exits_zero(tmp_path, domain_id, 
                           text=True, timeout=240)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
-    assert "has RANDOM weights" in output  # tiny-random is announced loudly
-    assert (tmp_path / "sample" / "demo_bag" / "metadata.yaml").is_file()
-    for index in range(3):
+    assert "RANDOM weights" not in output  # the default is the trained synthetic-world model
+    assert "model synthetic-world" in output
+    assert (tmp_path / "sample" / "world_bag" / "metadata.yaml").is_file()
+    for index in range(6):
         assert f"caption {index}: [" in output
-    assert "3 captions received" in output
-    assert "answer (" in output and "evidence (3 captions, time order)" in output
+    assert output.count("    truth: 'the ") == 6  # each caption beside the world's truth
+    assert "6 captions received" in output
+    assert "asking: 'Which object entered first?'" in output and "(truth: 'the " in output
+    assert "answer (" in output and "evidence (6 captions, time order)" in output
     assert "node stopped with exit code 0" in output
     assert_no_traceback(output)

@@ -1,15 +1,18 @@
 """``make demo``: the whole system on a sample stream, through real ROS 2 processes.
 
-1. writes the sample bag (``bagio.write_sample_bag``) into ``build/sample/`` if it is missing,
+1. writes the sample bag (a synthetic world, :mod:`rats_ros.world`) into ``build/sample/`` if it
+   is missing,
 2. starts the ``rats_stream`` node (``config/stream.yaml``) as a child process,
 3. replays the bag through ``rats_ros.ros.replay`` (the stand-in for ``ros2 bag play``),
-4. prints every ``captions`` message as it arrives,
-5. asks a question through the ``ask_video`` service and prints the answer and its evidence,
+4. prints every ``captions`` message as it arrives, with the true caption of that clip,
+5. asks a question through the ``ask_video`` service and prints the answer, the true answer and
+   the evidence,
 6. stops the node with SIGINT and exits 0 when all of that worked.
 
 Everything runs with ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` in its own ``ROS_DOMAIN_ID``.
-The model is ``tiny-random`` unless ``--model`` or ``RATS_ROS_MODEL`` names a real checkpoint;
-tiny-random has random weights, so its captions and answers are meaningless word salad.
+The model is ``synthetic-world`` (trained on such worlds; README "A model that sees" says how
+well it does) unless ``--model`` or ``RATS_ROS_MODEL`` names another checkpoint; ``tiny-random``
+has random weights, so its captions and answers are meaningless word salad.
 """
 from __future__ import annotations
 
@@ -26,34 +29,44 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (make demo runs from it)
 SAMPLE_DIR = ROOT / "build" / "sample"
-SAMPLE_SECONDS = 96.0     # at the node's default 0.5 fps and 16 frames per clip: 3 clips
-SAMPLE_CLIPS = 3
+SAMPLE_CLIPS = 6  # of 16 frames at the node's default 0.5 fps: 192 s of stream
+SAMPLE_WORLD = 3  # the world's seed (evaluation range, unseen in training)
+QUESTION = "Which object entered first?"
 _NS = 1_000_000_000
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m rats_ros.ros.demo", description=__doc__.split(
         "\n")[0])
-    parser.add_argument("--model", default=os.environ.get("RATS_ROS_MODEL", "tiny-random"),
-                        help="checkpoint directory or cached Hugging Face id (default: "
-                             "$RATS_ROS_MODEL or tiny-random)")
+    parser.add_argument("--model", default=os.environ.get("RATS_ROS_MODEL", "synthetic-world"),
+                        help="checkpoint directory, cached Hugging Face id, synthetic-world or "
+                             "tiny-random (default: $RATS_ROS_MODEL or synthetic-world)")
     parser.add_argument("--device", default="cpu", help="torch device for the model")
     parser.add_argument("--bag", type=Path, help="replay this bag instead of the sample")
     parser.add_argument("--sample-dir", type=Path, default=SAMPLE_DIR,
                         help="where the sample bag is written once (default: build/sample)")
-    parser.add_argument("--rate", type=float, default=8.0, help="replay speed factor")
-    parser.add_argument("--question", default="What happened in the video?")
+    parser.add_argument("--rate", type=float, default=16.0, help="replay speed factor")
+    parser.add_argument("--question", default=QUESTION)
     parser.add_argument("--timeout", type=float, default=300.0, help="give up after seconds")
     return parser.parse_args(argv)
+
+
+def sample_world():
+    """:returns: the sample bag's world."""
+    from rats_ros.world import scene
+    from rats_ros.world.evaluate import EVAL_SEED_BASE
+
+    return scene.generate(EVAL_SEED_BASE + SAMPLE_WORLD, SAMPLE_CLIPS)
 
 
 def sample_bag(directory: Path) -> Path:
     """The sample bag in ``directory``, written once (atomically: a half-written bag is never
     left behind); a temporary directory when ``directory`` is not writable."""
-    target = directory / "demo_bag"
+    target = directory / "world_bag"
     if (target / "metadata.yaml").is_file():
         return target
-    from rats_ros.io.sample_scene import write_sample_bag
+    from rats_ros.io.bags import write_image_bag
+    from rats_ros.world import scene
 
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -62,9 +75,9 @@ def sample_bag(directory: Path) -> Path:
         directory = Path(tempfile.mkdtemp(prefix="rats_ros_sample_"))
         target, staging = directory / "demo_bag", directory / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
-    count = write_sample_bag(staging, seconds=SAMPLE_SECONDS)
+    count = write_image_bag(staging, scene.frames(sample_world()), topic="/camera/image_raw")
     os.rename(staging, target)
-    print(f"wrote the sample bag {target} ({count} frames, {SAMPLE_SECONDS:.0f} s of stream)")
+    print(f"wrote the sample bag {target} ({count} frames of a synthetic world)")
     return target
 
 
@@ -81,7 +94,7 @@ def demo_env() -> dict:
 class Listener:
     """The demo's own rclpy node: prints captions, calls services."""
 
-    def __init__(self):
+    def __init__(self, truth: list[str] | None = None):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
 
@@ -91,6 +104,7 @@ class Listener:
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("rats_demo", context=self.context)
         self.captions = []
+        self.truth = truth or []  # the sample world's true caption of each clip
         self.origin_ns = None  # stream time of the first caption: spans print relative to it
         self.node.create_subscription(Caption, "captions", self._on_caption, 10)
         self.executor = SingleThreadedExecutor(context=self.context)
@@ -104,8 +118,9 @@ class Listener:
             self.origin_ns = _ns(msg.start)
         print(f"  caption {msg.clip_index}: {self.span(msg)} {msg.text!r}\n"
               f"    ({msg.frames} frames, kept {msg.kept_tokens}/{msg.visual_tokens} visual "
-              f"tokens, {msg.memory_tokens} memory tokens, {msg.processing_time:.2f} s)",
-              flush=True)
+              f"tokens, {msg.memory_tokens} memory tokens, {msg.processing_time:.2f} s)"
+              + (f"\n    truth: {self.truth[msg.clip_index]!r}"
+                 if msg.clip_index < len(self.truth) else ""), flush=True)
 
     def call(self, srv_type, name, request, timeout: float):
         """Call a service; re-send every 5 s while discovery settles. :returns: the response."""
@@ -186,7 +201,7 @@ def wait_captions(listener, replay, expected: int | None, timeout: float) -> Non
         time.sleep(0.2)
 
 
-def ask(listener, question: str) -> bool:
+def ask(listener, question: str, truth: str | None) -> bool:
     from rats_ros.srv import AskVideo
 
     print(f"\nasking: {question!r}")
@@ -194,7 +209,8 @@ def ask(listener, question: str) -> bool:
     if not response.success:
         print(f"  not answered: {response.message}")
         return False
-    print(f"  answer ({response.processing_time:.2f} s): {response.answer!r}")
+    print(f"  answer ({response.processing_time:.2f} s): {response.answer!r}"
+          + (f" (truth: {truth!r})" if truth is not None else ""))
     print(f"  evidence ({len(response.evidence)} captions, time order):")
     for caption in response.evidence:
         print(f"    clip {caption.clip_index} {listener.span(caption)}: {caption.text!r}")
@@ -209,9 +225,10 @@ def run(args) -> int:
               "checkpoint.\n" + "!" * 78, flush=True)
     bag = args.bag or sample_bag(args.sample_dir)
     expected = None if args.bag else SAMPLE_CLIPS
+    truth, answer = _truth(args) if not args.bag else ([], None)
     workdir = Path(tempfile.mkdtemp(prefix="rats_ros_demo_"))
     print(f"ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, node log and store in {workdir}")
-    listener = Listener()
+    listener = Listener(truth)
     node, log_path = start_node(args, env, workdir)
     ok = False
     try:
@@ -224,7 +241,8 @@ def run(args) -> int:
         if replay.returncode != 0:
             print(f"replay failed with code {replay.returncode}")
         print(f"{len(listener.captions)} captions received")
-        ok = replay.returncode == 0 and bool(listener.captions) and ask(listener, args.question)
+        ok = replay.returncode == 0 and bool(listener.captions) \
+            and ask(listener, args.question, answer)
     finally:
         listener.close()
         node.send_signal(signal.SIGINT)
@@ -234,6 +252,17 @@ def run(args) -> int:
         print(f"the demo failed; node log:\n{log_path.read_text()[-3000:]}")
         return 1
     return 0
+
+
+def _truth(args) -> tuple[list[str], str | None]:
+    """The sample world's true captions, and the true answer when the question is one of the
+    world's questions."""
+    from rats_ros.world import language
+
+    world = sample_world()
+    captions = [language.caption(language.clip_facts(world, c)) for c in range(world.clips)]
+    answers = {q.text: q.answer for q in language.questions(world)}
+    return captions, answers.get(args.question.strip())
 
 
 def main(argv=None) -> int:

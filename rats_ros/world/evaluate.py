@@ -6,8 +6,9 @@ through the real :class:`~rats_ros.stream.clips.ClipAssembler` and
 :class:`~rats_ros.recall.store.CaptionStore` and questions through the real
 :class:`~rats_ros.recall.qa.QuestionAnswerer`. Per configuration (selection x recurrence):
 
-- caption accuracy: true facts stated (present part), facts that need memory stated exactly,
-  and the share of generated sentences that are true;
+- caption accuracy: true facts whose object's colour was named, entries and exits stated,
+  true facts stated (present part: colour, shape, action, direction), facts that need memory
+  stated exactly, and the share of generated sentences that are true;
 - the share of kept tokens that show an object (from the ground-truth masks), beside the share
   of all tokens that do;
 - QA accuracy (exact answers), per question kind;
@@ -107,6 +108,8 @@ def _run(backend, world, frames, truth, asked, selection, recurrence, config) ->
             store.close()
     return {"selection": selection, "recurrence": recurrence, "seed": config.seed,
             "minutes": config.minutes, "clips": len(latencies), "model": backend.name,
+            "caption_colours": _ratio(score.colours, score.facts),
+            "caption_arrivals": _ratio(score.arrivals, score.arrival_facts),
             "caption_present": _ratio(score.present, score.facts),
             "caption_memory": _ratio(score.memory, score.memory_facts),
             "caption_precision": _ratio(score.right, score.stated),
@@ -166,11 +169,13 @@ def _by_kind(answers) -> dict:
 
 def table(results: list[dict]) -> str:
     """:returns: the results as a Markdown table."""
-    lines = ["| selection | recurrence | present facts | memory facts | precision | kept on "
-             "objects | QA | ms/clip |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| selection | recurrence | colours | entries/exits | present facts | memory facts "
+             "| precision | kept on objects | QA | ms/clip |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        cells = [_cell(r[k]) for k in ("caption_present", "caption_memory", "caption_precision",
-                                       "kept_on_objects", "qa")]
+        cells = [_cell(r[k]) for k in ("caption_colours", "caption_arrivals", "caption_present",
+                                       "caption_memory", "caption_precision", "kept_on_objects",
+                                       "qa")]
         lines.append(f"| {r['selection']} | {'on' if r['recurrence'] else 'off'} | "
                      + " | ".join(cells) + f" | {r['latency_ms_p50']:.0f} |")
     base = results[0]["tokens_on_objects"] if results else None

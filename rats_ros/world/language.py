@@ -54,6 +54,10 @@ class Fact:
         return self.thing, self.action, self.direction
 
     @property
+    def colour(self) -> str:
+        return self.thing.split()[0]
+
+    @property
     def needs_memory(self) -> bool:
         return bool(self.qualifier)
 
@@ -126,10 +130,15 @@ class CaptionScore:
 
     ``present``: true facts whose object, action and direction were stated; ``memory``: true
     facts that need the past and were stated exactly (qualifier included); ``stated``/``right``:
-    generated sentences in the grammar and those that are true.
+    generated sentences in the grammar and those that are true. Coarser: ``colours``: true facts
+    whose object's colour (unique in a world) was named; ``arrivals``: true enter and leave facts
+    whose colour and action were stated.
     """
 
     facts: int = 0
+    colours: int = 0
+    arrival_facts: int = 0
+    arrivals: int = 0
     present: int = 0
     memory_facts: int = 0
     memory: int = 0
@@ -138,7 +147,12 @@ class CaptionScore:
 
     def add(self, truth: list[Fact], generated: list[Fact]) -> None:
         said, said_present = set(generated), {f.present for f in generated}
+        said_colours = {(f.colour, f.action) for f in generated}
         self.facts += len(truth)
+        self.colours += sum(f.colour in {c for c, _ in said_colours} for f in truth)
+        coming = [f for f in truth if f.action in ("enter", "leave")]
+        self.arrival_facts += len(coming)
+        self.arrivals += sum((f.colour, f.action) in said_colours for f in coming)
         self.present += sum(f.present in said_present for f in truth)
         self.memory_facts += sum(f.needs_memory for f in truth)
         self.memory += sum(f.needs_memory and f in said for f in truth)

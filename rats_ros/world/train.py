@@ -37,10 +37,8 @@ from rats_ros.models.preprocess import resize_normalize
 from rats_ros.stream.captioner import DEFAULT_PROMPT
 from rats_ros.stream.selection import keep_count
 from rats_ros.world import language, scene
-from rats_ros.world.evaluate import OBJECT_SHARE
 from rats_ros.world.model import build_untrained, qa_example
-
-RENDER_SIZE = 128  # px: frames are drawn at the size the demo and the evaluation publish
+from rats_ros.world.render import RENDER_SIZE, render_frames, token_labels
 
 
 @dataclass
@@ -74,56 +72,6 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
         if not 0 < self.lr < 1 or self.warmup < 0 or self.seed < 0:
             raise ConfigError("need 0 < lr < 1, warmup >= 0 and seed >= 0")
-
-
-def render_frames(worlds: list[scene.World], clip: int, floors: torch.Tensor,
-                  size: int = RENDER_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one clip of each world on the floors' device, as :func:`scene.render` does.
-
-    :param floors: ``(B, size, size, 3)`` uint8 backgrounds.
-    :returns: ``(B, T, size, size, 3)`` uint8 frames and ``(B, T, size, size)`` owners (the
-        index of the object each pixel shows, -1 for the floor).
-    """
-    device, frames = floors.device, scene.CLIP_FRAMES
-    axis = (torch.arange(size, device=device, dtype=torch.float32) + 0.5) / size
-    xs, ys = axis.view(1, 1, size), axis.view(1, size, 1)
-    out = floors[:, None].repeat(1, frames, 1, 1, 1)  # (B, T, S, S, 3)
-    owner = torch.full(out.shape[:4], -1, device=device, dtype=torch.long)
-    for b, world in enumerate(worlds):
-        for index, thing in enumerate(world.things):
-            found = [scene.centres(world, clip, f)[index] for f in range(frames)]
-            if found[0] is None and found[-1] is None:
-                continue
-            c = torch.tensor(found, device=device, dtype=torch.float32)  # (T, 2)
-            mask = scene.shape_mask(thing.shape, xs - c[:, :1, None], ys - c[:, 1:, None])
-            colour = torch.tensor(scene.COLOURS[thing.colour], device=device, dtype=torch.uint8)
-            out[b][mask] = colour
-            owner[b][mask] = index
-    return out, owner
-
-
-def token_labels(worlds: list[scene.World], owner: torch.Tensor, grid: int) -> torch.Tensor:
-    """What each visual token shows, for the auxiliary loss: per token cell the object covering
-    the largest share (at least :data:`~rats_ros.world.evaluate.OBJECT_SHARE`), as its colour
-    and shape class; class 0 is the floor.
-
-    :param owner: ``(B, T, S, S)`` from :func:`render_frames`; ``grid``: tokens per side.
-    :returns: ``(2, B, T * grid * grid)`` colour and shape classes.
-    """
-    b, t, s = owner.shape[:3]
-    most = max(len(w.things) for w in worlds)
-    shares = torch.stack([(owner == k).float() for k in range(most)], dim=-1)  # (B,T,S,S,K)
-    shares = shares.view(b, t, grid, s // grid, grid, s // grid, most).mean(dim=(3, 5))
-    best, which = shares.max(dim=-1)  # (B, T, g, g)
-    palette, shapes = list(scene.COLOURS), list(scene.SHAPES)
-    lookup = torch.zeros(2, b, most, dtype=torch.long)
-    for i, world in enumerate(worlds):
-        for k, thing in enumerate(world.things):
-            lookup[0, i, k] = 1 + palette.index(thing.colour)
-            lookup[1, i, k] = 1 + shapes.index(thing.shape)
-    lookup = lookup.to(owner.device)
-    labels = torch.stack([lookup[j].gather(1, which.view(b, -1)) for j in range(2)])
-    return labels.masked_fill((best < OBJECT_SHARE).view(1, b, -1), 0)
 
 
 class Trainer:
@@ -284,14 +232,35 @@ def train(config: TrainConfig, out_dir: Path, device: str, log=print) -> dict:
     """Train and save into ``out_dir``. :returns: a summary (losses, time, settings)."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    trainer = Trainer(config, Path(tempfile.mkdtemp(prefix="rats_untrained_")), device)
+    with tempfile.TemporaryDirectory(prefix="rats_untrained_") as scratch:
+        trainer = Trainer(config, Path(scratch), device)
+        started = time.perf_counter()
+        history = _steps(trainer, config, rng, log)
+        trainer.save(out_dir)
+    summary = {"config": asdict(config), "device": str(torch.device(device)),
+               "seconds": round(time.perf_counter() - started, 1),
+               "final_caption_loss": _recent(history, "caption", 300),
+               "final_qa_loss": _recent(history, "qa", 300),
+               "torch": torch.__version__, "commit": os.environ.get("RATS_GIT_COMMIT", "")}
+    (Path(out_dir) / "training.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _recent(history, kind: str, window: int) -> float:
+    values = [v for k, v in history[-window:] if k == kind]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _steps(trainer: Trainer, config: TrainConfig, rng, log) -> list[tuple[str, float]]:
+    """The training loop: fresh worlds per round of ``stream_clips`` steps. :returns: losses."""
     started, step, history = time.perf_counter(), 0, []
     while step < config.steps:
         worlds = [scene.generate(int(rng.integers(0, 10**9)), config.stream_clips)
                   for _ in range(config.streams)]
         floors = torch.stack([torch.from_numpy(scene.background(w.seed, RENDER_SIZE))
                               for w in worlds]).to(trainer.device)
-        memory = torch.zeros(config.streams, 0, trainer.backend.hidden_size, device=device)
+        memory = torch.zeros(config.streams, 0, trainer.backend.hidden_size,
+                             device=trainer.device)
         for clip in range(config.stream_clips):
             if step >= config.steps:
                 break
@@ -310,19 +279,10 @@ def train(config: TrainConfig, out_dir: Path, device: str, log=print) -> dict:
                             else loss.item()))
             step += 1
             if step % 100 == 0 or step == config.steps:
-                recent = {k: np.mean([v for kk, v in history[-100:] if kk == k])
-                          for k in ("caption", "qa")}
-                log(f"step {step}/{config.steps} caption loss {recent['caption']:.3f} "
-                    f"qa loss {recent['qa']:.3f} ({time.perf_counter() - started:.0f} s)")
-    trainer.save(out_dir)
-    summary = {"config": asdict(config), "device": str(torch.device(device)),
-               "seconds": round(time.perf_counter() - started, 1),
-               "final_caption_loss": float(np.mean([v for k, v in history[-300:]
-                                                    if k == "caption"])),
-               "final_qa_loss": float(np.mean([v for k, v in history[-300:] if k == "qa"])),
-               "torch": torch.__version__, "commit": os.environ.get("RATS_GIT_COMMIT", "")}
-    (Path(out_dir) / "training.json").write_text(json.dumps(summary, indent=2))
-    return summary
+                log(f"step {step}/{config.steps} caption loss "
+                    f"{_recent(history, 'caption', 100):.3f} qa loss "
+                    f"{_recent(history, 'qa', 100):.3f} ({time.perf_counter() - started:.0f} s)")
+    return history
 
 
 def main(argv=None) -> int:
