@@ -144,3 +144,49 @@ def test_the_checkpoint_directory_is_in_the_package():
     assert Path(CHECKPOINT).parent.name == "world"
     names = {p.name for p in CHECKPOINT.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "training.json"} <= names
+
+
+def _world_video(path: Path, world) -> None:
+    """The world as an MJPG video at 0.5 fps (one frame per sample)."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 0.5, (128, 128))
+    for frame in scene.frames(world):
+        writer.write(cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def test_eval_rvs_answers_each_question_at_its_time_from_earlier_captions(tmp_path, capsys):
+    """An RVS-format stream (ReKV's annotation fields) of a synthetic world: predictions in the
+    judge's fields, each answered only from clips that ended by its end_time."""
+    world = scene.generate(EVAL_SEED_BASE + 7, 4)  # 4 clips of 32 s: ends at 30, 62, 94, 126 s
+    _world_video(tmp_path / "w7.avi", world)
+    asked = language.questions(world)
+    talks = [{"question": asked[0].text, "answer": asked[0].answer, "end_time": 70.0,
+              "answer_type": asked[0].kind},
+             {"question": "Which object entered first?", "answer": "?", "end_time": 10.0},
+             {"question": asked[1].text, "answer": asked[1].answer, "end_time": 500.0}]
+    annotations = tmp_path / "ann.json"
+    annotations.write_text(json.dumps([{"video_id": "w7", "conversations": talks}]))
+    code = main(["eval", "rvs", str(annotations), "--video-root", str(tmp_path), "--model",
+                 SYNTHETIC_WORLD, "--out", str(tmp_path / "pred.jsonl")])
+    assert code == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text().splitlines()]
+    assert [r["end_time"] for r in rows] == [10.0, 70.0, 500.0]  # in stream order
+    assert all({"id", "question", "answer", "pred", "answer_type"} <= set(r) for r in rows)
+    early, middle, late = rows
+    assert early["pred"] == "" and early["evidence"] == 0 and "no captions" in early["error"]
+    assert middle["evidence"] == 2 and middle["evidence_end_s"] <= 70.0 and middle["pred"]
+    assert late["evidence"] == 4 and late["answer"] == asked[1].answer
+
+
+def test_eval_rvs_refuses_malformed_annotations_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"video_id": "x", "conversations": [{"question": "q"}]}]))
+    code = main(["eval", "rvs", str(bad), "--model", SYNTHETIC_WORLD])
+    err = capsys.readouterr().err
+    assert code == 2 and "end_time >= 0" in err and "Traceback" not in err
+    bad.write_text(json.dumps([{"video_id": "x", "conversations": []}]))
+    code = main(["eval", "rvs", str(bad), "--model", SYNTHETIC_WORLD, "--video-root",
+                 str(tmp_path), "--out", str(tmp_path / "p.jsonl")])
+    assert code == 2 and "no video for 'x'" in capsys.readouterr().err
