@@ -73,7 +73,7 @@ def sample_bag(directory: Path) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=".demo_bag-", dir=directory))
     except OSError:
         directory = Path(tempfile.mkdtemp(prefix="rats_ros_sample_"))
-        target, staging = directory / "demo_bag", directory / ".staging"
+        target, staging = directory / "world_bag", directory / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
     count = write_image_bag(staging, scene.frames(sample_world()), topic="/camera/image_raw")
     os.rename(staging, target)

@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rats_ros.errors import ConfigError
+from rats_ros.errors import ConfigError, RatsError
 from rats_ros.models import load_backend
 from rats_ros.models.preprocess import resize_normalize
 from rats_ros.stream.captioner import DEFAULT_PROMPT
@@ -294,7 +295,11 @@ def main(argv=None) -> int:
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = vars(parser.parse_args(argv))
     out_dir, device = args.pop("out_dir"), args.pop("device")
-    summary = train(TrainConfig(**args), out_dir, device)
+    try:
+        summary = train(TrainConfig(**args), out_dir, device)
+    except RatsError as error:  # bad settings, no CUDA, an unloadable checkpoint: one line
+        print(f"train: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
     print(json.dumps(summary))
     return 0
 
