@@ -17,7 +17,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 OURS = ("bench_clip", "bench_stream", "bench_ask", "bench_overlap", "bench_cameras")
-OTHERS = ("bench_retrieval.py", "bench_fleet.py")  # run as separate processes when present
+# run as separate processes when present
+OTHERS = ("bench_retrieval.py", "bench_fleet.py", "bench_world.py")
 
 
 def run_ours(name: str, extra: list[str]) -> bool:
