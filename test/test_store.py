@@ -255,7 +255,8 @@ def test_connections_of_finished_threads_are_closed(tmp_path):
         for t in threads:
             t.join()
         gc.collect()
-        assert len(store._conns) == 1  # only this thread's connection is left open
+        # only this thread's connection is left open
+        assert store._connections.open_count() == 1
 
 
 def test_a_stream_has_one_writer_and_a_killed_writer_frees_it(tmp_path):

@@ -14,18 +14,16 @@ import os
 import sqlite3
 import threading
 import time
-import urllib.parse
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
 from rats_ros.errors import ConfigError, StoreError
 from rats_ros.recall.claim import StreamClaim
+from rats_ros.recall.connections import ThreadConnections, file_identity
 from rats_ros.recall.retention import Pruner, RetentionPolicy
 from rats_ros.recall.schema import (
     SCHEMA_VERSION,
-    ConnHolder,
     check_schema,
     error_hint,
     init_schema,
@@ -94,11 +92,8 @@ class CaptionStore:
         self._in_streams = f"IN ({', '.join('?' * len(self.read_streams))})"
         self.retention = retention
         self.readonly = readonly
-        self._sync = synchronous.upper()
-        self._busy_ms = int(busy_timeout_s * 1000)
-        self._local = threading.local()
-        self._conns: weakref.WeakSet[ConnHolder] = weakref.WeakSet()
-        self._conns_lock = threading.Lock()
+        self._connections = ThreadConnections(self.path, readonly, int(busy_timeout_s * 1000),
+                                              synchronous.upper())
         self._closed = threading.Event()
         if not create and not os.path.isfile(self.path):
             raise StoreError(f"no caption store at {self.path}; check store_path, or caption a "
@@ -120,46 +115,16 @@ class CaptionStore:
         if self._closed.is_set():
             raise StoreError(f"caption store {self.path} is closed; open a new CaptionStore")
         try:
-            return fn(self._conn())
+            return fn(self._connections.get())
         except sqlite3.Error as err:
             raise StoreError(f"{action} failed on caption store {self.path}: {err}; "
                              f"{error_hint(str(err))}") from err
-
-    def _conn(self) -> sqlite3.Connection:
-        holder = getattr(self._local, "holder", None)
-        if holder is None:
-            # check_same_thread=False only so close() (and the holder's finaliser, which runs
-            # when the owning thread ends) may close it; only the owning thread uses it.
-            conn = self._connect()
-            holder = ConnHolder(conn)
-            self._local.holder = holder
-            with self._conns_lock:
-                self._conns.add(holder)
-            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
-            conn.execute(f"PRAGMA synchronous={self._sync}")
-        return holder.conn
-
-    def _connect(self) -> sqlite3.Connection:
-        """A connection; read-only ones by URI, ``immutable`` where the medium is read-only (a
-        WAL store there cannot get its shared-memory file)."""
-        options = dict(timeout=self._busy_ms / 1000, isolation_level=None,
-                       check_same_thread=False)
-        if not self.readonly:
-            return sqlite3.connect(self.path, **options)
-        uri = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, **options)
-        try:
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.OperationalError:
-            conn.close()
-            conn = sqlite3.connect(uri + "&immutable=1", uri=True, **options)
-        return conn
 
     def _check_file(self) -> None:
         """:raises StoreError: when the store file was deleted or replaced since it was opened
         (writes would go to an unlinked file and clip indices would repeat after a restart)."""
         try:
-            identity = _file_identity(self.path)
+            identity = file_identity(self.path)
         except OSError:
             identity = None
         if identity != self._identity:
@@ -170,7 +135,7 @@ class CaptionStore:
     def _open(self):
         if self.readonly:
             self.run("opening read-only", lambda conn: check_schema(conn, self.path))
-            self._identity = _file_identity(self.path)
+            self._identity = file_identity(self.path)
             return
         directory = os.path.dirname(os.path.abspath(self.path))
         try:
@@ -182,7 +147,7 @@ class CaptionStore:
             raise StoreError(f"store_path {self.path} is a directory; give a file path such as "
                              f"{os.path.join(self.path, 'captions.db')}")
         self.run("opening", lambda conn: init_schema(conn, self.path))
-        self._identity = _file_identity(self.path)
+        self._identity = file_identity(self.path)
 
     def close(self):
         """Stop the retention thread and close every thread's connection. Idempotent."""
@@ -193,10 +158,7 @@ class CaptionStore:
             self._pruner.stop()
         if self._claim is not None:
             self._claim.release()
-        with self._conns_lock:
-            for holder in list(self._conns):
-                holder.conn.close()
-            self._conns.clear()
+        self._connections.close_all()
 
     def prune(self, now_ns: int | None = None) -> int:
         """Apply the retention policy now (see :meth:`~rats_ros.recall.retention.Pruner.prune`).
@@ -349,8 +311,3 @@ class CaptionStore:
                 cap.embedding = None if r[-1] is None else np.frombuffer(r[-1], dtype="<f4")
         return out
 
-
-def _file_identity(path: str) -> tuple[int, int]:
-    """``(device, inode)`` of a file: what changes when it is deleted and created anew."""
-    status = os.stat(path)
-    return status.st_dev, status.st_ino
