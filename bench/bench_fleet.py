@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import Emitter, environment, summary
+from common import Emitter, entry_point, environment, summary
 
 from rats_ros.recall.pg_store import PgCaptionStore
 from rats_ros.recall.retrieval import RetrievalIndex
@@ -157,9 +157,7 @@ def parse(argv=None):
     return args
 
 
-def main(argv=None) -> int:
-    run(parse(argv))
-    return 0
+main = entry_point(parse, run)
 
 
 if __name__ == "__main__":

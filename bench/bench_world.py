@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 
-from common import Emitter, environment, summary
+from common import Emitter, entry_point, environment, summary
 
 from rats_ros.models import load_backend
 from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
-from rats_ros.stream.clips import Clip
 from rats_ros.world import SYNTHETIC_WORLD, scene
 from rats_ros.world.evaluate import EVAL_SEED_BASE
 
@@ -23,12 +22,11 @@ PHASES = ("encode", "prefill", "decode", "select")
 def measure(backend, recurrence: bool, clips: int, skip: int) -> dict:
     """Caption ``clips`` clips of one world; :returns: per-phase and total ms summaries."""
     world = scene.generate(EVAL_SEED_BASE + 11, clips)
-    frames = list(scene.frames(world))
     captioner = RecurrentCaptioner(backend, CaptionerConfig(recurrence=recurrence))
     rows = []
-    for clip in range(clips):
-        out = captioner.step(Clip(frames[clip * scene.CLIP_FRAMES:(clip + 1) * scene.CLIP_FRAMES]))
-        if clip >= skip:
+    for index, clip in enumerate(scene.clips(world)):
+        out = captioner.step(clip)
+        if index >= skip:
             rows.append({**{p: out.timings.get(p, 0.0) * 1e3 for p in PHASES},
                          "total": out.processing_time * 1e3, "memory": out.memory_tokens,
                          "words": len(out.text.split())})
@@ -65,9 +63,7 @@ def parse(argv=None):
     return args
 
 
-def main(argv=None) -> int:
-    run(parse(argv))
-    return 0
+main = entry_point(parse, run)
 
 
 if __name__ == "__main__":

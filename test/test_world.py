@@ -9,7 +9,6 @@ import torch
 
 from rats_ros.models import load_backend
 from rats_ros.stream.captioner import DEFAULT_PROMPT, RecurrentCaptioner
-from rats_ros.stream.clips import Clip
 from rats_ros.tools.cli import main
 from rats_ros.world import CHECKPOINT, SYNTHETIC_WORLD, language, scene
 from rats_ros.world.evaluate import EVAL_SEED_BASE
@@ -93,7 +92,7 @@ def test_a_few_training_steps_write_a_checkpoint_the_backend_loads(tmp_path):
     assert summary["config"]["steps"] == 3 and np.isfinite(summary["final_caption_loss"])
     backend = load_backend(str(tmp_path / "out"))
     world = scene.generate(EVAL_SEED_BASE, 1)
-    caption = RecurrentCaptioner(backend).step(Clip(list(scene.frames(world))))
+    caption = RecurrentCaptioner(backend).step(next(scene.clips(world)))
     assert caption.visual_tokens == 256 and caption.kept_tokens == 16
     prompt = qa_example(world, 1, language.Question("Which?", "x", "k"))
     assert prompt.endswith("Question: Which?\nAnswer:") and "[0.0s-30.0s]" in prompt
@@ -106,10 +105,9 @@ def test_the_committed_model_loads_by_name_and_sees_who_is_there():
     backend = load_backend(SYNTHETIC_WORLD)
     world = scene.generate(EVAL_SEED_BASE + 1, 4)
     captioner, score = RecurrentCaptioner(backend), language.CaptionScore()
-    frames = list(scene.frames(world))
-    for clip in range(world.clips):
-        out = captioner.step(Clip(frames[clip * 16:(clip + 1) * 16]))
-        score.add(language.clip_facts(world, clip), language.parse(out.text))
+    for clip in scene.clips(world):
+        out = captioner.step(clip)
+        score.add(language.clip_facts(world, out.clip_index), language.parse(out.text))
     assert score.stated > 0 and score.colours >= 0.9 * score.facts  # measured: all of them
 
 

@@ -300,10 +300,15 @@ class HFVideoBackend(VideoBackend):
             scores = session.scores() if session is not None else None
         return CaptionOutput(self._decode(ids), ids, scores, timings)
 
+    def prompt_ids(self, user_text: str) -> list[int]:
+        """Token ids of a text-only user message with the chat template and the assistant turn
+        opened: what :meth:`generate` feeds (and what training on answers learns from)."""
+        return self._encode(self._render(user_text))
+
     def generate(self, prompt: str, max_new_tokens: int) -> str:
         if max_new_tokens < 1:
             raise ModelError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        ids = torch.tensor(self._encode(self._render(prompt)), device=self.device)
+        ids = torch.tensor(self.prompt_ids(prompt), device=self.device)
         with model_errors("answering"), torch.inference_mode(), ro.active(None):
             out = self.greedy(self.embed_tokens(ids)[None], max_new_tokens, {})
         return self._decode(out)

@@ -42,13 +42,19 @@ class LlavaOnevisionBackend(HFVideoBackend):
 
     def encode_clip(self, pixels) -> torch.Tensor:
         with model_errors("encoding a clip"), torch.inference_mode():
-            frames = upload(pixels, self.device)  # (T, 3, H, W)
-            frames = resize_normalize(frames, self.image_size, self.image_size, self.norm,
-                                      self.dtype)
-            out = self.model.model.get_video_features(pixel_values_videos=frames[None])
-            # pooler_output: (1, T * tokens_per_frame + 1, D); the last row is image_newline,
-            # which the prompt layout appends after the clip itself
-            return out.pooler_output[0, :-1]
+            return self.encode_frames(upload(pixels, self.device)[None])[0]  # (N, D)
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(B, T, 3, H, W)`` float frames in 0..255 -> ``(B, N, D)`` visual tokens (no
+        inference mode of its own, so training can take gradients through it)."""
+        b, t = frames.shape[:2]
+        frames = resize_normalize(frames.flatten(0, 1), self.image_size, self.image_size,
+                                  self.norm, self.dtype)  # (B*T, 3, S, S)
+        out = self.model.model.get_video_features(
+            pixel_values_videos=frames.view(b, t, *frames.shape[1:]))
+        # pooler_output: (B, T * tokens_per_frame + 1, D); the last row is image_newline,
+        # which the prompt layout appends after the clip itself
+        return out.pooler_output[:, :-1]
 
     def _clip_trailer(self) -> torch.Tensor:
         return self.model.model.image_newline.to(self.dtype)[None]  # (1, D)

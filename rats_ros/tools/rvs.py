@@ -77,17 +77,13 @@ def run(backend, samples: list[dict], root: Path | None, out, captioner_config, 
     """
     answered = 0
     for sample in samples:
-        with tempfile.TemporaryDirectory(prefix="rats_rvs_") as tmp:
-            store = CaptionStore(Path(tmp) / "captions.db", synchronous="NORMAL")
-            try:
-                lines = _video(backend, sample, root, store, captioner_config, fps,
-                               clip_frames, embedder)
-                for line in lines:
-                    out.write(json.dumps(line) + "\n")
-                    out.flush()
-                    answered += 1
-            finally:
-                store.close()
+        with tempfile.TemporaryDirectory(prefix="rats_rvs_") as tmp, \
+                CaptionStore(Path(tmp) / "captions.db", synchronous="NORMAL") as store:
+            for line in _video(backend, sample, root, store, captioner_config, fps,
+                               clip_frames, embedder):
+                out.write(json.dumps(line) + "\n")
+                out.flush()
+                answered += 1
         log(f"{sample['video_id']}: {len(sample['conversations'])} questions")
     return answered
 
@@ -121,6 +117,7 @@ def _answer(answerer, sample, talk, origin: int) -> dict:
             "question": talk["question"], "answer": talk.get("answer", ""),
             "answer_type": talk.get("answer_type"), "end_time": talk["end_time"]}
     try:
+        # until_ns=0 would mean "no bound": a question at the stream's first stamp keeps one
         answer = answerer.ask(talk["question"], until_ns=max(until, 1))
     except QuestionError as error:  # nothing captioned yet: an empty prediction, said why
         return {**line, "pred": "", "error": str(error), "evidence": 0}

@@ -91,21 +91,18 @@ def _run(backend, world, frames, truth, asked, selection, recurrence, config) ->
         selection=selection, recurrence=recurrence, seed=config.seed))
     assembler = ClipAssembler(fps=1 / scene.FRAME_INTERVAL_S, clip_frames=scene.CLIP_FRAMES)
     score, coverage, latencies = language.CaptionScore(), Coverage(world), []
-    with tempfile.TemporaryDirectory(prefix="rats_eval_") as tmp:
-        store = CaptionStore(Path(tmp) / "captions.db", synchronous="NORMAL")
-        try:
-            for frame in frames:
-                clip = assembler.push(frame)
-                if clip is None:
-                    continue
-                out = captioner.step(clip)
-                score.add(truth[out.clip_index], language.parse(out.text))
-                coverage.add(out)
-                latencies.append(out.processing_time)
-                store.add(out)
-            answers = _answers(backend, store, asked)
-        finally:
-            store.close()
+    with tempfile.TemporaryDirectory(prefix="rats_eval_") as tmp, \
+            CaptionStore(Path(tmp) / "captions.db", synchronous="NORMAL") as store:
+        for frame in frames:
+            clip = assembler.push(frame)
+            if clip is None:
+                continue
+            out = captioner.step(clip)
+            score.add(truth[out.clip_index], language.parse(out.text))
+            coverage.add(out)
+            latencies.append(out.processing_time)
+            store.add(out)
+        answers = _answers(backend, store, asked)
     return {"selection": selection, "recurrence": recurrence, "seed": config.seed,
             "minutes": config.minutes, "clips": len(latencies), "model": backend.name,
             "caption_colours": _ratio(score.colours, score.facts),

@@ -46,10 +46,11 @@ def corpus(worlds: int = 200, clips: int = 24) -> list[str]:
     for seed in range(worlds):
         world = scene.generate(10_000_000 + seed, clips)
         lines += [c.text for c in stored_captions(world, clips)]
-        for q in language.questions(world):
+        asked = language.questions(world)
+        for q in asked:
             lines += [q.text, q.answer]
         if seed < 20:
-            lines += qa_example(world, clips, language.questions(world)[0]).splitlines()
+            lines += qa_example(world, clips, asked[0]).splitlines()
     return lines
 
 

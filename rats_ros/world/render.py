@@ -27,8 +27,9 @@ def render_frames(worlds: list[scene.World], clip: int, floors: torch.Tensor,
     out = floors[:, None].repeat(1, frames, 1, 1, 1)  # (B, T, S, S, 3)
     owner = torch.full(out.shape[:4], -1, device=device, dtype=torch.long)
     for b, world in enumerate(worlds):
+        per_frame = [scene.centres(world, clip, f) for f in range(frames)]  # [T][object]
         for index, thing in enumerate(world.things):
-            found = [scene.centres(world, clip, f)[index] for f in range(frames)]
+            found = [centres[index] for centres in per_frame]
             if found[0] is None and found[-1] is None:
                 continue
             c = torch.tensor(found, device=device, dtype=torch.float32)  # (T, 2)

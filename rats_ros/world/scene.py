@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rats_ros.stream.clips import Frame
+from rats_ros.stream.clips import Clip, Frame
 
 CLIP_FRAMES = 16
 FRAME_INTERVAL_S = 2.0
@@ -218,3 +218,10 @@ def frames(world: World, size: int = 128, start_ns: int = START_NS) -> Iterator[
         for f in range(CLIP_FRAMES):
             yield Frame(start_ns + (clip * CLIP_FRAMES + f) * step,
                         render(world, clip, f, size, floor)[0])
+
+
+def clips(world: World, size: int = 128) -> Iterator[Clip]:
+    """The world's stream cut at its clip boundaries (what the assembler gives at 0.5 fps)."""
+    stream = frames(world, size)
+    for _ in range(world.clips):
+        yield Clip([next(stream) for _ in range(CLIP_FRAMES)])

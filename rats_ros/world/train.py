@@ -34,7 +34,6 @@ import torch.nn.functional as F
 
 from rats_ros.errors import ConfigError, RatsError
 from rats_ros.models import load_backend
-from rats_ros.models.preprocess import resize_normalize
 from rats_ros.stream.captioner import DEFAULT_PROMPT
 from rats_ros.stream.selection import keep_count
 from rats_ros.world import language, scene
@@ -103,15 +102,8 @@ class Trainer:
 
     # ---- captioning ------------------------------------------------------------------------
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(B, T, S, S, 3)`` uint8 -> ``(B, N, D)`` visual tokens, as ``encode_clip`` does."""
-        b, t, s = frames.shape[:3]
-        x = frames.reshape(b * t, s, s, 3).permute(0, 3, 1, 2).float()  # (BT, 3, S, S)
-        backend = self.backend
-        x = resize_normalize(x, backend.image_size, backend.image_size, backend.norm,
-                             torch.float32)
-        out = backend.model.model.get_video_features(
-            pixel_values_videos=x.view(b, t, *x.shape[1:]))
-        return out.pooler_output[:, :-1]  # (B, N, D); the newline goes after the clip
+        """``(B, T, S, S, 3)`` uint8 -> ``(B, N, D)``: the backend's own encoding, batched."""
+        return self.backend.encode_frames(frames.permute(0, 1, 4, 2, 3).float())
 
     def caption_step(self, frames, captions: list[str], memory: torch.Tensor,
                      token_classes: torch.Tensor | None = None):
@@ -132,7 +124,7 @@ class Trainer:
             b, n, d = visual.shape
             embed = backend.embed_tokens
             parts = [embed(self.prefix).expand(b, -1, -1), memory.to(visual.dtype), visual,
-                     backend.model.model.image_newline.view(1, 1, d).expand(b, 1, d),
+                     backend._clip_trailer()[None].expand(b, -1, -1),
                      embed(self.suffix).expand(b, -1, -1), embed(ids)]
             embeds = torch.cat(parts, dim=1)  # (B, L, D)
             prompt = embeds.shape[1] - width
@@ -177,7 +169,7 @@ class Trainer:
         backend, device = self.backend, self.device
         rows, starts = [], []
         for message, answer in examples:
-            prompt = backend._encode(backend._render(message))
+            prompt = backend.prompt_ids(message)
             rows.append(prompt + backend._encode(answer) + [self.eos])
             starts.append(len(prompt))
         width = max(map(len, rows))
