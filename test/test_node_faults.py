@@ -3,6 +3,7 @@ lifecycle transitions while a question is answered, many questions at once, a br
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -10,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from safetensors.torch import load_file, save_file
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from helpers import png_bomb, wait_for
 from lifecycle_msgs.msg import Transition
@@ -29,6 +31,7 @@ from sensor_msgs.msg import CompressedImage
 
 from rats_ros.io.bags import write_image_bag
 from rats_ros.io.images import encode_compressed
+from rats_ros.models import load_backend, resolve_model
 from rats_ros.testing import published
 
 pytestmark = pytest.mark.ros
@@ -38,6 +41,24 @@ pytestmark = pytest.mark.ros
 def bag(tmp_path_factory):
     path = tmp_path_factory.mktemp("faults") / "bag"
     write_image_bag(path, scene_frames(24, fps=4.0, start_s=100.0))
+    return path
+
+
+@pytest.fixture(scope="module")
+def endless_model(tmp_path_factory):
+    """``tiny-random`` whose language-model head can never pick an end token (their rows are
+    zero: logit 0 against ~500 random logits), so every answer runs to ``max_answer_tokens``.
+    A long answer in flight is then certain, not a matter of where random weights emit EOS
+    (CI once finished a 400-token budget within a second)."""
+    path = tmp_path_factory.mktemp("endless") / "model"
+    shutil.copytree(resolve_model("tiny-random"), path)
+    backend = load_backend(str(path))
+    end_ids = sorted(backend.eos_ids)
+    weights = load_file(path / "model.safetensors")
+    weights["language_model.lm_head.weight"][end_ids] = 0.0
+    save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
+    assert end_ids and not (load_file(path / "model.safetensors")
+                            ["language_model.lm_head.weight"][end_ids].any())
     return path
 
 
@@ -93,10 +114,11 @@ def test_every_one_of_40_simultaneous_questions_gets_a_response(tmp_path, bag, d
 
 @pytest.mark.parametrize("transition", ["deactivate", "shutdown"])
 def test_a_transition_while_a_question_is_answered_answers_it_and_stays_clean(
-        tmp_path, bag, domain_id, ros_client, transition):  # noqa: F811
+        tmp_path, bag, endless_model, domain_id, ros_client, transition):  # noqa: F811
     """The hostile tryout: the transition 1 s into a long answer killed the node (exit 1,
     InvalidHandle in send_response) and the client never got a response."""
-    node = captioned_node(tmp_path, bag, domain_id, ros_client, max_answer_tokens=400)
+    node = captioned_node(tmp_path, bag, domain_id, ros_client, model=str(endless_model),
+                          max_answer_tokens=1500)
     try:
         done, box = ask_async(ros_client, "Describe everything that happened, in detail.")
         assert not done.wait(1.0)  # still answering
