@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-from safetensors.torch import load_file, save_file
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from helpers import png_bomb, wait_for
 from lifecycle_msgs.msg import Transition
@@ -27,6 +26,7 @@ from ros_fixtures import (  # noqa: F401
     start_node,
     start_replay,
 )
+from safetensors.torch import load_file, save_file
 from sensor_msgs.msg import CompressedImage
 
 from rats_ros.io.bags import write_image_bag
