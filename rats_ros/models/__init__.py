@@ -66,4 +66,9 @@ def load_backend(model: str, device: str = "cpu", dtype: str = "float32",
                          f"checkpoint of one of {list(SUPPORTED_MODEL_TYPES)} "
                          "(e.g. llava-hf/llava-onevision-qwen2-0.5b-ov-hf, "
                          "Qwen/Qwen2.5-VL-7B-Instruct)")
-    return backend_class(directory, config, model)
+    backend = backend_class(directory, config, model)
+    if config.engine == "onnx":
+        from rats_ros.models.onnx.engine import OnnxEngine
+
+        backend.engine = OnnxEngine(Path(config.engine_dir).expanduser(), backend)
+    return backend

@@ -7,6 +7,7 @@ import torch
 
 from rats_ros.errors import ConfigError
 
+ENGINES = ("torch", "onnx")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -19,12 +20,17 @@ class BackendConfig:
     :param dtype: ``float32``, ``bfloat16`` or ``float16``.
     :param readout_layers: how many LLM layers to read attention from (spread over depth as in
         the paper), or an explicit tuple of 0-indexed layers.
+    :param engine: what runs the vision tower and the LLM: ``torch``, or ``onnx`` (ONNX Runtime
+        over an export of this checkpoint, :mod:`rats_ros.models.onnx`).
+    :param engine_dir: the export directory (``rats-ros export-onnx``) of engine ``onnx``.
     """
 
     model: str
     device: str = "cpu"
     dtype: str = "float32"
     readout_layers: int | tuple[int, ...] = 4
+    engine: str = "torch"
+    engine_dir: str = ""
 
     def __post_init__(self):
         if not isinstance(self.model, str) or not self.model.strip():
@@ -35,6 +41,11 @@ class BackendConfig:
         if not isinstance(self.device, str) or not (
                 self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"device {self.device!r} is not supported; use 'cpu' or 'cuda[:N]'")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine {self.engine!r} is not supported; use one of {ENGINES}")
+        if self.engine == "onnx" and not str(self.engine_dir).strip():
+            raise ConfigError("engine 'onnx' needs engine_dir: the directory `rats-ros "
+                              "export-onnx MODEL DIR` wrote")
         layers = self.readout_layers
         if isinstance(layers, list):
             layers = self.readout_layers = tuple(layers)

@@ -91,6 +91,9 @@ class HFVideoBackend(VideoBackend):
     """
 
     model_class = None  # set by subclasses
+    #: the engine that runs the vision tower and the language model instead of torch (an
+    #: :class:`rats_ros.models.onnx.engine.OnnxEngine`), or None
+    engine = None
 
     def __init__(self, directory: Path, config: BackendConfig, name: str):
         self.name, self.config, self.directory = name, config, Path(directory)
@@ -212,6 +215,30 @@ class HFVideoBackend(VideoBackend):
     #: what a chat template writes for a video item, for checkpoints that ship no template
     default_video_markup = ""
 
+    # ---- vision ------------------------------------------------------------------------
+    def vision_inputs(self, pixels) -> tuple[torch.Tensor, tuple[int, int, int] | None]:
+        """The family's preprocessing of ``(T, H, W, 3)`` uint8 frames.
+
+        :returns: the vision tower's pixel input and its patch grid (None when it has none).
+        """
+        raise NotImplementedError
+
+    def vision_tower(self, pixels: torch.Tensor, grid) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The vision tower and projector on :meth:`vision_inputs`' output.
+
+        :returns: ``(N, D)`` visual tokens and ``(K, N, D)`` DeepStack features or None.
+        """
+        raise NotImplementedError
+
+    def encode_clip(self, pixels) -> torch.Tensor:
+        with model_errors("encoding a clip"), torch.inference_mode():
+            inputs, grid = self.vision_inputs(pixels)
+            tower = self.engine.vision if self.engine is not None else self.vision_tower
+            tokens, deepstack = tower(inputs, grid)
+            if deepstack is not None and len(deepstack):
+                tokens.deepstack = list(deepstack)  # each (N, D): build_inputs hands them over
+            return tokens
+
     def _clip_trailer(self) -> torch.Tensor:
         """``(0 or 1, D)`` embeddings that follow the current clip (LLaVA-OV's newline)."""
         return torch.empty(0, self.hidden_size, device=self.device, dtype=self.dtype)
@@ -256,10 +283,15 @@ class HFVideoBackend(VideoBackend):
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
+    def take_prefill_extras(self) -> dict:
+        """Extra language-model inputs of this thread's next prefill, handed over once
+        (Qwen3-VL: the clip's DeepStack features and their positions); none by default."""
+        return {}
+
     def prefill(self, embeds: torch.Tensor, cache) -> torch.Tensor:
         """Run the prompt ``(1, L, D)`` into ``cache``; :returns: ``(V,)`` next-token logits."""
-        hidden = self.language_model(inputs_embeds=embeds, past_key_values=cache,
-                                     use_cache=True).last_hidden_state
+        hidden = self.language_model(inputs_embeds=embeds, past_key_values=cache, use_cache=True,
+                                     **self.take_prefill_extras()).last_hidden_state
         return self.model.lm_head(hidden[:, -1])[0]
 
     def decode_step(self, token: torch.Tensor, cache) -> torch.Tensor:
@@ -271,6 +303,8 @@ class HFVideoBackend(VideoBackend):
     def greedy(self, embeds: torch.Tensor, max_new_tokens: int,
                timings: dict) -> list[int]:
         """Greedy decoding: prefill, then one token per step; the last token is never fed."""
+        if self.engine is not None:
+            return self.engine.greedy(self, embeds, max_new_tokens, timings)
         ids = fast_decode.maybe_greedy(self, embeds, max_new_tokens, timings)  # CUDA fast path
         if ids is not None:
             return ids

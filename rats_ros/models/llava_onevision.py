@@ -5,7 +5,7 @@ import torch
 from transformers import LlavaOnevisionForConditionalGeneration
 
 from rats_ros.models.fast.layers import install_fast_pooling
-from rats_ros.models.hf import HFVideoBackend, model_errors
+from rats_ros.models.hf import HFVideoBackend
 from rats_ros.models.preprocess import (
     pixel_norm,
     read_preprocessor_config,
@@ -37,21 +37,35 @@ class LlavaOnevisionBackend(HFVideoBackend):
         self.norm = pixel_norm(read_preprocessor_config(self.directory), SIGLIP_MEAN, SIGLIP_STD)
         install_fast_pooling(self.model)  # same 2x2 bilinear pooling as two matrix products
 
+    def vision_plan(self, grid) -> None:
+        """SigLIP needs no precomputed indices."""
+        return None
+
     def token_grid(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
         return num_frames, self.pooled_side, self.pooled_side
 
-    def encode_clip(self, pixels) -> torch.Tensor:
-        with model_errors("encoding a clip"), torch.inference_mode():
-            return self.encode_frames(upload(pixels, self.device)[None])[0]  # (N, D)
+    def vision_inputs(self, pixels) -> tuple[torch.Tensor, None]:
+        """``(T, H, W, 3)`` uint8 frames -> ``(T, 3, S, S)`` normalised (no patch grid)."""
+        return self._normalized(upload(pixels, self.device)), None
+
+    def vision_tower(self, frames: torch.Tensor, grid=None,
+                     plan=None) -> tuple[torch.Tensor, None]:
+        """``(T, 3, S, S)`` -> ``(N, D)`` visual tokens (LLaVA-OV has no DeepStack)."""
+        return self._features(frames[None])[0], None
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """``(B, T, 3, H, W)`` float frames in 0..255 -> ``(B, N, D)`` visual tokens (no
         inference mode of its own, so training can take gradients through it)."""
         b, t = frames.shape[:2]
-        frames = resize_normalize(frames.flatten(0, 1), self.image_size, self.image_size,
-                                  self.norm, self.dtype)  # (B*T, 3, S, S)
-        out = self.model.model.get_video_features(
-            pixel_values_videos=frames.view(b, t, *frames.shape[1:]))
+        normalized = self._normalized(frames.flatten(0, 1))  # (B*T, 3, S, S)
+        return self._features(normalized.view(b, t, *normalized.shape[1:]))
+
+    def _normalized(self, frames: torch.Tensor) -> torch.Tensor:
+        return resize_normalize(frames, self.image_size, self.image_size, self.norm, self.dtype)
+
+    def _features(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(B, T, 3, S, S)`` -> ``(B, N, D)``."""
+        out = self.model.model.get_video_features(pixel_values_videos=frames)
         # pooler_output: (B, T * tokens_per_frame + 1, D); the last row is image_newline,
         # which the prompt layout appends after the clip itself
         return out.pooler_output[:, :-1]

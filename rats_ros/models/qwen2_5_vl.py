@@ -3,8 +3,13 @@ import math
 
 import torch
 from transformers import Qwen2_5_VLForConditionalGeneration
+from transformers.vision_utils import (
+    get_vision_cu_seqlens,
+    get_vision_position_ids,
+    get_vision_window_index,
+)
 
-from rats_ros.models.hf import HFVideoBackend, model_errors
+from rats_ros.models.hf import HFVideoBackend
 from rats_ros.models.preprocess import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
@@ -63,15 +68,39 @@ class Qwen2VLBackend(HFVideoBackend):
         size = self.patch * self.merge
         return -(-num_frames // self.temporal), h // size, w // size
 
-    def _video_features(self, pixels):
-        """The vision tower's output for one clip (``pooler_output[0]``: its merged tokens)."""
+    def vision_inputs(self, pixels) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        """``(T, H, W, 3)`` uint8 frames -> flat patches ``(n, C * t * p * p)`` and their grid."""
         frames = upload(pixels, self.device)  # (T, 3, H, W)
         h, w = self._resized(*frames.shape[2:])
         frames = resize_normalize(frames, h, w, self.norm, self.dtype)
-        flat, grid = qwen_patchify(frames, self.patch, self.merge, self.temporal)
-        return self.model.model.get_video_features(flat, torch.tensor([grid], device=self.device))
+        return qwen_patchify(frames, self.patch, self.merge, self.temporal)
 
-    def encode_clip(self, pixels) -> torch.Tensor:
-        with model_errors("encoding a clip"), torch.inference_mode():
-            # (t * h/2 * w/2, D), temporal then raster order
-            return self._video_features(pixels).pooler_output[0]
+    def vision_tower(self, patches: torch.Tensor, grid: tuple[int, int, int],
+                     plan: dict | None = None):
+        """:param plan: :meth:`vision_plan` of ``grid``, or None to derive it on the fly.
+        :returns: ``(N, D)`` merged tokens, temporal then raster order, and no DeepStack."""
+        return self._visual(patches, grid, plan).pooler_output, None
+
+    def _visual(self, patches: torch.Tensor, grid: tuple[int, int, int], plan: dict | None):
+        """The vision tower on one clip (one video: its pooler output is the clip's tokens)."""
+        visual = self.model.model.visual
+        thw = torch.tensor([grid], device=patches.device)
+        return visual(patches.type(visual.dtype), grid_thw=thw, **dict(plan or {}))
+
+    def vision_plan(self, grid: tuple[int, int, int]) -> dict:
+        """The index tensors the vision tower derives from the patch grid with Python loops,
+        precomputed, so one clip shape can be traced as a static graph (ONNX export)."""
+        visual = self.model.model.visual
+        thw = torch.tensor([grid], device=self.device)
+        cu_seqlens = get_vision_cu_seqlens(thw)
+        window_index, cu_window = get_vision_window_index(
+            thw, visual.spatial_merge_size, visual.window_size, visual.patch_size)
+        return {"position_ids": get_vision_position_ids(thw, visual.spatial_merge_size),
+                "cu_seqlens": cu_seqlens, "max_seqlen": longest(cu_seqlens),
+                "window_index": window_index, "cu_window_seqlens": cu_window,
+                "max_window_seqlen": longest(cu_window)}
+
+
+def longest(cu_seqlens: torch.Tensor) -> int:
+    """:returns: the longest segment of cumulative sequence boundaries ``(segments + 1,)``."""
+    return int((cu_seqlens[1:] - cu_seqlens[:-1]).max())

@@ -12,9 +12,13 @@ import threading
 
 import torch
 from transformers import Qwen3VLForConditionalGeneration
+from transformers.vision_utils import (
+    get_vision_cu_seqlens,
+    get_vision_interpolation_indices_and_weights,
+    get_vision_position_ids,
+)
 
-from rats_ros.models.hf import model_errors
-from rats_ros.models.qwen2_5_vl import Qwen2VLBackend
+from rats_ros.models.qwen2_5_vl import Qwen2VLBackend, longest
 
 
 class Qwen3VLBackend(Qwen2VLBackend):
@@ -22,7 +26,7 @@ class Qwen3VLBackend(Qwen2VLBackend):
 
     ``encode_clip`` returns the merged tokens ``(N, D)`` with their DeepStack features attached
     as ``tokens.deepstack`` (a list of ``(N, D)``, one per DeepStack layer); ``build_inputs``
-    hands them to this thread's next prefill.
+    hands them to this thread's next prefill (:meth:`take_prefill_extras`).
     """
 
     model_class = Qwen3VLForConditionalGeneration
@@ -31,12 +35,24 @@ class Qwen3VLBackend(Qwen2VLBackend):
         super().__init__(directory, config, name)
         self._call = threading.local()  # DeepStack inputs of this thread's caption in flight
 
-    def encode_clip(self, pixels) -> torch.Tensor:
-        with model_errors("encoding a clip"), torch.inference_mode():
-            out = self._video_features(pixels)
-            tokens = out.pooler_output[0]  # (N, D), temporal then raster order
-            tokens.deepstack = [feature[0] for feature in out.deepstack_features]  # each (N, D)
-            return tokens
+    def vision_tower(self, patches: torch.Tensor, grid: tuple[int, int, int],
+                     plan: dict | None = None):
+        """:returns: ``(N, D)`` merged tokens and ``(K, N, D)`` DeepStack features."""
+        out = self._visual(patches, grid, plan)
+        return out.pooler_output, torch.stack(list(out.deepstack_features))
+
+    def vision_plan(self, grid: tuple[int, int, int]) -> dict:
+        """As Qwen2.5-VL's, without windows and with the position-embedding interpolation."""
+        visual = self.model.model.visual
+        thw = torch.tensor([grid], device=self.device)
+        cu_seqlens = get_vision_cu_seqlens(thw)
+        indices, weights = get_vision_interpolation_indices_and_weights(
+            thw, num_grid_per_side=visual.num_grid_per_side, mode=visual.interpolation_mode,
+            align_corners=visual.interpolation_align_corners,
+            spatial_merge_size=visual.config.spatial_merge_size)
+        return {"interp_indices": indices, "interp_weights": weights,
+                "position_ids": get_vision_position_ids(thw, visual.spatial_merge_size),
+                "cu_seqlens": cu_seqlens, "max_seqlen": longest(cu_seqlens)}
 
     def build_inputs(self, memory, visual, prompt):
         embeds, key_start = super().build_inputs(memory, visual, prompt)
@@ -48,9 +64,7 @@ class Qwen3VLBackend(Qwen2VLBackend):
                 feature.to(self.device, self.dtype) for feature in deepstack]}
         return embeds, key_start
 
-    def prefill(self, embeds, cache) -> torch.Tensor:
+    def take_prefill_extras(self) -> dict:
         extra = getattr(self._call, "prefill", None) or {}
         self._call.prefill = None  # one prefill per build_inputs
-        hidden = self.language_model(inputs_embeds=embeds, past_key_values=cache, use_cache=True,
-                                     **extra).last_hidden_state
-        return self.model.lm_head(hidden[:, -1])[0]
+        return extra

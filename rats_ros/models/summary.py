@@ -20,6 +20,7 @@ class ModelSummary:
     family: str
     device: str
     dtype: str
+    engine: str
     tokens_per_frame: float
     tokens_per_clip: int
     memory_tokens: int
@@ -68,6 +69,7 @@ def summarize(backend, frames: int = 16, height: int = 480, width: int = 640,
     return ModelSummary(
         family=backend.model.config.model_type, device=str(backend.device),
         dtype=str(backend.dtype).removeprefix("torch."),
+        engine="torch" if backend.engine is None else f"onnx ({backend.engine.directory})",
         tokens_per_frame=groups * rows * cols / frames, tokens_per_clip=clip_tokens,
         memory_tokens=memory, readout_layers=list(backend.readout_layers), prompt=shown,
         weights_mib=round(figures[0], 1), kv_caption_mib=round(figures[1], 1),

@@ -51,6 +51,10 @@ SPECS: tuple[Spec, ...] = (
          "tests and demos)."),
     Spec("device", "cpu", "Torch device for the model: cpu, cuda or cuda:N."),
     Spec("dtype", "float32", "Model weight dtype.", choices=("float32", "float16", "bfloat16")),
+    Spec("engine", "torch", "What runs the vision tower and the LLM: torch, or onnx (ONNX "
+         "Runtime over the graphs `rats-ros export-onnx` wrote into engine_dir).",
+         choices=("torch", "onnx")),
+    Spec("engine_dir", "", "The export directory of engine onnx."),
     Spec("fps", 0.5, "Frames sampled per second of stream time (header stamps); the paper uses "
          "0.5 or 1.", low=0.01, high=60.0),
     Spec("clip_frames", 16, "Sampled frames per clip (paper: 16).", low=1, high=256),

@@ -95,7 +95,8 @@ class Parts:
         from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
         from rats_ros.stream.clips import ClipAssembler
 
-        self.backend = load_backend(params.model, params.device, params.dtype)
+        self.backend = load_backend(params.model, params.device, params.dtype,
+                                    engine=params.engine, engine_dir=params.engine_dir)
         self.embedder = make_embedder(params.embedder, self.backend)
         config = CaptionerConfig(
             keep_ratio=params.keep_ratio, memory_clips=params.memory_clips,

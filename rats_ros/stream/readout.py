@@ -59,8 +59,13 @@ class Readout:
         if end > probs.shape[-1]:
             raise RuntimeError(f"read-out keys {self.key_start}:{end} beyond the {probs.shape[-1]} "
                                "cached keys; the prompt layout and the read-out disagree")
-        self.sums.add_(probs[:, self.key_start:end].sum(dim=0))
-        self.count += probs.shape[0]
+        self.add(probs[:, self.key_start:end].sum(dim=0), probs.shape[0])
+
+    def add(self, head_sums: torch.Tensor, rows: int) -> None:
+        """Add ``(N,)`` probabilities already summed over ``rows`` (layer, head, query row)
+        triples: how an engine that reads out inside its own graph reports (the ONNX engine)."""
+        self.sums.add_(head_sums.to(self.sums.device, torch.float32))
+        self.count += rows
 
     def scores(self) -> torch.Tensor:
         """:returns: ``(N,)`` float32 mean over heads, layers and query rows."""
@@ -114,6 +119,11 @@ def install(model) -> None:
     AttentionInterface.register(READOUT_ATTENTION, readout_attention_forward)
     AttentionMaskInterface.register(READOUT_ATTENTION, sdpa_mask)
     model.set_attn_implementation({"text_config": READOUT_ATTENTION})
+
+
+def current() -> Readout | None:
+    """:returns: the calling thread's active read-out, or None."""
+    return getattr(_state, "readout", None)
 
 
 @contextmanager

@@ -7,7 +7,14 @@ import time
 from pathlib import Path
 
 from rats_ros.errors import InputError, QuestionError, RatsError
-from rats_ros.tools.options import NS, add_model_options, fail, stream_seconds, where_json
+from rats_ros.tools.options import (
+    NS,
+    add_model_options,
+    backend_options,
+    fail,
+    stream_seconds,
+    where_json,
+)
 
 
 def add_parser(sub) -> None:
@@ -106,7 +113,7 @@ def _ask_store(args, store, since_ns, until_ns, place):
     if not first:
         raise QuestionError(f"store {store.path!r} has no captions for stream "
                             f"{args.stream_id!r}; caption an input into it first")
-    backend = load_backend(args.model or first[0].model, args.device, args.dtype)
+    backend = load_backend(args.model or first[0].model, **backend_options(args))
     embedder = make_embedder(args.embedder, backend=backend)
     config = QAConfig(context_tokens=args.context_tokens, max_answer_tokens=args.max_new_tokens)
     answerer = QuestionAnswerer(store, embedder, backend, config)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from rats_ros.errors import InputError, RatsError
-from rats_ros.tools.options import NS, add_model_options, fail, where_json
+from rats_ros.tools.options import NS, add_model_options, backend_options, fail, where_json
 
 
 def add_parser(sub) -> None:
@@ -151,7 +151,7 @@ class _Session:
             for camera in self.cameras:
                 stream = f"{args.stream_id}/{camera}" if camera else args.stream_id
                 self.stores[camera] = _writer_store(args, stream)
-        backend = load_backend(args.model, args.device, args.dtype)
+        backend = load_backend(args.model, **backend_options(args))
         if args.store and args.embedder != "none":
             from rats_ros.recall.embedders import make_embedder
 

@@ -16,8 +16,8 @@ import json
 import sys
 
 from rats_ros.errors import ConfigError, RatsError
-from rats_ros.tools import ask, caption, evaluate
-from rats_ros.tools.options import fail, positive_float
+from rats_ros.tools import ask, caption, evaluate, export
+from rats_ros.tools.options import add_engine_options, backend_options, fail, positive_float
 
 
 def _check_model_parser(sub) -> None:
@@ -29,8 +29,7 @@ def _check_model_parser(sub) -> None:
     parser.add_argument("--frames", type=int, default=16, help="frames per clip")
     parser.add_argument("--height", type=int, default=480, help="frame height, px")
     parser.add_argument("--width", type=int, default=640, help="frame width, px")
-    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
-    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    add_engine_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=_run_check_model)
 
@@ -42,7 +41,7 @@ def _run_check_model(args) -> int:
     try:
         if min(args.frames, args.height, args.width) < 1:
             raise ConfigError("--frames, --height and --width must be >= 1")
-        backend = load_backend(args.model, args.device, args.dtype)
+        backend = load_backend(args.model, **backend_options(args))
         summary = summarize(backend, args.frames, args.height, args.width)
     except RatsError as error:
         return fail("check-model", error)
@@ -76,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_parser(sub)
     _check_model_parser(sub)
     evaluate.add_parser(sub)
+    export.add_parser(sub)
     _sample_parser(sub)
     sub.add_parser("replay", add_help=False,
                    help="publish a bag's image topic on ROS 2 (rats-ros replay --help)")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from rats_ros.errors import ConfigError, RatsError
-from rats_ros.tools.options import fail, positive_float
+from rats_ros.tools.options import add_engine_options, backend_options, fail, positive_float
 from rats_ros.world import SYNTHETIC_WORLD
 
 
@@ -48,8 +48,7 @@ def _model_options(parser, default) -> None:
     parser.add_argument("--model", default=default, required=default is None,
                         help="checkpoint directory, cached Hugging Face id or a built-in name"
                              + (f" (default: {default})" if default else ""))
-    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
-    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    add_engine_options(parser)
 
 
 def run_synthetic(args) -> int:
@@ -64,7 +63,7 @@ def run_synthetic(args) -> int:
         config = EvalConfig(seed=args.seed, minutes=args.minutes,
                             selections=tuple(s.strip() for s in args.selections.split(",")),
                             recurrences=tuple(flags[r] for r in recurrences))
-        backend = load_backend(args.model, args.device, args.dtype)
+        backend = load_backend(args.model, **backend_options(args))
         results = evaluate(backend, config, log=lambda line: None if args.json else print(line))
     except RatsError as error:
         return fail("eval", error)
@@ -84,7 +83,7 @@ def run_rvs(args) -> int:
 
     try:
         samples = rvs.load_annotations(args.annotations)
-        backend = load_backend(args.model, args.device, args.dtype)
+        backend = load_backend(args.model, **backend_options(args))
         embedder = make_embedder(args.embedder, backend)
         with open(args.out, "w") as out:
             count = rvs.run(backend, samples, args.video_root, out, CaptionerConfig(), args.fps,

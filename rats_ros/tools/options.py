@@ -34,11 +34,28 @@ def add_model_options(parser: argparse.ArgumentParser, required: bool) -> None:
                         help="checkpoint directory, cached Hugging Face id, or tiny-random / "
                              "tiny-random-qwen2_5_vl / tiny-random-qwen3_vl (random weights, "
                              "for tests)")
-    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
-    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    add_engine_options(parser)
     parser.add_argument("--stream-id", default="default", help="stream name inside the store")
     parser.add_argument("--robot", default="", help="this robot's name in a postgresql:// store "
                                                     "(default: the hostname)")
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """Where and how the model runs: the :class:`~rats_ros.models.BackendConfig` fields."""
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    parser.add_argument("--engine", default="torch", choices=("torch", "onnx"),
+                        help="what runs the vision tower and the LLM: torch, or ONNX Runtime "
+                             "over the graphs `rats-ros export-onnx` wrote into --engine-dir")
+    parser.add_argument("--engine-dir", default="",
+                        help="the export directory of --engine onnx")
+
+
+def backend_options(args) -> dict:
+    """:returns: :func:`~rats_ros.models.load_backend`'s keywords from
+    :func:`add_engine_options`."""
+    return {"device": args.device, "dtype": args.dtype, "engine": args.engine,
+            "engine_dir": args.engine_dir}
 
 
 def fail(command: str, error: RatsError, quiet: bool = False) -> int:
