@@ -67,11 +67,12 @@ def run(args) -> None:
                   "clips": args.clips - args.skip, "visual_tokens": manifest.visual_tokens,
                   **{f"{k}_ms": v for k, v in phases.items()}, **environment("cpu")})
         (torch_out, torch_ms), (onnx_out, onnx_ms) = runs["torch"], runs["onnx"]
+        pairs = list(zip(torch_out, onnx_out, strict=True))
         emit({"bench": "engine", "model": name, "engine": "onnx/torch",
               "export_s": round(seconds, 1), "onnx_mb": {k: round(v, 2) for k, v in sizes.items()},
               **{f"{k}_p50": onnx_ms[k]["p50"] / torch_ms[k]["p50"] for k in (*PHASES, "total")},
-              "same_tokens": sum(a[0] == b[0] for a, b in zip(torch_out, onnx_out)) / len(clips),
-              "same_kept": sum(a[1] == b[1] for a, b in zip(torch_out, onnx_out)) / len(clips)})
+              "same_tokens": sum(a[0] == b[0] for a, b in pairs) / len(clips),
+              "same_kept": sum(a[1] == b[1] for a, b in pairs) / len(clips)})
 
 
 def parse(argv=None):

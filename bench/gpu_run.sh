@@ -5,6 +5,7 @@
 #        | qwen (Qwen2.5-VL 3B/7B per clip, fast vs plain decode, 16 frames of 640x480)
 #        | overlap (kept-set agreement of the bf16 fast path with the fp32 plain path)
 #        | cameras (N = 1, 2, 4, 8 cameras on one model, round robin: clips/s and per clip)
+#        | weights (int8 / int4 against bf16: LLaVA-OV-7B, Qwen2.5-VL-7B, synthetic-world)
 #        | attn (cuDNN vs flash prefill) | confirm (= check clip ask) | all (= check clip stream)
 #        | final (check; ours/stock/full clips; ours ask; 1 h streams)
 #        | worldprobe (300 training steps of synthetic-world: speed) | world (train it with
@@ -75,6 +76,12 @@ for phase in "${@:-all}"; do
                  done ;;
         cameras) run 400 python3 bench/bench_cameras.py --size 0.5b --out "$RES"
                  run 500 python3 bench/bench_cameras.py --size 7b --rounds 4 --out "$RES" ;;
+        weights) run 240 python3 -m pytest -q -rs -p no:cacheprovider test/test_quant.py \
+                     test/test_fast_decode.py
+                 run 560 python3 bench/bench_weights.py --sizes 7b --stream-clips 112 \
+                     --world-clips 30 --out "$RES"
+                 run 560 python3 bench/bench_weights.py --sizes qwen2.5-vl-7b --stream-clips 24 \
+                     --world-clips 0 --out "$RES" ;;
         attn) clip 0.5b 5 --variants ours ours_cudnn full full_cudnn --states full
               clip 7b 3 --variants ours ours_cudnn full full_cudnn --states full ;;
         final) phase_check

@@ -8,6 +8,7 @@ import torch
 from rats_ros.errors import ConfigError
 
 ENGINES = ("torch", "onnx")
+WEIGHTS = ("native", "int8", "int4")  # as rats_ros.models.fast.quant.WEIGHTS
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -23,6 +24,8 @@ class BackendConfig:
     :param engine: what runs the vision tower and the LLM: ``torch``, or ``onnx`` (ONNX Runtime
         over an export of this checkpoint, :mod:`rats_ros.models.onnx`).
     :param engine_dir: the export directory (``rats-ros export-onnx``) of engine ``onnx``.
+    :param weights: the LLM's projection weights: ``native`` (``dtype``), or weight-only
+        ``int8`` / ``int4`` on the fast decode path (:mod:`rats_ros.models.fast.quant`).
     """
 
     model: str
@@ -31,6 +34,7 @@ class BackendConfig:
     readout_layers: int | tuple[int, ...] = 4
     engine: str = "torch"
     engine_dir: str = ""
+    weights: str = "native"
 
     def __post_init__(self):
         if not isinstance(self.model, str) or not self.model.strip():
@@ -46,6 +50,14 @@ class BackendConfig:
         if self.engine == "onnx" and not str(self.engine_dir).strip():
             raise ConfigError("engine 'onnx' needs engine_dir: the directory `rats-ros "
                               "export-onnx MODEL DIR` wrote")
+        if self.weights not in WEIGHTS:
+            raise ConfigError(f"weights {self.weights!r} is not supported; use one of {WEIGHTS}")
+        if self.weights != "native" and self.engine != "torch":
+            raise ConfigError(f"weights {self.weights!r} runs on the torch engine's fast path; "
+                              "export the native weights for engine 'onnx'")
+        if self.weights == "int4" and self.device.startswith("cuda") and \
+                self.dtype != "bfloat16":
+            raise ConfigError("weights 'int4' on CUDA needs dtype 'bfloat16' (its kernel's)")
         layers = self.readout_layers
         if isinstance(layers, list):
             layers = self.readout_layers = tuple(layers)

@@ -115,12 +115,30 @@ class HFVideoBackend(VideoBackend):
         self.language_model = self.model.model.language_model
         self.embed_tokens = self.model.get_input_embeddings()
         self.eos_ids = self._eos_ids()
+        self.weights = config.weights
+        if self.weights != "native":
+            self._quantize()
         self._layouts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._check_prompt()
         if name in tiny.TINY_MODELS:
             tiny.warn_random(name)
 
     # ---- loading -------------------------------------------------------------------------
+    def _quantize(self) -> None:
+        """Quantize the LLM's projections now (memory drops at load; errors show at load): the
+        fast decode path then serves every caption and answer.
+
+        :raises ModelError: for a language model the fast path does not serve.
+        """
+        if not fast_decode.supports(self.model) or len(self.eos_ids) > 8:
+            raise ModelError(f"weights {self.weights!r} run on the fast decode path, which "
+                             f"serves {list(fast_decode.SUPPORTED_LM_CLASSES)} language models, "
+                             f"not {type(self.language_model).__name__}; use weights 'native'")
+        self.fast_decode = True
+        with model_errors(f"quantizing {self.name} to {self.weights}"):
+            self._fast_decoder = fast_decode.FastDecoder(self.model, self.readout_layers,
+                                                         weights=self.weights)
+
     def _load_model(self):
         try:
             model = self.model_class.from_pretrained(self.directory, dtype=self.dtype,

@@ -55,6 +55,9 @@ SPECS: tuple[Spec, ...] = (
          "Runtime over the graphs `rats-ros export-onnx` wrote into engine_dir).",
          choices=("torch", "onnx")),
     Spec("engine_dir", "", "The export directory of engine onnx."),
+    Spec("weights", "native", "LLM projection weights: native (dtype), or weight-only int8 / "
+         "int4 on the fast decode path (LLaVA-OneVision, Qwen2.5-VL; int4 on CUDA needs "
+         "bfloat16).", choices=("native", "int8", "int4")),
     Spec("fps", 0.5, "Frames sampled per second of stream time (header stamps); the paper uses "
          "0.5 or 1.", low=0.01, high=60.0),
     Spec("clip_frames", 16, "Sampled frames per clip (paper: 16).", low=1, high=256),

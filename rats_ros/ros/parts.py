@@ -96,7 +96,8 @@ class Parts:
         from rats_ros.stream.clips import ClipAssembler
 
         self.backend = load_backend(params.model, params.device, params.dtype,
-                                    engine=params.engine, engine_dir=params.engine_dir)
+                                    engine=params.engine, engine_dir=params.engine_dir,
+                                    weights=params.weights)
         self.embedder = make_embedder(params.embedder, self.backend)
         config = CaptionerConfig(
             keep_ratio=params.keep_ratio, memory_clips=params.memory_clips,

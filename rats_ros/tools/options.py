@@ -49,13 +49,16 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                              "over the graphs `rats-ros export-onnx` wrote into --engine-dir")
     parser.add_argument("--engine-dir", default="",
                         help="the export directory of --engine onnx")
+    parser.add_argument("--weights", default="native", choices=("native", "int8", "int4"),
+                        help="LLM projection weights: native (--dtype), or weight-only int8 / "
+                             "int4 on the fast decode path (LLaVA-OneVision, Qwen2.5-VL)")
 
 
 def backend_options(args) -> dict:
     """:returns: :func:`~rats_ros.models.load_backend`'s keywords from
     :func:`add_engine_options`."""
     return {"device": args.device, "dtype": args.dtype, "engine": args.engine,
-            "engine_dir": args.engine_dir}
+            "engine_dir": args.engine_dir, "weights": args.weights}
 
 
 def fail(command: str, error: RatsError, quiet: bool = False) -> int:

@@ -93,14 +93,24 @@ def supports(model) -> bool:
     return full and rope.get("rope_type", "default") == "default"
 
 
-def _packed_layers(model, layers, heads: int, kv_heads: int, head_dim: int) -> list:
-    """Pack the decoder's weights once per model (cached on it; later decoders reuse them)."""
-    packed = getattr(model, "_rats_packed_layers", None)
-    weight = layers[0].self_attn.q_proj.weight
-    if packed is None or len(packed) != len(layers) or packed[0].wqkv.device != weight.device \
-            or packed[0].wqkv.dtype != weight.dtype:  # new model, or moved since packing
-        packed = [PackedLayer(layer, heads, kv_heads, head_dim) for layer in layers]
-        model._rats_packed_layers = packed
+def _packed_layers(model, layers, heads: int, kv_heads: int, head_dim: int,
+                   weights: str) -> list:
+    """Pack (and quantize) the decoder's weights once per model (cached on it; later decoders
+    reuse them).
+
+    :raises ModelError: when quantized layers would have to be packed again (their own weights
+        were released), e.g. for another weight format.
+    """
+    norm = layers[0].input_layernorm.weight
+    key = (norm.device, norm.dtype, weights)
+    cached_key, packed = getattr(model, "_rats_packed", (None, None))
+    if packed is not None and cached_key == key and len(packed) == len(layers):
+        return packed
+    if cached_key is not None and cached_key[2] != "native":
+        raise ModelError(f"the model's weights were quantized to {cached_key[2]} and cannot be "
+                         f"packed again as {weights}; load the checkpoint again")
+    packed = [PackedLayer(layer, heads, kv_heads, head_dim, weights) for layer in layers]
+    model._rats_packed = (key, packed)
     return packed
 
 
@@ -138,6 +148,7 @@ class FastDecoder:
     :param readout_layers: 0-based decoder layers whose attention is read out.
     :param use_cuda_graph: capture the decode step in a CUDA graph; default: when on CUDA.
     :param bucket: capacity granularity in tokens (one graph per capacity bucket).
+    :param weights: ``native``, or weight-only ``int8`` / ``int4`` projections (:mod:`quant`).
     :param prefill_attention: ``"flash"`` (default) or ``"cudnn"`` (cuDNN attention first, then
         flash). Measured on an H100 (bench/RESULTS.md): cuDNN saves ~13 ms of a 7B prefill of
         6.3k tokens but builds a plan per new prompt length (~50-100 ms: slower answers, whose
@@ -147,7 +158,7 @@ class FastDecoder:
 
     def __init__(self, model, readout_layers: Sequence[int] = (),
                  use_cuda_graph: bool | None = None, bucket: int = 512,
-                 prefill_attention: str = "flash"):
+                 prefill_attention: str = "flash", weights: str = "native"):
         if not supports(model):
             raise ModelError("fast decoding supports Qwen2 and Qwen2.5-VL language models only; "
                              "use the backend's plain decode loop for this model")
@@ -167,7 +178,9 @@ class FastDecoder:
         self.inv_freq, self.rope_scaling = rotary.inv_freq, float(rotary.attention_scaling)
         weight = self.head.weight
         self.device, self.dtype = weight.device, weight.dtype
-        self.packed = _packed_layers(model, self.layers, self.n_heads, self.n_kv, self.head_dim)
+        self.weights = weights
+        self.packed = _packed_layers(model, self.layers, self.n_heads, self.n_kv, self.head_dim,
+                                     weights)
         self.rot_half = rotate_half_matrix(self.head_dim, self.device, self.dtype)  # (d, d)
         on_cuda = self.device.type == "cuda"
         self.use_cuda_graph = on_cuda if use_cuda_graph is None else bool(use_cuda_graph)
@@ -404,8 +417,9 @@ def maybe_greedy(backend, embeds: torch.Tensor, max_new_tokens: int,
         with _CREATE_LOCK:  # caption and QA threads: pack the weights once, not concurrently
             decoder = getattr(backend, "_fast_decoder", None)
             if decoder is None:
-                decoder = backend._fast_decoder = FastDecoder(backend.model,
-                                                              backend.readout_layers)
+                decoder = backend._fast_decoder = FastDecoder(
+                    backend.model, backend.readout_layers,
+                    weights=getattr(backend, "weights", "native"))
     session = getattr(ro._state, "readout", None)
     span = None
     if session is not None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rats_ros.models.fast import quant
+
 SPLIT_ELEMENTS = 2**25  # tokens x intermediate size above which prefill projections are split
 
 
@@ -56,39 +58,46 @@ class PackedLayer:
 
     :param layer: a transformers ``Qwen2DecoderLayer`` (its projections get re-pointed).
     :param heads: query heads H; :param kv_heads: key/value heads Hkv; :param head_dim: d.
+    :param weights: ``native`` (the model dtype), or weight-only ``int8`` / ``int4``
+        (:mod:`quant`); quantized layers release the layer's own projection weights, so only
+        the fast path can run that layer afterwards.
     """
 
-    def __init__(self, layer, heads: int, kv_heads: int, head_dim: int):
+    def __init__(self, layer, heads: int, kv_heads: int, head_dim: int,
+                 weights: str = "native"):
         attn, mlp = layer.self_attn, layer.mlp
         self.h, self.hkv, self.d = heads, kv_heads, head_dim
-        self.wqkv, self.bqkv = _packed([attn.q_proj, attn.k_proj, attn.v_proj])
-        spans = [(0, heads), (heads, heads + kv_heads), (heads + kv_heads, heads + 2 * kv_heads)]
-        self.qkv_rows = [self.wqkv[a * head_dim:b * head_dim] for a, b in spans]  # q, k, v
-        self.qkv_bias = [None if self.bqkv is None else self.bqkv[a * head_dim:b * head_dim]
-                         for a, b in spans]
-        self.wgu, _ = _packed([mlp.gate_proj, mlp.up_proj])
+        self.qkv = quant.matrix(*_packed([attn.q_proj, attn.k_proj, attn.v_proj]), weights)
+        self.gu = quant.matrix(*_packed([mlp.gate_proj, mlp.up_proj]), weights)
         self.inter = mlp.gate_proj.weight.shape[0]
-        self.wo, self.bo = attn.o_proj.weight, attn.o_proj.bias  # (D, H d)
-        self.wd, self.bd = mlp.down_proj.weight, mlp.down_proj.bias  # (D, I)
+        self.o = quant.matrix(attn.o_proj.weight, attn.o_proj.bias, weights)  # (D, H d)
+        self.down = quant.matrix(mlp.down_proj.weight, mlp.down_proj.bias, weights)  # (D, I)
+        if weights != "native":
+            _release([attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj,
+                      mlp.up_proj, mlp.down_proj])
+        else:
+            spans = [(0, heads), (heads, heads + kv_heads),
+                     (heads + kv_heads, heads + 2 * kv_heads)]
+            self.qkv_rows = [self.qkv.rows(a * head_dim, b * head_dim) for a, b in spans]
         self.ln1, self.ln2 = layer.input_layernorm, layer.post_attention_layernorm
         self.act = mlp.act_fn
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the layer's projection weights as stored."""
+        return sum(m.nbytes for m in (self.qkv, self.gu, self.o, self.down))
 
     def _split(self, tokens: int) -> bool:
         """Use one product per projection (contiguous outputs) for large token counts, packed
         products otherwise. Measured on an H100 (bench/RESULTS.md): splitting saves ~6 ms of a
         7B prefill of 6.3k tokens (non-vectorised strided elementwise kernels) and costs ~8 ms
-        of a 0.5B one (more launches on a launch-bound prefill)."""
-        return tokens * self.inter >= SPLIT_ELEMENTS
+        of a 0.5B one (more launches on a launch-bound prefill). Quantized: always packed."""
+        return not self.qkv.quantized and tokens * self.inter >= SPLIT_ELEMENTS
 
     @staticmethod
     def norm(module, x: torch.Tensor) -> torch.Tensor:
         """The model's RMSNorm as one fused op (weight applied in float32, one rounding)."""
         return F.rms_norm(x, (x.shape[-1],), module.weight, module.variance_epsilon)
-
-    def _residual(self, x: torch.Tensor, y: torch.Tensor, weight, bias) -> torch.Tensor:
-        """``x + y @ weight.T (+ bias)`` with the add inside the matrix product: ``(T, D)``."""
-        out = torch.addmm(x, y, weight.t())
-        return out if bias is None else out + bias
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
         """``x + down(act(gate(h)) * up(h))`` with ``h = norm2(x)``; x ``(T, D)``.
@@ -99,42 +108,49 @@ class PackedLayer:
         """
         h = self.norm(self.ln2, x)
         if not self._split(x.shape[0]):
-            gu = F.linear(h, self.wgu)  # (1, 2I)
-            hidden = self.act(gu[:, :self.inter]) * gu[:, self.inter:]  # (1, I)
+            gu = self.gu(h)  # (T, 2I)
+            hidden = self.act(gu[:, :self.inter]) * gu[:, self.inter:]  # (T, I)
         else:
-            hidden = self.act(F.linear(h, self.wgu[:self.inter]))  # (T, I)
-            hidden.mul_(F.linear(h, self.wgu[self.inter:]))
-        return self._residual(x, hidden, self.wd, self.bd)
+            hidden = self.act(self.gu.rows(0, self.inter)(h))  # (T, I)
+            hidden.mul_(self.gu.rows(self.inter, 2 * self.inter)(h))
+        return self.down.residual(x, hidden)
 
     # ------------------------------------------------------------------ prefill (T tokens)
     def prefill_qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """:returns: post-RoPE ``q (T, H, d)``, ``k (T, Hkv, d)`` and ``v (T, Hkv, d)``."""
         t, h = x.shape[0], self.norm(self.ln1, x)
         if not self._split(t):
-            qkv = F.linear(h, self.wqkv, self.bqkv)  # (T, (H + 2 Hkv) d)
+            qkv = self.qkv(h)  # (T, (H + 2 Hkv) d)
             qk = qkv[:, :(self.h + self.hkv) * self.d].view(t, self.h + self.hkv, self.d)
             qk = qk * cos[:, None] + rotate_half(qk) * sin[:, None]
             v = qkv[:, (self.h + self.hkv) * self.d:].view(t, self.hkv, self.d)
             return qk[:, :self.h], qk[:, self.h:], v
-        out = []
-        for rows, bias in zip(self.qkv_rows, self.qkv_bias, strict=True):  # contiguous: mlp()
-            out.append(F.linear(h, rows, bias).view(t, -1, self.d))  # (T, heads, d)
-        q, k, v = out
+        q, k, v = (rows(h).view(t, -1, self.d) for rows in self.qkv_rows)  # contiguous: mlp()
         cos, sin = cos[:, None], sin[:, None]  # (T, 1, d)
         return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin, v
 
     def attn_out(self, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         """``x + o_proj(o)``: x ``(T, D)``, o ``(T, H d)``."""
-        return self._residual(x, o, self.wo, self.bo)
+        return self.o.residual(x, o)
 
     # ------------------------------------------------------------------ decode (1 token)
     def step_qkv(self, x: torch.Tensor, rot: torch.Tensor):
         """:param rot: ``(d, d)`` RoPE rotation of this position.
         :returns: ``q (H, d)``, ``k (Hkv, d)`` post-RoPE and ``v (Hkv, d)``."""
-        qkv = F.linear(self.norm(self.ln1, x), self.wqkv, self.bqkv)  # (1, (H + 2 Hkv) d)
+        qkv = self.qkv(self.norm(self.ln1, x))  # (1, (H + 2 Hkv) d)
         qkv = qkv.view(self.h + 2 * self.hkv, self.d)
         qk = torch.mm(qkv[:self.h + self.hkv], rot)  # (H + Hkv, d)
         return qk[:self.h], qk[self.h:], qkv[self.h + self.hkv:]
+
+
+def _release(modules) -> None:
+    """Drop the projections' own weights (the quantized copies replace them)."""
+    for m in modules:
+        m.weight = torch.nn.Parameter(torch.empty(0, device=m.weight.device,
+                                                  dtype=m.weight.dtype), requires_grad=False)
+        if m.bias is not None:
+            m.bias = torch.nn.Parameter(torch.empty(0, device=m.bias.device,
+                                                    dtype=m.bias.dtype), requires_grad=False)
 
 
 # ---------------------------------------------------------------------- LLaVA-OneVision pooling
