@@ -19,11 +19,12 @@ from rats_ros.stream import readout as ro
 PROMPT = "Describe what's happening in this video."
 
 
-@pytest.fixture(scope="module", params=["tiny-random", "tiny-random-qwen2_5_vl"])
+@pytest.fixture(scope="module", params=["tiny-random", "tiny-random-qwen2_5_vl",
+                                        "tiny-random-qwen3_vl"])
 def backend(request, model_cache):
-    """LLaVA-OV (Qwen2 LLM) and Qwen2.5-VL: with the method's contiguous positions all three
-    M-RoPE sections get the same index, which is plain RoPE, so the plain path (the model's own
-    forward, M-RoPE included) and the fast path (plain RoPE) must agree."""
+    """LLaVA-OV (Qwen2 LLM), Qwen2.5-VL and Qwen3-VL: with the method's contiguous positions all
+    three M-RoPE sections get the same index, which is plain RoPE, so the plain path (the model's
+    own forward, M-RoPE, Qwen3's q/k norms and DeepStack included) and the fast path must agree."""
     return load_backend(request.param)
 
 
@@ -40,10 +41,10 @@ def plain_and_fast(backend, memory_tokens, max_new, eos_ids=None, **fast_kwargs)
     if eos_ids is not None:
         backend.eos_ids = eos_ids
     try:
-        with torch.inference_mode():
-            embeds, start = backend.build_inputs(memory, visual, PROMPT)
         results = []
         for fast in (False, True):
+            with torch.inference_mode():  # per path: Qwen3-VL hands DeepStack to one prefill
+                embeds, start = backend.build_inputs(memory, visual, PROMPT)
             session = ro.Readout(backend.readout_layers, start, visual.shape[0])
             timings = {}
             with torch.inference_mode(), ro.active(session):
@@ -118,12 +119,17 @@ def test_text_only_generate_matches(backend):
 
 
 def test_unsupported_and_disabled_fall_back(model_cache, backend):
-    qwen = load_backend("tiny-random-qwen3_vl")
-    assert not fast_decode.supports(qwen.model)  # q/k norms and DeepStack: the plain loop
-    assert fast_decode.maybe_greedy(qwen, torch.zeros(1, 3, qwen.hidden_size), 2, {}) is None
+    other = load_backend("tiny-random")
+    other.fast_decode = True
+    other.language_model.config.layer_types = ["sliding_attention"] * other.num_layers
+    assert not fast_decode.supports(other.model)  # sliding windows: the plain loop
+    assert fast_decode.maybe_greedy(other, torch.zeros(1, 3, other.hidden_size), 2, {}) is None
     assert not fast_decode.enabled(backend)  # CPU default: plain loop
     with pytest.raises(ModelError):
-        fast_decode.FastDecoder(qwen.model)
+        fast_decode.FastDecoder(other.model)
+    other.weights = "int8"
+    with pytest.raises(ModelError, match="use weights 'native'"):
+        other._quantize()
 
 
 def test_bad_arguments_raise_model_error(backend):

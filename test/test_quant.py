@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from rats_ros.errors import ConfigError, ModelError
+from rats_ros.errors import ConfigError
 from rats_ros.models import BackendConfig, load_backend
 from rats_ros.models.fast import quant
 from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
@@ -77,8 +77,3 @@ def test_the_trained_model_captions_the_same_with_int8_and_int4(world_clips):
 def test_weight_options_are_checked(kwargs, says):
     with pytest.raises(ConfigError, match=says):
         BackendConfig(model="tiny-random", **kwargs)
-
-
-def test_a_family_the_fast_path_does_not_serve_is_refused_at_load(model_cache):
-    with pytest.raises(ModelError, match="use weights 'native'"):
-        load_backend("tiny-random-qwen3_vl", weights="int8")

@@ -39,8 +39,10 @@ from rats_ros.models.fast.layers import PackedLayer, rotate_half_matrix
 
 # Qwen2.5-VL's LLM is Qwen2's with M-RoPE; with the method's contiguous positions every M-RoPE
 # section gets the same index, which is plain RoPE (test/test_fast_decode.py checks it against the
-# model's own forward). Qwen3-VL (q/k norms, DeepStack) is not served yet.
-SUPPORTED_LM_CLASSES = ("Qwen2Model", "Qwen2_5_VLTextModel")
+# model's own forward). Qwen3-VL's adds per-head q/k norms (PackedLayer.head_norm), interleaved
+# M-RoPE (plain RoPE with equal indices, likewise) and DeepStack features added after its first
+# layers in the prefill (FastDecoder.run's ``deepstack``).
+SUPPORTED_LM_CLASSES = ("Qwen2Model", "Qwen2_5_VLTextModel", "Qwen3VLTextModel")
 _CREATE_LOCK = threading.Lock()
 MAX_GRAPHS = 8  # captured decode steps kept (one per capacity bucket in use)
 # prefill attention kernels in order of preference (the first usable one runs)
@@ -143,8 +145,8 @@ class FastDecoder:
     """Static-cache greedy decoder with in-step attention read-out (optionally CUDA-graphed).
 
     :param model: a transformers model whose language part is a ``Qwen2Model`` (LLaVA-OneVision,
-        Qwen2ForCausalLM) or a ``Qwen2_5_VLTextModel`` (Qwen2.5-VL), already on its device and
-        dtype, in eval mode.
+        Qwen2ForCausalLM), a ``Qwen2_5_VLTextModel`` (Qwen2.5-VL) or a ``Qwen3VLTextModel``
+        (Qwen3-VL), already on its device and dtype, in eval mode.
     :param readout_layers: 0-based decoder layers whose attention is read out.
     :param use_cuda_graph: capture the decode step in a CUDA graph; default: when on CUDA.
     :param bucket: capacity granularity in tokens (one graph per capacity bucket).
@@ -160,7 +162,8 @@ class FastDecoder:
                  use_cuda_graph: bool | None = None, bucket: int = 512,
                  prefill_attention: str = "flash", weights: str = "native"):
         if not supports(model):
-            raise ModelError("fast decoding supports Qwen2 and Qwen2.5-VL language models only; "
+            raise ModelError("fast decoding supports Qwen2, Qwen2.5-VL and Qwen3-VL language "
+                             "models with full attention and default RoPE only; "
                              "use the backend's plain decode loop for this model")
         self.decoder, self.head = language_parts(model)
         cfg = self.decoder.config
@@ -197,7 +200,7 @@ class FastDecoder:
     @torch.inference_mode()
     def run(self, inputs_embeds: torch.Tensor, max_new_tokens: int,
             eos_token_ids: Sequence[int] = (), readout_range: tuple[int, int] | None = None,
-            ignore_eos: bool = False) -> FastResult:
+            ignore_eos: bool = False, deepstack=None) -> FastResult:
         """Greedy-decode after ``inputs_embeds`` and read out attention over ``readout_range``.
 
         :param inputs_embeds: ``(P, D)`` prompt embeddings (model dtype, model device).
@@ -205,6 +208,8 @@ class FastDecoder:
         :param eos_token_ids: up to 8 ids that end the caption.
         :param readout_range: ``(start, end)`` key positions whose scores are returned.
         :param ignore_eos: timing mode: decode ``max_new_tokens`` regardless of EOS.
+        :param deepstack: Qwen3-VL's ``(positions (N,), [features (N, D)] per layer)``, added to
+            the prefill's hidden states after layers ``0, 1, ...``; or None.
         :returns: :class:`FastResult`.
         :raises ModelError: on bad shapes or arguments.
         """
@@ -217,17 +222,18 @@ class FastDecoder:
         if len(eos) > 8:
             raise ModelError("at most 8 EOS ids are supported")
         with self._lock:
-            return self._run(inputs_embeds, max_new_tokens, eos, readout_range)
+            return self._run(inputs_embeds, max_new_tokens, eos, readout_range, deepstack)
 
     # ----------------------------------------------------------------------------- internals
-    def _run(self, embeds, max_new, eos, readout_range) -> FastResult:
+    def _run(self, embeds, max_new, eos, readout_range, deepstack) -> FastResult:
         prompt_len = int(embeds.shape[0])
         capacity = -(-(prompt_len + max_new) // self.bucket) * self.bucket
         st = self._ensure_state(capacity)
         step_fn = self._step_fn(capacity)  # captures (and so warms up) before the prefill
         t0 = self._now()
         self._reset(st, eos)
-        first = self._prefill(st, embeds.to(self.device, self.dtype), readout_range is not None)
+        first = self._prefill(st, embeds.to(self.device, self.dtype), readout_range is not None,
+                              deepstack)
         st.tok.copy_(first)
         st.out[0:1].copy_(first)
         st.pos.fill_(prompt_len)
@@ -309,8 +315,11 @@ class FastDecoder:
             self._decode_step(st, capacity)
         return graph
 
-    def _prefill(self, st: _State, embeds: torch.Tensor, readout: bool) -> torch.Tensor:
-        """Run the prompt ``(P, D)``; fill K/V rows ``[0, P)``; read out the last row."""
+    def _prefill(self, st: _State, embeds: torch.Tensor, readout: bool,
+                 deepstack=None) -> torch.Tensor:
+        """Run the prompt ``(P, D)``; fill K/V rows ``[0, P)``; read out the last row; add
+        DeepStack features (:meth:`run`) after the first layers."""
+        positions, features = deepstack if deepstack is not None else (None, [])
         p = embeds.shape[0]
         cos, sin = st.cos[:p], st.sin[:p]  # (P, d)
         group = self.n_heads // self.n_kv
@@ -330,6 +339,8 @@ class FastDecoder:
                 st.acc[:p] += probs.sum(dim=(0, 1))
             x = layer.attn_out(x, o[0].transpose(0, 1).reshape(p, -1))
             x = layer.mlp(x)
+            if idx < len(features):
+                x = x.index_add(0, positions, features[idx].to(x.dtype))
         st.mask[:p] = 0.0
         last = PackedLayer.norm(self.decoder.norm, x[-1:])  # (1, D)
         return self.head(last).argmax(dim=-1)  # (1,)
@@ -427,7 +438,13 @@ def maybe_greedy(backend, embeds: torch.Tensor, max_new_tokens: int,
             raise ModelError(f"read-out layers {sorted(session.layers)} differ from the fast "
                              f"decoder's {list(decoder.readout_layers)}")
         span = (session.key_start, session.key_start + session.num_keys)
-    result = decoder.run(embeds[0], max_new_tokens, sorted(backend.eos_ids), span)
+    extras = backend.take_prefill_extras()  # Qwen3-VL's DeepStack features of this prompt
+    deepstack = None
+    if extras.get("deepstack_visual_embeds"):
+        positions = extras["visual_pos_masks"][0].nonzero()[:, 0]  # (N,)
+        deepstack = (positions.to(decoder.device), extras["deepstack_visual_embeds"])
+    result = decoder.run(embeds[0], max_new_tokens, sorted(backend.eos_ids), span,
+                         deepstack=deepstack)
     if session is not None:
         session.sums.add_(result.sums.to(session.sums.device))
         session.count += result.count

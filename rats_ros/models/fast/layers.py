@@ -80,6 +80,8 @@ class PackedLayer:
                      (heads + kv_heads, heads + 2 * kv_heads)]
             self.qkv_rows = [self.qkv.rows(a * head_dim, b * head_dim) for a, b in spans]
         self.ln1, self.ln2 = layer.input_layernorm, layer.post_attention_layernorm
+        # Qwen3-VL: RMSNorm of every query and key head before RoPE (None elsewhere)
+        self.q_norm, self.k_norm = getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)
         self.act = mlp.act_fn
 
     @property
@@ -98,6 +100,13 @@ class PackedLayer:
     def norm(module, x: torch.Tensor) -> torch.Tensor:
         """The model's RMSNorm as one fused op (weight applied in float32, one rounding)."""
         return F.rms_norm(x, (x.shape[-1],), module.weight, module.variance_epsilon)
+
+    def head_norm(self, qk: torch.Tensor) -> torch.Tensor:
+        """Qwen3's per-head q/k RMSNorm on ``(..., H + Hkv, d)``; unchanged without one."""
+        if self.q_norm is None:
+            return qk
+        return torch.cat([self.norm(self.q_norm, qk[..., :self.h, :]),
+                          self.norm(self.k_norm, qk[..., self.h:, :])], dim=-2)
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
         """``x + down(act(gate(h)) * up(h))`` with ``h = norm2(x)``; x ``(T, D)``.
@@ -122,10 +131,13 @@ class PackedLayer:
         if not self._split(t):
             qkv = self.qkv(h)  # (T, (H + 2 Hkv) d)
             qk = qkv[:, :(self.h + self.hkv) * self.d].view(t, self.h + self.hkv, self.d)
+            qk = self.head_norm(qk)
             qk = qk * cos[:, None] + rotate_half(qk) * sin[:, None]
             v = qkv[:, (self.h + self.hkv) * self.d:].view(t, self.hkv, self.d)
             return qk[:, :self.h], qk[:, self.h:], v
         q, k, v = (rows(h).view(t, -1, self.d) for rows in self.qkv_rows)  # contiguous: mlp()
+        if self.q_norm is not None:
+            q, k = self.norm(self.q_norm, q), self.norm(self.k_norm, k)
         cos, sin = cos[:, None], sin[:, None]  # (T, 1, d)
         return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin, v
 
@@ -139,7 +151,7 @@ class PackedLayer:
         :returns: ``q (H, d)``, ``k (Hkv, d)`` post-RoPE and ``v (Hkv, d)``."""
         qkv = self.qkv(self.norm(self.ln1, x))  # (1, (H + 2 Hkv) d)
         qkv = qkv.view(self.h + 2 * self.hkv, self.d)
-        qk = torch.mm(qkv[:self.h + self.hkv], rot)  # (H + Hkv, d)
+        qk = torch.mm(self.head_norm(qkv[:self.h + self.hkv]), rot)  # (H + Hkv, d)
         return qk[:self.h], qk[self.h:], qkv[self.h + self.hkv:]
 
 
