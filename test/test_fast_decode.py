@@ -4,6 +4,7 @@ CPU runs exercise the static-cache decode step without a CUDA graph (the same ar
 the graph captures). The CUDA-graph test runs only where CUDA exists (the bench device); on a CPU
 machine pytest reports it as skipped, never as passed.
 """
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -116,6 +117,28 @@ def test_text_only_generate_matches(backend):
         with forced_fast(backend):
             fast = fast_decode.maybe_greedy(backend, embeds, 8, {})
     assert fast == plain and len(plain) >= 1
+
+
+def test_an_answer_does_not_wait_for_a_caption_in_flight(model_cache):
+    """Captions and answers have their own decoders over the same packed weights: with the
+    caption decoder busy (its lock held, as during a caption), an answer still completes, and
+    gives what it gives alone."""
+    backend = load_backend("tiny-random")
+    backend.fast_decode = True
+    alone = backend.generate("What happened?", 8)
+    caption = backend.caption(torch.zeros(0, backend.hidden_size), backend.encode_clip(clip(3)),
+                              PROMPT, 4, readout=True)
+    assert caption.scores is not None
+    captions, answers = backend._fast_decoder, backend._answer_decoder
+    assert captions is not answers and captions.packed is answers.packed
+    box = {}
+    with captions._lock:  # a caption in flight
+        worker = threading.Thread(target=lambda: box.update(text=backend.generate(
+            "What happened?", 8)))
+        worker.start()
+        worker.join(timeout=60)
+        assert not worker.is_alive(), "the answer waited for the caption decoder"
+    assert box["text"] == alone
 
 
 def test_unsupported_and_disabled_fall_back(model_cache, backend):

@@ -406,6 +406,23 @@ def enabled(backend) -> bool:
     return bool(choice) and supports(backend.model)
 
 
+def decoder_for(backend, role: str) -> FastDecoder:
+    """The backend's decoder of ``role``: ``_fast_decoder`` for captions (calls with a read-out),
+    ``_answer_decoder`` for answers and other text-only calls. Each has its own lock, KV buffers
+    and CUDA graphs over the same packed weights, so an answer never waits for a whole caption
+    (test/test_fast_decode.py); on a GPU their steps interleave on the stream (not yet measured
+    there: bench/bench_ask.py's "while captioning" figures predate this)."""
+    decoder = getattr(backend, role, None)
+    if decoder is None:
+        with _CREATE_LOCK:  # caption and QA threads: pack the weights once, not concurrently
+            decoder = getattr(backend, role, None)
+            if decoder is None:
+                decoder = FastDecoder(backend.model, backend.readout_layers,
+                                      weights=getattr(backend, "weights", "native"))
+                setattr(backend, role, decoder)
+    return decoder
+
+
 def maybe_greedy(backend, embeds: torch.Tensor, max_new_tokens: int,
                  timings: dict) -> list[int] | None:
     """The seam ``HFVideoBackend.greedy`` calls first: fast greedy decoding, or ``None``.
@@ -423,15 +440,8 @@ def maybe_greedy(backend, embeds: torch.Tensor, max_new_tokens: int,
         return None
     from rats_ros.stream import readout as ro
 
-    decoder = getattr(backend, "_fast_decoder", None)
-    if decoder is None:
-        with _CREATE_LOCK:  # caption and QA threads: pack the weights once, not concurrently
-            decoder = getattr(backend, "_fast_decoder", None)
-            if decoder is None:
-                decoder = backend._fast_decoder = FastDecoder(
-                    backend.model, backend.readout_layers,
-                    weights=getattr(backend, "weights", "native"))
     session = getattr(ro._state, "readout", None)
+    decoder = decoder_for(backend, "_fast_decoder" if session is not None else "_answer_decoder")
     span = None
     if session is not None:
         if set(session.layers) != set(decoder.readout_layers):
