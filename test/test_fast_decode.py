@@ -14,6 +14,7 @@ import torch
 from rats_ros.errors import ModelError
 from rats_ros.models import load_backend
 from rats_ros.models.fast import decode as fast_decode
+from rats_ros.models.fast import hook as fast_hook
 from rats_ros.models.fast import layers as fast_layers
 from rats_ros.stream import readout as ro
 
@@ -51,7 +52,7 @@ def plain_and_fast(backend, memory_tokens, max_new, eos_ids=None, **fast_kwargs)
             with torch.inference_mode(), ro.active(session):
                 if fast:
                     with forced_fast(backend, **fast_kwargs):
-                        ids = fast_decode.maybe_greedy(backend, embeds, max_new, timings)
+                        ids = fast_hook.maybe_greedy(backend, embeds, max_new, timings)
                 else:
                     ids = backend.greedy(embeds, max_new, timings)
             results.append((ids, session.scores(), session.count, timings))
@@ -115,7 +116,7 @@ def test_text_only_generate_matches(backend):
         embeds = backend.embed_tokens(ids)[None]
         plain = backend.greedy(embeds, 8, {})
         with forced_fast(backend):
-            fast = fast_decode.maybe_greedy(backend, embeds, 8, {})
+            fast = fast_hook.maybe_greedy(backend, embeds, 8, {})
     assert fast == plain and len(plain) >= 1
 
 
@@ -146,8 +147,8 @@ def test_unsupported_and_disabled_fall_back(model_cache, backend):
     other.fast_decode = True
     other.language_model.config.layer_types = ["sliding_attention"] * other.num_layers
     assert not fast_decode.supports(other.model)  # sliding windows: the plain loop
-    assert fast_decode.maybe_greedy(other, torch.zeros(1, 3, other.hidden_size), 2, {}) is None
-    assert not fast_decode.enabled(backend)  # CPU default: plain loop
+    assert fast_hook.maybe_greedy(other, torch.zeros(1, 3, other.hidden_size), 2, {}) is None
+    assert not fast_hook.enabled(backend)  # CPU default: plain loop
     with pytest.raises(ModelError):
         fast_decode.FastDecoder(other.model)
     other.weights = "int8"

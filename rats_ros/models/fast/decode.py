@@ -20,8 +20,9 @@ caption token pay to the candidate range, averaged over heads, read-out layers a
 (rows: the last prompt position and tokens 1..n-1; token n is never fed), exactly as
 :mod:`rats_ros.stream.readout` computes them on the plain path.
 
-The backend seam: ``HFVideoBackend.greedy`` calls :func:`maybe_greedy` first;
-``backend.fast_decode`` (None: on for CUDA, off for CPU; True; False) decides per backend.
+The backend seam (:mod:`rats_ros.models.fast.hook`): ``HFVideoBackend.greedy`` calls
+``hook.maybe_greedy`` first; ``backend.fast_decode`` (None: on for CUDA, off for CPU; True;
+False) decides per backend.
 """
 from __future__ import annotations
 
@@ -43,7 +44,6 @@ from rats_ros.models.fast.layers import PackedLayer, rotate_half_matrix
 # M-RoPE (plain RoPE with equal indices, likewise) and DeepStack features added after its first
 # layers in the prefill (FastDecoder.run's ``deepstack``).
 SUPPORTED_LM_CLASSES = ("Qwen2Model", "Qwen2_5_VLTextModel", "Qwen3VLTextModel")
-_CREATE_LOCK = threading.Lock()
 MAX_GRAPHS = 8  # captured decode steps kept (one per capacity bucket in use)
 # prefill attention kernels in order of preference (the first usable one runs)
 _ALL_SDPA = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
@@ -391,73 +391,3 @@ class FastDecoder:
         st.tok.copy_(nxt)
         st.pos += 1
         st.step += 1
-
-
-# --------------------------------------------------------------------------------- backend hook
-def enabled(backend) -> bool:
-    """Whether ``backend`` decodes through this module.
-
-    ``backend.fast_decode`` decides when set (True / False); by default (None or unset) the fast
-    path is on for supported models on CUDA, where it pays, and off on CPU.
-    """
-    choice = getattr(backend, "fast_decode", None)
-    if choice is None:
-        choice = backend.device.type == "cuda"
-    return bool(choice) and supports(backend.model)
-
-
-def decoder_for(backend, role: str) -> FastDecoder:
-    """The backend's decoder of ``role``: ``_fast_decoder`` for captions (calls with a read-out),
-    ``_answer_decoder`` for answers and other text-only calls. Each has its own lock, KV buffers
-    and CUDA graphs over the same packed weights, so an answer never waits for a whole caption
-    (test/test_fast_decode.py); on a GPU their steps interleave on the stream (not yet measured
-    there: bench/bench_ask.py's "while captioning" figures predate this)."""
-    decoder = getattr(backend, role, None)
-    if decoder is None:
-        with _CREATE_LOCK:  # caption and QA threads: pack the weights once, not concurrently
-            decoder = getattr(backend, role, None)
-            if decoder is None:
-                decoder = FastDecoder(backend.model, backend.readout_layers,
-                                      weights=getattr(backend, "weights", "native"))
-                setattr(backend, role, decoder)
-    return decoder
-
-
-def maybe_greedy(backend, embeds: torch.Tensor, max_new_tokens: int,
-                 timings: dict) -> list[int] | None:
-    """The seam ``HFVideoBackend.greedy`` calls first: fast greedy decoding, or ``None``.
-
-    Feeds the calling thread's active read-out session (``readout.active``) exactly as the plain
-    path's registered attention function would (same sums, same count), so
-    ``Readout.scores()`` is unchanged. Returns ``None`` when the fast path is off or unsupported,
-    and the backend then runs its plain loop.
-
-    :param embeds: ``(1, L, D)`` prompt embeddings.
-    :param timings: receives ``prefill`` and ``decode`` in seconds.
-    :returns: generated ids (the final EOS included), or ``None``.
-    """
-    if not enabled(backend) or len(backend.eos_ids) > 8:
-        return None
-    from rats_ros.stream import readout as ro
-
-    session = getattr(ro._state, "readout", None)
-    decoder = decoder_for(backend, "_fast_decoder" if session is not None else "_answer_decoder")
-    span = None
-    if session is not None:
-        if set(session.layers) != set(decoder.readout_layers):
-            raise ModelError(f"read-out layers {sorted(session.layers)} differ from the fast "
-                             f"decoder's {list(decoder.readout_layers)}")
-        span = (session.key_start, session.key_start + session.num_keys)
-    extras = backend.take_prefill_extras()  # Qwen3-VL's DeepStack features of this prompt
-    deepstack = None
-    if extras.get("deepstack_visual_embeds"):
-        positions = extras["visual_pos_masks"][0].nonzero()[:, 0]  # (N,)
-        deepstack = (positions.to(decoder.device), extras["deepstack_visual_embeds"])
-    result = decoder.run(embeds[0], max_new_tokens, sorted(backend.eos_ids), span,
-                         deepstack=deepstack)
-    if session is not None:
-        session.sums.add_(result.sums.to(session.sums.device))
-        session.count += result.count
-    timings["prefill"] = result.prefill_ns / 1e9
-    timings["decode"] = result.decode_ns / 1e9
-    return result.token_ids
