@@ -71,4 +71,5 @@ def load_backend(model: str, device: str = "cpu", dtype: str = "float32",
         from rats_ros.models.onnx.engine import OnnxEngine
 
         backend.engine = OnnxEngine(Path(config.engine_dir).expanduser(), backend)
+        backend.release_replaced_weights()
     return backend

@@ -137,6 +137,17 @@ class HFVideoBackend(ChatPrompts, VideoBackend):
                 ids.add(self.tokenizer.convert_tokens_to_ids(token))
         return ids
 
+    def release_replaced_weights(self) -> None:
+        """Free what an attached engine runs instead of torch: every LLM layer, the lm_head and
+        the vision tower with its projector. The token embeddings (prompt and decode inputs, the
+        model embedder), the clip trailer, the tokenizer and the template stay."""
+        self.language_model.layers = torch.nn.ModuleList()
+        self.model.lm_head = torch.nn.Identity()
+        inner = self.model.model
+        for name in ("vision_tower", "multi_modal_projector", "visual"):
+            if hasattr(inner, name):
+                setattr(inner, name, torch.nn.Identity())
+
     # ---- vision ------------------------------------------------------------------------
     def vision_inputs(self, pixels) -> tuple[torch.Tensor, tuple[int, int, int] | None]:
         """The family's preprocessing of ``(T, H, W, 3)`` uint8 frames.

@@ -50,6 +50,16 @@ def _session(path: Path, providers: list[str]):
                          f"{str(exc)[:300]}); export again with `rats-ros export-onnx`") from exc
 
 
+def _run(session, feeds: dict, what: str) -> list:
+    """:raises ModelError: for any failure of ONNX Runtime (its errors are untyped)."""
+    try:
+        return session.run(None, feeds)
+    except Exception as exc:  # noqa: BLE001 - re-raised typed, never swallowed
+        raise ModelError(f"ONNX Runtime failed while {what} ({type(exc).__name__}: "
+                         f"{str(exc)[:300]}); check the export matches this version and device "
+                         "memory, or use engine 'torch'") from exc
+
+
 class OnnxEngine:
     """See the module docstring.
 
@@ -88,8 +98,8 @@ class OnnxEngine:
                 f"frames of {m.clip_shape[1]}x{m.clip_shape[2]} (input {m.vision_input}), this "
                 f"clip gives {list(pixels.shape)}: export again with --frames/--height/--width "
                 "of this camera and clip_frames")
-        tokens, deepstack = self.vision_session.run(
-            None, {"pixels": pixels.float().cpu().numpy()})
+        tokens, deepstack = _run(self.vision_session, {"pixels": pixels.float().cpu().numpy()},
+                                 "encoding a clip")
         return self._tensor(tokens), self._tensor(deepstack) if len(deepstack) else None
 
     def greedy(self, backend, embeds: torch.Tensor, max_new_tokens: int,
@@ -116,9 +126,9 @@ class OnnxEngine:
 
     def _step(self, embeds: torch.Tensor, position: int, keys, values, deepstack, readout):
         """One run of the language graph; adds its read-out rows to ``readout``."""
-        logits, keys, values, rows = self.language.run(None, {
+        logits, keys, values, rows = _run(self.language, {
             "embeds": embeds.float().cpu().numpy(), "start": np.array([position], np.int64),
-            "keys": keys, "values": values, "deepstack": deepstack})
+            "keys": keys, "values": values, "deepstack": deepstack}, "running the language step")
         if readout is not None:  # rows: (R, S) head-summed probabilities of the last query
             end = readout.key_start + readout.num_keys
             readout.add(torch.from_numpy(rows[:, readout.key_start:end].sum(0)),
