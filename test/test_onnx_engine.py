@@ -8,10 +8,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from helpers import wait_for
+from lifecycle_msgs.msg import Transition
 from rats_ros.msg import Caption
 from rats_ros.srv import AskVideo
 from ros_fixtures import (  # noqa: F401
+    assert_no_traceback,
     ros_client,
     scene_frames,
     start_node,
@@ -160,6 +163,23 @@ def test_the_cli_captions_a_bag_with_engine_onnx_as_with_torch(tmp_path, capsys,
         assert code == 0
         runs[engine] = [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()]
     assert len(runs["onnx"]) == 3 and runs["onnx"] == runs["torch"]
+
+
+@pytest.mark.ros
+def test_a_node_whose_clips_do_not_fit_the_export_refuses_to_configure(
+        tmp_path, domain_id, ros_client, exports):  # noqa: F811
+    diagnostics = ros_client.collect(DiagnosticArray, "/diagnostics")
+    node = start_node(tmp_path, domain_id, wait_active=False, autostart=False, engine="onnx",
+                      engine_dir=str(exports("tiny-random")), clip_frames=FRAMES + 4)
+    try:
+        node.wait_log("waiting for lifecycle transitions", timeout=60)
+        assert not ros_client.change_state(Transition.TRANSITION_CONFIGURE)
+        status = wait_for(lambda: next((s for d in diagnostics[-3:] for s in d.status
+                                        if s.level == DiagnosticStatus.ERROR), None), timeout=30)
+        assert f"export again with --frames {FRAMES + 4}" in status.message, status.message
+    finally:
+        assert node.stop() == 0
+    assert_no_traceback(node.log())
 
 
 @pytest.mark.ros

@@ -98,6 +98,8 @@ class Parts:
         self.backend = load_backend(params.model, params.device, params.dtype,
                                     engine=params.engine, engine_dir=params.engine_dir,
                                     weights=params.weights)
+        if self.backend.engine is not None:
+            self.backend.engine.check_clip_frames(params.clip_frames)
         self.embedder = make_embedder(params.embedder, self.backend)
         config = CaptionerConfig(
             keep_ratio=params.keep_ratio, memory_clips=params.memory_clips,

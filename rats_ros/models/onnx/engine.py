@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rats_ros.errors import ModelError
+from rats_ros.errors import ConfigError, ModelError
 from rats_ros.models.onnx.manifest import Manifest
 from rats_ros.stream import readout as ro
 
@@ -81,6 +81,15 @@ class OnnxEngine:
         self.language = _session(self.directory / self.manifest.language_file, providers)
         self.vision_session = _session(self.directory / self.manifest.vision_file, providers)
         self.device, self.dtype = backend.device, backend.dtype
+
+    def check_clip_frames(self, frames: int) -> None:
+        """:raises ConfigError: when clips of ``frames`` frames cannot fit the vision graph, so
+        a node refuses at configure instead of failing on every clip."""
+        exported = self.manifest.clip_shape[0]
+        if frames != exported:
+            raise ConfigError(f"the ONNX export in {self.directory} takes clips of {exported} "
+                              f"frames, clip_frames is {frames}: export again with --frames "
+                              f"{frames}, or set clip_frames to {exported}")
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array).to(self.device, self.dtype)
