@@ -6,6 +6,7 @@
 #        | overlap (kept-set agreement of the bf16 fast path with the fp32 plain path)
 #        | cameras (N = 1, 2, 4, 8 cameras on one model, round robin: clips/s and per clip)
 #        | weights (int8 / int4 against bf16: LLaVA-OV-7B, Qwen2.5-VL-7B, synthetic-world)
+#        | busyask (AskVideo p50/p99 while 4 cameras caption, against idle: 0.5B and 7B)
 #        | attn (cuDNN vs flash prefill) | confirm (= check clip ask) | all (= check clip stream)
 #        | final (check; ours/stock/full clips; ours ask; 1 h streams)
 #        | worldprobe (300 training steps of synthetic-world: speed) | world (train it with
@@ -82,6 +83,10 @@ for phase in "${@:-all}"; do
                      --world-clips 30 --out "$RES"
                  run 560 python3 bench/bench_weights.py --sizes qwen2.5-vl-7b --stream-clips 24 \
                      --world-clips 0 --out "$RES" ;;
+        busyask) for size in 0.5b 7b; do  # AskVideo while 4 cameras caption, against idle
+                     run 420 python3 bench/bench_busy_ask.py --size "$size" --cameras 4 \
+                         --out "$RES"
+                 done ;;
         attn) clip 0.5b 5 --variants ours ours_cudnn full full_cudnn --states full
               clip 7b 3 --variants ours ours_cudnn full full_cudnn --states full ;;
         final) phase_check
