@@ -14,9 +14,18 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import Emitter, entry_point, environment, summary
+from common import (
+    Emitter,
+    entry_point,
+    environment,
+    frame_pool,
+    load_bench_backend,
+    make_clip,
+    summary,
+)
 
 from rats_ros.models import load_backend
+from rats_ros.models.onnx.engine import OnnxEngine
 from rats_ros.models.onnx.export import timed_export
 from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
 from rats_ros.stream.clips import Clip, Frame
@@ -50,8 +59,32 @@ def caption_all(backend, clips, skip: int) -> tuple[list, dict]:
     return outputs, {k: summary([r[k] for r in rows]) for k in (*PHASES, "total")}
 
 
+def real_size(args, emit) -> None:
+    """A bench-size model (random weights at the real dimensions, float32 on the CPU): the torch
+    path first, then the same backend with the export attached as its engine."""
+    for size in args.sizes:
+        backend = load_bench_backend(size, "cpu", "float32")
+        clips = [make_clip(p, i) for i, p in enumerate(frame_pool(args.real_clips, 384,
+                                                                  args.real_frames))]
+        torch_out, torch_ms = caption_all(backend, clips, 1)
+        with tempfile.TemporaryDirectory(prefix="rats-onnx-") as out:
+            manifest, seconds = timed_export(backend, Path(out), args.real_frames, 384, 384)
+            sizes = {p.name: round(p.stat().st_size / 2**20, 1) for p in Path(out).iterdir()}
+            backend.engine = OnnxEngine(Path(out), backend)
+            onnx_out, onnx_ms = caption_all(backend, clips, 1)
+        pairs = list(zip(torch_out, onnx_out, strict=True))
+        emit({"bench": "engine", "model": f"random-{size}", "engine": "onnx/torch",
+              "frames": args.real_frames, "visual_tokens": manifest.visual_tokens,
+              "export_s": round(seconds, 1), "files_mb": sizes,
+              **{f"{k}_p50": onnx_ms[k]["p50"] / torch_ms[k]["p50"] for k in (*PHASES, "total")},
+              "same_tokens": sum(a[0] == b[0] for a, b in pairs) / len(pairs),
+              "same_kept": sum(a[1] == b[1] for a, b in pairs) / len(pairs),
+              **environment("cpu")})
+
+
 def run(args) -> None:
     emit = Emitter(args.out)
+    real_size(args, emit)
     for name in args.models:
         clips = stream(name, args.clips)
         frames, height, width = clips[0].pixels().shape[:3]
@@ -77,7 +110,11 @@ def run(args) -> None:
 
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument("--models", nargs="*", default=list(MODELS))
+    ap.add_argument("--sizes", nargs="*", default=[], help="bench sizes (e.g. 0.5b): random "
+                    "weights at real dimensions, exported and compared too")
+    ap.add_argument("--real-clips", type=int, default=3)
+    ap.add_argument("--real-frames", type=int, default=2, help="frames per real-size clip")
     ap.add_argument("--clips", type=int, default=24, help="clips captioned per engine")
     ap.add_argument("--skip", type=int, default=16, help="first clips left out (memory filling)")
     ap.add_argument("--out", help="append JSON lines here")
