@@ -107,9 +107,14 @@ class HFVideoBackend(ChatPrompts, VideoBackend):
                              f"serves {list(fast_decode.SUPPORTED_LM_CLASSES)} language models, "
                              f"not {type(self.language_model).__name__}; use weights 'native'")
         self.fast_decode = True
-        with model_errors(f"quantizing {self.name} to {self.weights}"):
-            self._fast_decoder = fast_decode.FastDecoder(self.model, self.readout_layers,
-                                                         weights=self.weights)
+        try:
+            with model_errors(f"quantizing {self.name} to {self.weights}"):
+                self._fast_decoder = fast_decode.FastDecoder(self.model, self.readout_layers,
+                                                             weights=self.weights)
+        except (ValueError, RuntimeError) as exc:  # a shape or a kernel the device lacks
+            raise ModelError(f"cannot quantize {self.name} to {self.weights} on {self.device} "
+                             f"({type(exc).__name__}: {exc}); use weights 'native' (or 'int8' "
+                             "where int4 is refused)") from exc
 
     def _load_model(self):
         try:
