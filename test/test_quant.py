@@ -1,4 +1,6 @@
 """Weight-only int8 / int4 on the fast decode path (CPU kernels here; CUDA in bench/)."""
+import json
+
 import pytest
 import torch
 
@@ -68,6 +70,19 @@ def test_the_trained_model_captions_the_same_with_int8_and_int4(world_clips):
                       for a, b in zip(reference, outputs, strict=True)) / len(outputs)
         assert same >= 0.8 * len(outputs) and overlap >= least_overlap, (kind, same, overlap)
         assert backend.generate("Which object entered first?", 16)  # answers run quantized too
+
+
+def test_check_model_counts_the_quantized_weights(capsys):
+    from rats_ros.tools.cli import main
+
+    sizes = {}
+    for kind in ("native", "int8", "int4"):
+        assert main(["check-model", SYNTHETIC_WORLD, "--weights", kind, "--json"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["weights"] == kind
+        sizes[kind] = summary["weights_mib"]
+    # the projections shrink 4x / ~7x; embeddings, lm_head and the vision tower stay float32
+    assert sizes["native"] > sizes["int8"] > sizes["int4"] > 0.2 * sizes["native"]
 
 
 @pytest.mark.parametrize("kwargs, says", [

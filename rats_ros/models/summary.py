@@ -21,6 +21,7 @@ class ModelSummary:
     device: str
     dtype: str
     engine: str
+    weights: str
     tokens_per_frame: float
     tokens_per_clip: int
     memory_tokens: int
@@ -63,6 +64,8 @@ def summarize(backend, frames: int = 16, height: int = 480, width: int = 640,
     per_token = 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * element
     caption_tokens = prefix.numel() + memory + clip_tokens + suffix.numel() + 64
     weights = sum(p.numel() * p.element_size() for p in backend.model.parameters())
+    if backend.weights != "native":  # the quantized projections live in the fast decoder
+        weights += sum(layer.nbytes for layer in backend._fast_decoder.packed)
     mib = 2 ** 20
     figures = (weights / mib, per_token * caption_tokens / mib,
                per_token * (context_tokens + answer_tokens + 64) / mib)
@@ -70,6 +73,7 @@ def summarize(backend, frames: int = 16, height: int = 480, width: int = 640,
         family=backend.model.config.model_type, device=str(backend.device),
         dtype=str(backend.dtype).removeprefix("torch."),
         engine="torch" if backend.engine is None else f"onnx ({backend.engine.directory})",
+        weights=backend.weights,
         tokens_per_frame=groups * rows * cols / frames, tokens_per_clip=clip_tokens,
         memory_tokens=memory, readout_layers=list(backend.readout_layers), prompt=shown,
         weights_mib=round(figures[0], 1), kv_caption_mib=round(figures[1], 1),
