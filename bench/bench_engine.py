@@ -59,6 +59,16 @@ def caption_all(backend, clips, skip: int) -> tuple[list, dict]:
     return outputs, {k: summary([r[k] for r in rows]) for k in (*PHASES, "total")}
 
 
+def comparison(torch_run: tuple, onnx_run: tuple) -> dict:
+    """:returns: onnx/torch p50 ratios per phase and the share of clips with the same tokens
+    and the same kept indices, from two :func:`caption_all` results."""
+    (torch_out, torch_ms), (onnx_out, onnx_ms) = torch_run, onnx_run
+    pairs = list(zip(torch_out, onnx_out, strict=True))
+    return {**{f"{k}_p50": onnx_ms[k]["p50"] / torch_ms[k]["p50"] for k in (*PHASES, "total")},
+            "same_tokens": sum(a[0] == b[0] for a, b in pairs) / len(pairs),
+            "same_kept": sum(a[1] == b[1] for a, b in pairs) / len(pairs)}
+
+
 def real_size(args, emit) -> None:
     """A bench-size model (random weights at the real dimensions, float32 on the CPU): the torch
     path first, then the same backend with the export attached as its engine."""
@@ -66,20 +76,16 @@ def real_size(args, emit) -> None:
         backend = load_bench_backend(size, "cpu", "float32")
         clips = [make_clip(p, i) for i, p in enumerate(frame_pool(args.real_clips, 384,
                                                                   args.real_frames))]
-        torch_out, torch_ms = caption_all(backend, clips, 1)
+        torch_run = caption_all(backend, clips, 1)
         with tempfile.TemporaryDirectory(prefix="rats-onnx-") as out:
             manifest, seconds = timed_export(backend, Path(out), args.real_frames, 384, 384)
             sizes = {p.name: round(p.stat().st_size / 2**20, 1) for p in Path(out).iterdir()}
             backend.engine = OnnxEngine(Path(out), backend)
-            onnx_out, onnx_ms = caption_all(backend, clips, 1)
-        pairs = list(zip(torch_out, onnx_out, strict=True))
+            onnx_run = caption_all(backend, clips, 1)
         emit({"bench": "engine", "model": f"random-{size}", "engine": "onnx/torch",
               "frames": args.real_frames, "visual_tokens": manifest.visual_tokens,
               "export_s": round(seconds, 1), "files_mb": sizes,
-              **{f"{k}_p50": onnx_ms[k]["p50"] / torch_ms[k]["p50"] for k in (*PHASES, "total")},
-              "same_tokens": sum(a[0] == b[0] for a, b in pairs) / len(pairs),
-              "same_kept": sum(a[1] == b[1] for a, b in pairs) / len(pairs),
-              **environment("cpu")})
+              **comparison(torch_run, onnx_run), **environment("cpu")})
 
 
 def run(args) -> None:
@@ -99,13 +105,9 @@ def run(args) -> None:
             emit({"bench": "engine", "model": name, "engine": engine_name,
                   "clips": args.clips - args.skip, "visual_tokens": manifest.visual_tokens,
                   **{f"{k}_ms": v for k, v in phases.items()}, **environment("cpu")})
-        (torch_out, torch_ms), (onnx_out, onnx_ms) = runs["torch"], runs["onnx"]
-        pairs = list(zip(torch_out, onnx_out, strict=True))
         emit({"bench": "engine", "model": name, "engine": "onnx/torch",
               "export_s": round(seconds, 1), "onnx_mb": {k: round(v, 2) for k, v in sizes.items()},
-              **{f"{k}_p50": onnx_ms[k]["p50"] / torch_ms[k]["p50"] for k in (*PHASES, "total")},
-              "same_tokens": sum(a[0] == b[0] for a, b in pairs) / len(clips),
-              "same_kept": sum(a[1] == b[1] for a, b in pairs) / len(clips)})
+              **comparison(runs["torch"], runs["onnx"])})
 
 
 def parse(argv=None):

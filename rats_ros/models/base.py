@@ -8,7 +8,7 @@ import torch
 from rats_ros.errors import ConfigError
 
 ENGINES = ("torch", "onnx")
-WEIGHTS = ("native", "int8", "int4")  # as rats_ros.models.fast.quant.WEIGHTS
+WEIGHTS = ("native", "int8", "int4")  # rats_ros.models.fast.quant.matrix builds each
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -78,6 +78,8 @@ class HFVideoBackend(ChatPrompts, VideoBackend):
         self.chat_template, self.template_source = self._chat_template()
         text = self.model.config.text_config
         self.hidden_size, self.num_layers = text.hidden_size, text.num_hidden_layers
+        self.head_dim = getattr(text, "head_dim", None) or text.hidden_size // \
+            text.num_attention_heads
         layers = config.readout_layers
         self.readout_layers = (ro.default_readout_layers(self.num_layers, layers)
                                if isinstance(layers, int) else sorted(set(layers)))

@@ -59,9 +59,8 @@ def summarize(backend, frames: int = 16, height: int = 480, width: int = 640,
     shown = (decode(prefix.tolist()) + f"<memory x {memory}><video x {clip_tokens}>"
              + decode(suffix.tolist()))
     text = backend.model.config.text_config
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     element = backend.embed_tokens.weight.element_size()
-    per_token = 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * element
+    per_token = 2 * text.num_hidden_layers * text.num_key_value_heads * backend.head_dim * element
     caption_tokens = prefix.numel() + memory + clip_tokens + suffix.numel() + 64
     weights = sum(p.numel() * p.element_size() for p in backend.model.parameters())
     if backend.weights != "native":  # the quantized projections live in the fast decoder

@@ -59,7 +59,7 @@ def maybe_greedy(backend, embeds: torch.Tensor, max_new_tokens: int,
         return None
     from rats_ros.stream import readout as ro
 
-    session = getattr(ro._state, "readout", None)
+    session = ro.current()
     decoder = decoder_for(backend, "_fast_decoder" if session is not None else "_answer_decoder")
     span = None
     if session is not None:
@@ -75,8 +75,7 @@ def maybe_greedy(backend, embeds: torch.Tensor, max_new_tokens: int,
     result = decoder.run(embeds[0], max_new_tokens, sorted(backend.eos_ids), span,
                          deepstack=deepstack)
     if session is not None:
-        session.sums.add_(result.sums.to(session.sums.device))
-        session.count += result.count
+        session.add(result.sums, result.count)
     timings["prefill"] = result.prefill_ns / 1e9
     timings["decode"] = result.decode_ns / 1e9
     return result.token_ids

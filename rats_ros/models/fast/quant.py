@@ -17,7 +17,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-WEIGHTS = ("native", "int8", "int4")
 GROUP = 128  # int4 group size along the input dimension (smaller where it does not divide)
 INNER_K_TILES = 8  # tinygemm's CUDA tiling (the CPU kernel takes 2)
 
@@ -47,10 +46,18 @@ class Dense:
         return self.weight.numel() * self.weight.element_size()
 
 
-class Int8:
-    """Symmetric per-row int8 weights (see the module docstring)."""
+class _Quantized:
+    """What the quantized formats share: the residual add is a plain add after the product."""
 
     quantized = True
+
+    def residual(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``x + y W^T (+ b)``."""
+        return x + self(y)
+
+
+class Int8(_Quantized):
+    """Symmetric per-row int8 weights (see the module docstring)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
         w = weight.float()
@@ -66,18 +73,13 @@ class Int8:
             y = F.linear(x, self.q.to(x.dtype)) * self.scale
         return y if self.bias is None else y + self.bias
 
-    def residual(self, x, y):
-        return x + self(y)
-
     @property
     def nbytes(self) -> int:
         return self.q.numel() + self.scale.numel() * self.scale.element_size()
 
 
-class Int4:
+class Int4(_Quantized):
     """Groupwise asymmetric int4 weights in tinygemm's layout (see the module docstring)."""
-
-    quantized = True
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
         out, inner = weight.shape
@@ -109,9 +111,6 @@ class Int4:
             y = torch._weight_int4pack_mm_for_cpu(x, self.packed, self.group,
                                                    self.scale_zero)
         return y if self.bias is None else y + self.bias
-
-    def residual(self, x, y):
-        return x + self(y)
 
     @property
     def nbytes(self) -> int:

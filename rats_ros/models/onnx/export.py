@@ -47,12 +47,10 @@ def _save(program, path: Path, parameters: int) -> None:
 
 def export_language(backend, out_dir: Path, rope_rows: int, deepstack_layers: int) -> Path:
     """Trace :class:`LanguageStep` with dynamic ``T`` and ``S``. :returns: the file written."""
-    text = backend.model.config.text_config
-    d, kv = backend.hidden_size, text.num_key_value_heads
-    head_dim = getattr(text, "head_dim", None) or d // text.num_attention_heads
+    d, kv = backend.hidden_size, backend.model.config.text_config.num_key_value_heads
     step = LanguageStep(backend, rope_rows, deepstack_layers).eval()
     t, s = 5, 9  # examples only: neither 0 nor 1, which the tracer would specialise
-    cache = torch.zeros(backend.num_layers, kv, s, head_dim)
+    cache = torch.zeros(backend.num_layers, kv, s, backend.head_dim)
     args = (torch.randn(1, t, d), torch.tensor([2]), cache, cache.clone(),
             torch.zeros(deepstack_layers, t, d))
     tokens, positions = torch.export.Dim("T", min=1), torch.export.Dim("S", min=2)
@@ -71,12 +69,12 @@ def export_language(backend, out_dir: Path, rope_rows: int, deepstack_layers: in
 def export_vision(backend, out_dir: Path, frames: int, height: int, width: int):
     """Trace :class:`VisionGraph` for clips of ``frames`` frames of ``height x width``.
 
-    :returns: the preprocessed input shape, its grid and the number of visual tokens.
+    :returns: the preprocessed input shape and its grid.
     """
     pixels, grid = backend.vision_inputs(np.zeros((frames, height, width, 3), np.uint8))
     graph = VisionGraph(backend, grid).eval()
-    with torch.inference_mode():
-        tokens, _ = graph(pixels)
+    with torch.inference_mode():  # one eager run first: it fills caches the trace must see as
+        graph(pixels)  # constants (LLaVA-OV's pooling matrix), not trace as computations
     with export_attention_installed(backend.model), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(graph, (pixels.float(),), dynamo=True,
@@ -84,7 +82,7 @@ def export_vision(backend, out_dir: Path, frames: int, height: int, width: int):
                                     output_names=["tokens", "deepstack"],
                                     opset_version=OPSET, verbose=False)
     _save(program, out_dir / VISION_FILE, sum(p.numel() for p in backend.model.parameters()))
-    return list(pixels.shape), list(grid) if grid is not None else None, tokens.shape[0]
+    return list(pixels.shape), list(grid) if grid is not None else None
 
 
 def export(backend, out_dir: Path, frames: int, height: int, width: int) -> Manifest:
@@ -100,7 +98,7 @@ def export(backend, out_dir: Path, frames: int, height: int, width: int) -> Mani
     rope_rows, deepstack = _family(backend)
     text = backend.model.config.text_config
     try:
-        vision_input, grid, visual_tokens = export_vision(backend, out_dir, frames, height, width)
+        vision_input, grid = export_vision(backend, out_dir, frames, height, width)
         export_language(backend, out_dir, rope_rows, deepstack)
     except (torch.onnx.errors.OnnxExporterError, RuntimeError) as exc:
         raise ModelError(f"ONNX export of {backend.name!r} failed ({type(exc).__name__}: "
@@ -110,12 +108,12 @@ def export(backend, out_dir: Path, frames: int, height: int, width: int) -> Mani
         checkpoint=checkpoint_identity(backend.directory), hidden_size=backend.hidden_size,
         num_layers=backend.num_layers, heads=text.num_attention_heads,
         kv_heads=text.num_key_value_heads,
-        head_dim=getattr(text, "head_dim", None) or backend.hidden_size // text.num_attention_heads,
+        head_dim=backend.head_dim,
         vocab_size=text.vocab_size, readout_layers=list(backend.readout_layers),
         rope_rows=rope_rows, deepstack_layers=deepstack, eos_ids=sorted(backend.eos_ids),
         video_token_id=int(backend.model.config.video_token_id),
         clip_shape=[frames, height, width], vision_input=vision_input, vision_grid=grid,
-        visual_tokens=int(visual_tokens), opset=OPSET)
+        visual_tokens=backend.num_visual_tokens(frames, height, width), opset=OPSET)
     manifest.write(out_dir)
     return manifest
 
