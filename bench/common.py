@@ -24,9 +24,10 @@ import models  # noqa: E402  (bench/models.py, beside this file)
 from rats_ros.models import load_backend  # noqa: E402
 from rats_ros.models.llava_onevision import LlavaOnevisionBackend  # noqa: E402
 from rats_ros.models.qwen2_5_vl import Qwen2VLBackend  # noqa: E402
+from rats_ros.models.qwen3_vl import Qwen3VLBackend  # noqa: E402
 from rats_ros.stream.clips import Clip, Frame  # noqa: E402
 
-SIZES = ("tiny", "0.5b", "7b", *models.QWEN25_VL_SIZES)
+SIZES = ("tiny", "0.5b", "7b", *models.QWEN25_VL_SIZES, *models.QWEN3_VL_SIZES)
 SMOKE = {"size": "tiny", "device": "cpu", "dtype": "float32"}
 
 
@@ -84,6 +85,25 @@ class RandomWeightQwenBackend(Qwen2VLBackend):
         return models.build_model(config, str(self.device), self.dtype).requires_grad_(False)
 
 
+class RandomWeightQwen3Backend(Qwen3VLBackend):
+    """The real Qwen3-VL backend with random weights drawn on the device (see above)."""
+
+    def _load_model(self):
+        from transformers import Qwen3VLConfig
+
+        config = Qwen3VLConfig.from_pretrained(self.directory)
+        return models.build_model(config, str(self.device), self.dtype).requires_grad_(False)
+
+
+# Qwen bench sizes: (tiny checkpoint lending the tokenizer, config builder, preprocessor, class)
+QWEN_FAMILIES = {
+    **{size: ("tiny-random-qwen2_5_vl", models.build_qwen_config, models.QWEN25_VL_PREPROCESSOR,
+              RandomWeightQwenBackend) for size in models.QWEN25_VL_SIZES},
+    **{size: ("tiny-random-qwen3_vl", models.build_qwen3_config, models.QWEN3_VL_PREPROCESSOR,
+              RandomWeightQwen3Backend) for size in models.QWEN3_VL_SIZES},
+}
+
+
 def load_bench_backend(size: str, device: str, dtype: str = "bfloat16"):
     """:returns: the backend for ``size`` (``tiny`` loads the tiny-random checkpoint); its
     ``greedy`` takes the fast decode path where it applies (``backend.fast_decode`` switches it).
@@ -98,8 +118,8 @@ def load_bench_backend(size: str, device: str, dtype: str = "bfloat16"):
     from rats_ros.models import resolve_model
     from rats_ros.models.base import BackendConfig
 
-    qwen = size in models.QWEN25_VL_SIZES
-    tiny_dir = resolve_model("tiny-random-qwen2_5_vl" if qwen else "tiny-random")
+    qwen = QWEN_FAMILIES.get(size)
+    tiny_dir = resolve_model(qwen[0] if qwen else "tiny-random")
     directory = Path(tempfile.mkdtemp(prefix=f"rats-bench-{size}-"))
     for item in tiny_dir.iterdir():  # tokenizer files and templates, not weights or configs
         if item.name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -110,10 +130,10 @@ def load_bench_backend(size: str, device: str, dtype: str = "bfloat16"):
         ids = {f"{name}_token_id": tok.convert_tokens_to_ids(token) for name, token in (
             ("image", "<|image_pad|>"), ("video", "<|video_pad|>"),
             ("vision_start", "<|vision_start|>"), ("vision_end", "<|vision_end|>"))}
-        models.build_qwen_config(size, tok.eos_token_id, ids).save_pretrained(directory)
-        (directory / "preprocessor_config.json").write_text(
-            json.dumps(models.QWEN25_VL_PREPROCESSOR))
-        return RandomWeightQwenBackend(
+        _, build_config, preprocessor, backend_class = qwen
+        build_config(size, tok.eos_token_id, ids).save_pretrained(directory)
+        (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor))
+        return backend_class(
             directory, BackendConfig(model=str(directory), device=device, dtype=dtype),
             f"random-{size}")
     models.build_config(size, tok.eos_token_id, tok.convert_tokens_to_ids("<image>"),

@@ -77,11 +77,11 @@ for phase in "${@:-all}"; do
                  done ;;
         cameras) run 400 python3 bench/bench_cameras.py --size 0.5b --out "$RES"
                  run 500 python3 bench/bench_cameras.py --size 7b --rounds 4 --out "$RES" ;;
-        weights) run 240 python3 -m pytest -q -rs -p no:cacheprovider test/test_quant.py \
-                     test/test_fast_decode.py
-                 run 560 python3 bench/bench_weights.py --sizes 7b --stream-clips 112 \
+        weights) run 100 python3 -m pytest -q -rs -p no:cacheprovider test/test_quant.py \
+                     test/test_fast_decode.py -k "cuda or quant"
+                 run 320 python3 bench/bench_weights.py --sizes 7b --stream-clips 112 \
                      --world-clips 30 --out "$RES"
-                 run 560 python3 bench/bench_weights.py --sizes qwen2.5-vl-7b --stream-clips 24 \
+                 run 150 python3 bench/bench_weights.py --sizes qwen2.5-vl-7b --stream-clips 24 \
                      --world-clips 0 --out "$RES" ;;
         busyask) for size in 0.5b 7b; do  # AskVideo while 4 cameras caption, against idle
                      run 420 python3 bench/bench_busy_ask.py --size "$size" --cameras 4 \

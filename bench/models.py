@@ -79,21 +79,68 @@ def build_qwen_config(size: str, eos_token_id: int, token_ids: dict):
                             tie_word_embeddings=text["tie_word_embeddings"], **token_ids)
 
 
+# Qwen3-VL-{2B,4B,8B}-Instruct (nested ``text_config``, rope_theta 5e6, interleaved M-RoPE
+# [24, 20, 20]). 8B: hidden 4096, 36 layers, 32/8 heads, intermediate 12288, untied, and a 27-layer
+# 1152-wide vision tower with DeepStack at [8, 16, 24] (copies of the 8B config in public
+# repositories: an MLX-VLM port's text-config test, a Qwen3-VL write-up quoting config.json).
+# 2B / 4B: the Qwen3-1.7B / Qwen3-4B text shapes (public copies of those configs: 2048 x 28,
+# 6144; 2560 x 36, 9728; tied) and the 24-layer 1024-wide tower with DeepStack at [5, 11, 17]
+# (public copies of the 2B/4B vision config).
+QWEN3_VL_SIZES = {
+    "qwen3-vl-2b": dict(hidden_size=2048, num_hidden_layers=28, num_attention_heads=16,
+                        num_key_value_heads=8, head_dim=128, intermediate_size=6144,
+                        vocab_size=151936, tie_word_embeddings=True),
+    "qwen3-vl-4b": dict(hidden_size=2560, num_hidden_layers=36, num_attention_heads=32,
+                        num_key_value_heads=8, head_dim=128, intermediate_size=9728,
+                        vocab_size=151936, tie_word_embeddings=True),
+    "qwen3-vl-8b": dict(hidden_size=4096, num_hidden_layers=36, num_attention_heads=32,
+                        num_key_value_heads=8, head_dim=128, intermediate_size=12288,
+                        vocab_size=151936, tie_word_embeddings=False),
+}
+QWEN3_VL_VISION = {
+    "small": dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16,
+                  deepstack_visual_indexes=[5, 11, 17]),
+    "large": dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16,
+                  deepstack_visual_indexes=[8, 16, 24]),
+}
+QWEN3_VL_PREPROCESSOR = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2,
+                         "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+                         "size": {"longest_edge": 25165824, "shortest_edge": 4096}}
+
+
+def build_qwen3_config(size: str, eos_token_id: int, token_ids: dict):
+    """:returns: a ``Qwen3VLConfig`` of the named size (see :func:`build_qwen_config`)."""
+    from transformers import Qwen3VLConfig
+
+    text = {**QWEN3_VL_SIZES[size], "rms_norm_eps": 1e-6, "max_position_embeddings": 262144,
+            "eos_token_id": eos_token_id, "rope_parameters": {
+                "rope_type": "default", "rope_theta": 5000000.0, "mrope_interleaved": True,
+                "mrope_section": [24, 20, 20]}}
+    vision = {**QWEN3_VL_VISION["large" if size == "qwen3-vl-8b" else "small"],
+              "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2,
+              "num_position_embeddings": 2304, "hidden_act": "gelu_pytorch_tanh",
+              "out_hidden_size": text["hidden_size"]}
+    return Qwen3VLConfig(text_config=text, vision_config=vision,
+                         tie_word_embeddings=text["tie_word_embeddings"], **token_ids)
+
+
 def build_model(config, device: str = "cuda", dtype=torch.bfloat16, attn: str = "sdpa"):
     """Random-weight model of ``config``'s family, initialised directly on ``device``.
 
-    :param config: a ``LlavaOnevisionConfig`` (:func:`build_config`) or ``Qwen2_5_VLConfig``
-        (:func:`build_qwen_config`).
+    :param config: a ``LlavaOnevisionConfig`` (:func:`build_config`), ``Qwen2_5_VLConfig``
+        (:func:`build_qwen_config`) or ``Qwen3VLConfig`` (:func:`build_qwen3_config`).
     :param attn: attention implementation (``"sdpa"``, ``"eager"``).
     :returns: the model in eval mode.
     """
     from transformers import (
         LlavaOnevisionForConditionalGeneration,
         Qwen2_5_VLForConditionalGeneration,
+        Qwen3VLForConditionalGeneration,
     )
 
     model_class = {"llava_onevision": LlavaOnevisionForConditionalGeneration,
-                   "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration}[config.model_type]
+                   "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
+                   "qwen3_vl": Qwen3VLForConditionalGeneration}[config.model_type]
     with torch.device(device):
         model = model_class._from_config(config, dtype=dtype, attn_implementation=attn)
     return model.eval()

@@ -21,8 +21,10 @@ from rats_ros.stream import readout as ro
 PROMPT = "Describe what's happening in this video."
 
 
-@pytest.fixture(scope="module", params=["tiny-random", "tiny-random-qwen2_5_vl",
-                                        "tiny-random-qwen3_vl"])
+FAMILIES = ("tiny-random", "tiny-random-qwen2_5_vl", "tiny-random-qwen3_vl")
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
 def backend(request, model_cache):
     """LLaVA-OV (Qwen2 LLM), Qwen2.5-VL and Qwen3-VL: with the method's contiguous positions all
     three M-RoPE sections get the same index, which is plain RoPE, so the plain path (the model's
@@ -228,8 +230,9 @@ def test_fast_pooling_leaves_the_clip_tokens_unchanged(model_cache):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (bench device)")
 @pytest.mark.parametrize("attention", ["cudnn", "flash"])
-def test_cuda_bf16_fast_path_close_to_plain(model_cache, attention):
-    backend = load_backend("tiny-random", device="cuda", dtype="bfloat16")
+@pytest.mark.parametrize("name", FAMILIES)
+def test_cuda_bf16_fast_path_close_to_plain(model_cache, attention, name):
+    backend = load_backend(name, device="cuda", dtype="bfloat16")
     visual = backend.encode_clip(clip(3))
     memory = visual[:40]
     backend.fast_decode = False
@@ -244,10 +247,11 @@ def test_cuda_bf16_fast_path_close_to_plain(model_cache, attention):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (bench device)")
-def test_cuda_fp32_fast_path_keeps_the_plain_paths_tokens(model_cache):
+@pytest.mark.parametrize("name", FAMILIES)
+def test_cuda_fp32_fast_path_keeps_the_plain_paths_tokens(model_cache, name):
     """The fast path's kept set equals the fp32 reference's: bench_overlap's fp32_fast rows
     (1.000 at tiny, 0.5B and 7B size on the H200); bf16 differs by rounding alone."""
-    backend = load_backend("tiny-random", device="cuda", dtype="float32")
+    backend = load_backend(name, device="cuda", dtype="float32")
     for seed in range(4):
         visual = backend.encode_clip(clip(seed))
         memory = backend.encode_clip(clip(seed + 10))[:64]
