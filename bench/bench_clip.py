@@ -12,7 +12,10 @@ Variants (each one JSON line per memory state, medians over ``--repeats`` clips)
 - ``stock``: stock transformers calls: HF video processor on the CPU, eager attention,
   ``generate(output_attentions=True)``, scores from the returned attention maps;
 - ``full``: full context: no selection, every token of the last 16 clips fed to the LLM
-  (memory up to 16 x 3,136 tokens), decoded with the fast path (the baseline's best case).
+  (memory up to 16 x 3,136 tokens), decoded with the fast path (the baseline's best case);
+- ``ours_stock_vision`` / ``plain_stock_vision`` (Qwen families): as ``ours`` / ``plain`` with
+  transformers' own vision attention (one attention per window or frame) instead of the
+  batched segment attention (``rats_ros.models.fast.vision``).
 """
 from __future__ import annotations
 
@@ -38,17 +41,22 @@ from common import (
 
 from rats_ros.errors import ModelError
 from rats_ros.models.fast import decode as fast_decode
+from rats_ros.models.fast import vision as fast_vision
 from rats_ros.models.preprocess import resize_normalize, upload
 from rats_ros.stream import readout as ro
 from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
 from rats_ros.stream.selection import keep_count
 
-VARIANTS = ("ours", "fast_nograph", "plain", "stock", "full", "ours_cudnn", "full_cudnn")
+VARIANTS = ("ours", "fast_nograph", "plain", "stock", "full", "ours_cudnn", "full_cudnn",
+            "ours_stock_vision", "plain_stock_vision")
 PHASES = ("encode", "prefill", "decode", "select")
 
 
 def set_decoder(backend, variant: str) -> None:
-    """Point the backend at the decode path of ``variant``."""
+    """Point the backend at the decode path (and Qwen vision attention) of ``variant``."""
+    if fast_vision.install(backend.model) and variant.endswith("_stock_vision"):
+        backend.model.set_attn_implementation({"vision_config": "sdpa"})  # per segment
+        variant = variant.removesuffix("_stock_vision")
     if variant == "plain":
         backend.fast_decode, backend._fast_decoder = False, None
         return

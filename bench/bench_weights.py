@@ -9,7 +9,11 @@ quantized to int8 and int4), on the same clips with a full memory of 16 clips:
   per clip, and over a stream of ``--stream-clips`` clips through the real recurrent captioner
   (memory fed back, so differences compound);
 - the same agreement for the trained ``synthetic-world`` model (``--world``), where the
-  distributions are not the flat ones of random weights.
+  distributions are not the flat ones of random weights;
+- ``--kernels``: one projection of 7B size (gate/up 3584 -> 2 x 18944, down 18944 -> 3584) per
+  format at 1 row (a decode step) and at a prefill's rows, through the format's kernel and
+  through the dense product on the dequantized matrix (what ``quant`` picks above
+  ``KERNEL_ROWS`` rows on CUDA).
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ from common import (
 )
 
 from rats_ros.models import load_backend
+from rats_ros.models.fast import quant
 from rats_ros.models.fast.decode import FastDecoder
 from rats_ros.stream.captioner import DEFAULT_PROMPT, CaptionerConfig, RecurrentCaptioner
 
@@ -105,6 +110,7 @@ def bench_size(args, size: str, emit, env) -> None:
                   "memory_tokens": int(memories[0].shape[0]), "quantize_s": quantize_s,
                   "projection_mb": sum(p.nbytes for p in backend._fast_decoder.packed) / 2**20,
                   **timed(backend, visuals, memories, args.tokens, args.repeats)}
+        emit({**record, "part": "speed", **memory_mb(args.device), **env})  # kept if cut short
         per_clip = captions(backend, visuals, memories, args.tokens)
         streamed = stream(backend, pool, args.stream_clips)
         record.update(memory_mb(args.device))
@@ -141,8 +147,48 @@ def bench_world(args, emit, env) -> None:
                   "stream_agreement": agreement(runs["native"], runs[fmt]), **env})
 
 
+def cuda_ms(fn, repeats: int) -> float:
+    """Median milliseconds of ``fn()`` on CUDA (events; one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def bench_kernels(args, emit, env) -> None:
+    """One 7B-size projection per format, 1 row and ``--prefill-rows`` rows, kernel vs dense."""
+    for name, (out, inner) in {"gate_up": (2 * 18944, 3584), "down": (3584, 18944)}.items():
+        weight = torch.randn(out, inner, device=args.device, dtype=torch.bfloat16) * 0.02
+        for fmt in FORMATS:
+            matrix = quant.matrix(weight, None, fmt)
+            for rows in (1, args.prefill_rows):
+                x = torch.randn(rows, inner, device=args.device, dtype=torch.bfloat16)
+                record = {"bench": "weights_kernel", "matrix": name, "shape": [out, inner],
+                          "weights": fmt, "rows": rows, "nbytes": matrix.nbytes}
+                if fmt == "native":
+                    record["dense_ms"] = cuda_ms(lambda m=matrix, x=x: m(x), 20)
+                else:
+                    reps = 20 if rows == 1 else 3  # the kernels are slow on many rows
+                    record["kernel_ms"] = cuda_ms(lambda m=matrix, x=x: m.kernel_product(x), reps)
+                    record["dense_ms"] = cuda_ms(
+                        lambda m=matrix, x=x: torch.nn.functional.linear(
+                            x, m.dequantized(x.dtype)), 20)
+                emit({**record, **env})
+            del matrix
+        del weight
+        torch.cuda.empty_cache()
+
+
 def run(args) -> None:
     emit, env = Emitter(args.out), environment(args.device)
+    if args.kernels:
+        bench_kernels(args, emit, env)
     for size in args.sizes:
         bench_size(args, size, emit, env)
     if args.world_clips:
@@ -158,6 +204,8 @@ def parse(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--stream-clips", type=int, default=112, help="1 h at 0.5 fps, 16 frames")
     ap.add_argument("--world-clips", type=int, default=30)
+    ap.add_argument("--kernels", action="store_true", help="per-projection kernel times (CUDA)")
+    ap.add_argument("--prefill-rows", type=int, default=3300, help="rows of --kernels' prefill")
     return parse_args(ap, argv, sizes=["tiny"], clips=2, repeats=1, stream_clips=3,
                       world_clips=3, tokens=6)
 

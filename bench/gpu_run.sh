@@ -2,10 +2,12 @@
 # The one script sent to the GPU machine (see bench/README.md). Runs from the repository root.
 #   RATS_GIT_COMMIT=$(git rev-parse HEAD) bash bench/gpu_run.sh PHASE...
 # PHASE: check (versions, CUDA tests of the fast path) | clip | stream | stream10h | ask
-#        | qwen (Qwen2.5-VL 3B/7B per clip, fast vs plain decode, 16 frames of 640x480)
+#        | qwen (Qwen2.5-VL 3B/7B, Qwen3-VL 2B/8B per clip, 16 frames of 640x480: fast decode
+#          and batched vision against plain decode and transformers' per-segment vision)
 #        | overlap (kept-set agreement of the bf16 fast path with the fp32 plain path)
 #        | cameras (N = 1, 2, 4, 8 cameras on one model, round robin: clips/s and per clip)
-#        | weights (int8 / int4 against bf16: LLaVA-OV-7B, Qwen2.5-VL-7B, synthetic-world)
+#        | weights (int8 / int4 against bf16: kernels, LLaVA-OV-7B, Qwen2.5-VL-7B; and busyask
+#          at 7B, to fit one 10-minute call)
 #        | busyask (AskVideo p50/p99 while 4 cameras caption, against idle: 0.5B and 7B)
 #        | attn (cuDNN vs flash prefill) | confirm (= check clip ask) | all (= check clip stream)
 #        | final (check; ours/stock/full clips; ours ask; 1 h streams)
@@ -65,10 +67,15 @@ for phase in "${@:-all}"; do
         stream10h) stream 0.5b ours --hours 10 ;;
         worldprobe) run 300 python3 -m rats_ros.world.train "$OUT/probe" --steps 300 ;;
         world) run 580 python3 -m rats_ros.world.train "$OUT/synthetic_world" ${WORLD_ARGS:-} ;;
-        qwen) run 240 python3 -m pytest -q -rs -p no:cacheprovider test/test_fast_decode.py
-              for size in qwen2.5-vl-7b qwen2.5-vl-3b; do  # the issue's workload: 640x480
-                  clip "$size" 3 --variants ours plain --states full --side 480 --width 640
-              done ;;
+        qwen) run 60 python3 -m pytest -q -rs -p no:cacheprovider test/test_fast_vision.py
+              # the issue's workload: 16 frames of 640x480, memory full; batched vs stock vision
+              clip qwen2.5-vl-7b 3 --variants ours ours_stock_vision plain --states full \
+                  --side 480 --width 640
+              for size in qwen3-vl-2b qwen3-vl-8b; do
+                  clip "$size" 3 --variants ours ours_stock_vision --states full --side 480 \
+                      --width 640
+              done
+              clip qwen2.5-vl-3b 3 --variants ours --states full --side 480 --width 640 ;;
         overlap) run 120 python3 -m pytest -q -rs -p no:cacheprovider test/test_fast_decode.py \
                      -k cuda
                  for size in tiny 0.5b 7b; do
@@ -77,11 +84,12 @@ for phase in "${@:-all}"; do
                  done ;;
         cameras) run 400 python3 bench/bench_cameras.py --size 0.5b --out "$RES"
                  run 500 python3 bench/bench_cameras.py --size 7b --rounds 4 --out "$RES" ;;
-        weights) run 100 python3 -m pytest -q -rs -p no:cacheprovider test/test_quant.py \
-                     test/test_fast_decode.py -k "cuda or quant"
-                 run 320 python3 bench/bench_weights.py --sizes 7b --stream-clips 112 \
-                     --world-clips 30 --out "$RES"
-                 run 150 python3 bench/bench_weights.py --sizes qwen2.5-vl-7b --stream-clips 24 \
+        weights) run 90 python3 -m pytest -q -rs -p no:cacheprovider test/test_quant.py \
+                     test/test_fast_vision.py test/test_fast_decode.py -k "cuda or quant or vision"
+                 run 260 python3 bench/bench_weights.py --kernels --sizes 7b --stream-clips 112 \
+                     --world-clips 0 --out "$RES"
+                 run 150 python3 bench/bench_busy_ask.py --size 7b --cameras 4 --out "$RES"
+                 run 110 python3 bench/bench_weights.py --sizes qwen2.5-vl-7b --stream-clips 16 \
                      --world-clips 0 --out "$RES" ;;
         busyask) for size in 0.5b 7b; do  # AskVideo while 4 cameras caption, against idle
                      run 420 python3 bench/bench_busy_ask.py --size "$size" --cameras 4 \

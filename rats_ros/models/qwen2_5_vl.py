@@ -9,6 +9,7 @@ from transformers.vision_utils import (
     get_vision_window_index,
 )
 
+from rats_ros.models.fast import vision as fast_vision
 from rats_ros.models.hf import HFVideoBackend
 from rats_ros.models.preprocess import (
     OPENAI_CLIP_MEAN,
@@ -24,6 +25,7 @@ from rats_ros.testing.tiny import QWEN_VIDEO_MARKUP
 
 # The reference video processor's per-frame pixel bounds.
 VIDEO_MIN_PIXELS, VIDEO_MAX_PIXELS = 128 * 28 * 28, 768 * 28 * 28
+MAX_PLANS = 8  # clip shapes whose vision plan is kept (cameras of different resolutions)
 
 
 class Qwen2VLBackend(HFVideoBackend):
@@ -58,6 +60,8 @@ class Qwen2VLBackend(HFVideoBackend):
         ids = self.tokenizer.convert_tokens_to_ids
         self.vision_start = ids("<|vision_start|>")
         self.vision_end = ids("<|vision_end|>")
+        fast_vision.install(self.model)  # segment attention batched (fast/vision.py)
+        self._plans: dict[tuple[int, int, int], dict] = {}  # vision_plan per clip shape
 
     def _resized(self, height: int, width: int) -> tuple[int, int]:
         return smart_resize(height, width, self.patch * self.merge, self.min_pixels,
@@ -82,10 +86,19 @@ class Qwen2VLBackend(HFVideoBackend):
         return self._visual(patches, grid, plan).pooler_output, None
 
     def _visual(self, patches: torch.Tensor, grid: tuple[int, int, int], plan: dict | None):
-        """The vision tower on one clip (one video: its pooler output is the clip's tokens)."""
+        """The vision tower on one clip (one video: its pooler output is the clip's tokens).
+
+        Without ``plan``, the plan of ``grid`` is made once and reused: a camera's clips share
+        one shape, and the tower then needs no index work and no device sync per clip."""
         visual = self.model.model.visual
         thw = torch.tensor([grid], device=patches.device)
-        return visual(patches.type(visual.dtype), grid_thw=thw, **dict(plan or {}))
+        if plan is None:
+            if grid not in self._plans:
+                if len(self._plans) >= MAX_PLANS:
+                    self._plans.clear()
+                self._plans[grid] = self.vision_plan(grid)
+            plan = self._plans[grid]
+        return visual(patches.type(visual.dtype), grid_thw=thw, **dict(plan))
 
     def vision_plan(self, grid: tuple[int, int, int]) -> dict:
         """The index tensors the vision tower derives from the patch grid with Python loops,

@@ -10,6 +10,13 @@ package to match against the pinned torch, and capturable in a CUDA graph):
   tinygemm layout (``w = (q - 8) * scale + zero``); ``torch._weight_int4pack_mm`` on CUDA (bf16
   activations) and ``torch._weight_int4pack_mm_for_cpu`` on the CPU.
 
+Both kernels are written for a few rows (decoding). A prefill of thousands of rows through them
+ran too slowly to finish the H200 benchmark within minutes (bench/RESULTS.md), so on CUDA a
+product of more than :data:`KERNEL_ROWS` rows dequantizes the matrix to the activation dtype
+and uses the dense product: the dequantization reads the stored bytes once and is cheap beside
+a prefill's FLOPs. int4 keeps its nibbles (0.5 byte per weight) for that, beside tinygemm's
+tiles, so on CUDA it stores ~1 byte per weight, as int8 does; decoding reads 0.5.
+
 :class:`Dense` is the unquantized matrix behind the same interface.
 """
 from __future__ import annotations
@@ -19,6 +26,7 @@ import torch.nn.functional as F
 
 GROUP = 128  # int4 group size along the input dimension (smaller where it does not divide)
 INNER_K_TILES = 8  # tinygemm's CUDA tiling (the CPU kernel takes 2)
+KERNEL_ROWS = 16  # on CUDA, products of more rows run dense on the dequantized matrix
 
 
 class Dense:
@@ -47,13 +55,30 @@ class Dense:
 
 
 class _Quantized:
-    """What the quantized formats share: the residual add is a plain add after the product."""
+    """What the quantized formats share: the residual add is a plain add after the product,
+    and many-row products on CUDA run dense on :meth:`dequantized` (module docstring)."""
 
     quantized = True
+    bias: torch.Tensor | None
+    dense_rows: bool  # whether products of more than KERNEL_ROWS rows run dense
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dense_rows and x.shape[0] > KERNEL_ROWS:
+            return F.linear(x, self.dequantized(x.dtype), self.bias)
+        y = self.kernel_product(x)
+        return y if self.bias is None else y + self.bias
 
     def residual(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``x + y W^T (+ b)``."""
         return x + self(y)
+
+    def kernel_product(self, x: torch.Tensor) -> torch.Tensor:
+        """``x W^T`` through the format's kernel, ``x`` ``(rows, in)``."""
+        raise NotImplementedError
+
+    def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
+        """:returns: ``(out, in)`` weights in ``dtype``, as the kernel computes with them."""
+        raise NotImplementedError
 
 
 class Int8(_Quantized):
@@ -65,13 +90,15 @@ class Int8(_Quantized):
         self.q = (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8)  # (out, in)
         self.scale, self.bias = scale.to(weight.dtype), bias
         self.kernel = "int8pack_mm" if _has_int8pack(weight) else "cast"
+        self.dense_rows = weight.is_cuda
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def kernel_product(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernel == "int8pack_mm":
-            y = torch._weight_int8pack_mm(x, self.q, self.scale)
-        else:
-            y = F.linear(x, self.q.to(x.dtype)) * self.scale
-        return y if self.bias is None else y + self.bias
+            return torch._weight_int8pack_mm(x, self.q, self.scale)
+        return F.linear(x, self.q.to(x.dtype)) * self.scale
+
+    def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
+        return self.q.to(dtype) * self.scale.to(dtype)[:, None]  # (out, in)
 
     @property
     def nbytes(self) -> int:
@@ -96,25 +123,32 @@ class Int4(_Quantized):
         # (groups, out, 2): the kernels' scale-and-zero layout
         self.scale_zero = torch.stack([scale, zero], -1).transpose(0, 1).contiguous().to(
             weight.dtype)
-        self.cuda = weight.is_cuda
+        self.cuda = self.dense_rows = weight.is_cuda
+        self.nibbles = None  # (out, in / 2) uint8, high nibble first: the dense rows' source
         if self.cuda:
-            packed = (q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8)  # two nibbles per byte
-            self.packed = torch._convert_weight_to_int4pack(packed, INNER_K_TILES)
+            self.nibbles = (q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8)
+            self.packed = torch._convert_weight_to_int4pack(self.nibbles, INNER_K_TILES)
         else:
             self.packed = torch._convert_weight_to_int4pack_for_cpu(q, 2)
         self.bias, self.out = bias, out
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def kernel_product(self, x: torch.Tensor) -> torch.Tensor:
         if self.cuda:
-            y = torch._weight_int4pack_mm(x, self.packed, self.group, self.scale_zero)
-        else:
-            y = torch._weight_int4pack_mm_for_cpu(x, self.packed, self.group,
-                                                   self.scale_zero)
-        return y if self.bias is None else y + self.bias
+            return torch._weight_int4pack_mm(x, self.packed, self.group, self.scale_zero)
+        return torch._weight_int4pack_mm_for_cpu(x, self.packed, self.group, self.scale_zero)
+
+    def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
+        if self.nibbles is None:
+            raise ValueError("int4 keeps its nibbles on CUDA only")
+        q = torch.stack([self.nibbles >> 4, self.nibbles & 15], -1).view(self.out, -1)
+        scale, zero = self.scale_zero.to(dtype).transpose(0, 1).unbind(-1)  # (out, groups)
+        q = q.view(self.out, scale.shape[1], self.group).to(dtype) - 8  # (out, groups, group)
+        return (q * scale[..., None] + zero[..., None]).view(self.out, -1)  # (out, in)
 
     @property
     def nbytes(self) -> int:
-        return (self.packed.numel() * self.packed.element_size()
+        extra = 0 if self.nibbles is None else self.nibbles.numel()
+        return (self.packed.numel() * self.packed.element_size() + extra
                 + self.scale_zero.numel() * self.scale_zero.element_size())
 
 

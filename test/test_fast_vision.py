@@ -1,0 +1,67 @@
+"""The Qwen vision towers' batched segment attention equals transformers' per-segment loop."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rats_ros.models import load_backend
+from rats_ros.models.fast import vision as fast_vision
+
+
+def per_segment(query, key, value, cu_seqlens, scaling):
+    """transformers' non-flash path, written out: one SDPA per segment. ``(1, n, H, d)``."""
+    bounds = cu_seqlens.tolist()
+    parts = [F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b],
+                                            scale=scaling)
+             for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return torch.cat(parts, dim=2).transpose(1, 2)
+
+
+@pytest.mark.parametrize("bounds", [
+    [0, 64, 128, 192, 256],  # equal frames: one batch, no gather
+    [0, 64, 96, 160, 192, 200, 264, 264, 280],  # cut windows and an empty one
+    [0, 7]])
+def test_grouped_attention_equals_one_attention_per_segment(bounds):
+    torch.manual_seed(0)
+    n = bounds[-1]
+    # the module lays q/k/v out as (1, H, n, d) views of (n, H, d): not contiguous
+    query, key, value = (torch.randn(n, 4, 16).transpose(0, 1)[None] for _ in range(3))
+    cu_seqlens = torch.tensor(bounds, dtype=torch.int32)
+    out, weights = fast_vision.grouped_segment_attention(
+        None, query, key, value, None, scaling=0.25, cu_seq_lens_q=cu_seqlens)
+    assert weights is None and out.shape == (1, n, 4, 16)
+    torch.testing.assert_close(out, per_segment(query, key, value, cu_seqlens, 0.25))
+    assert fast_vision.segment_groups(cu_seqlens) is cu_seqlens._rats_segment_groups  # cached
+
+
+@pytest.mark.parametrize("name", ["tiny-random-qwen2_5_vl", "tiny-random-qwen3_vl"])
+def test_the_tower_gives_the_stock_towers_tokens(model_cache, name):
+    """Frames large enough for cut windows at the right and bottom edges (Qwen2.5-VL's tiny
+    windows are 4x4 patches); DeepStack features (Qwen3-VL) too."""
+    backend = load_backend(name)
+    config = backend.model.config.vision_config
+    assert config._attn_implementation == fast_vision.GROUPED_ATTENTION  # installed at load
+    backend.max_pixels = 400 * 600
+    frames = np.random.default_rng(3).integers(0, 256, (4, 400, 600, 3), dtype=np.uint8)
+    fast = backend.encode_clip(frames)
+    assert len(backend._plans) == 1
+    again = backend.encode_clip(frames)  # the cached plan: no second one
+    assert len(backend._plans) == 1
+    torch.testing.assert_close(again, fast)
+    backend.model.set_attn_implementation({"vision_config": "sdpa"})  # transformers' loop
+    try:
+        stock = backend.encode_clip(frames)
+    finally:
+        fast_vision.install(backend.model)
+    assert fast.shape == stock.shape and fast.shape[0] > 400
+    torch.testing.assert_close(fast, stock, rtol=1e-5, atol=1e-6)
+    for mine, theirs in zip(getattr(fast, "deepstack", []), getattr(stock, "deepstack", []),
+                            strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_other_families_are_left_alone(model_cache):
+    backend = load_backend("tiny-random")
+    assert not fast_vision.install(backend.model)
+    assert backend.model.config.vision_config._attn_implementation != \
+        fast_vision.GROUPED_ATTENTION
