@@ -100,7 +100,7 @@ def bench_size(args, size: str, emit, env) -> None:
     visuals = [v.to(backend.dtype) for v in visuals]
     memories = [m.to(backend.dtype) for m in memories]
     original, reference = backend.model, {}
-    for fmt in FORMATS:
+    for fmt in ("native", *args.formats):
         reset_peak(args.device)
         started = time.perf_counter()
         model = set_weights(backend, original, fmt)
@@ -204,6 +204,8 @@ def parse(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--stream-clips", type=int, default=112, help="1 h at 0.5 fps, 16 frames")
     ap.add_argument("--world-clips", type=int, default=30)
+    ap.add_argument("--formats", nargs="+", default=["int8", "int4"], choices=FORMATS[1:],
+                    help="formats compared with native")
     ap.add_argument("--kernels", action="store_true", help="per-projection kernel times (CUDA)")
     ap.add_argument("--prefill-rows", type=int, default=3300, help="rows of --kernels' prefill")
     return parse_args(ap, argv, sizes=["tiny"], clips=2, repeats=1, stream_clips=3,

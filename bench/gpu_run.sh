@@ -9,6 +9,7 @@
 #        | weights (int8 / int4 against bf16: kernels, LLaVA-OV-7B, Qwen2.5-VL-7B; and busyask
 #          at 7B, to fit one 10-minute call)
 #        | busyask (AskVideo p50/p99 while 4 cameras caption, against idle: 0.5B and 7B)
+#        | round3 (one 10-minute call: Qwen per clip, busyask 7B, int4 7B)
 #        | attn (cuDNN vs flash prefill) | confirm (= check clip ask) | all (= check clip stream)
 #        | final (check; ours/stock/full clips; ours ask; 1 h streams)
 #        | worldprobe (300 training steps of synthetic-world: speed) | world (train it with
@@ -91,6 +92,17 @@ for phase in "${@:-all}"; do
                  run 150 python3 bench/bench_busy_ask.py --size 7b --cameras 4 --out "$RES"
                  run 110 python3 bench/bench_weights.py --sizes qwen2.5-vl-7b --stream-clips 16 \
                      --world-clips 0 --out "$RES" ;;
+        round3) run 40 python3 -m pytest -q -rs -p no:cacheprovider test/test_quant.py -k cuda
+                q="--states full --side 480 --width 640 --repeats 3 --warmup 1 --out $RES"
+                run 110 python3 bench/bench_clip.py --size qwen2.5-vl-7b \
+                    --variants ours ours_stock_vision plain $q --json "$OUT/json/clip_q25_7b.json"
+                run 70 python3 bench/bench_clip.py --size qwen3-vl-2b \
+                    --variants ours ours_stock_vision $q --json "$OUT/json/clip_q3_2b.json"
+                run 100 python3 bench/bench_clip.py --size qwen3-vl-8b \
+                    --variants ours ours_stock_vision $q --json "$OUT/json/clip_q3_8b.json"
+                run 130 python3 bench/bench_busy_ask.py --size 7b --cameras 4 --out "$RES"
+                run 140 python3 bench/bench_weights.py --sizes 7b --formats int4 \
+                    --stream-clips 112 --world-clips 0 --out "$RES" ;;
         busyask) for size in 0.5b 7b; do  # AskVideo while 4 cameras caption, against idle
                      run 420 python3 bench/bench_busy_ask.py --size "$size" --cameras 4 \
                          --out "$RES"

@@ -1,4 +1,5 @@
 """The model-family-independent backend contract: what the captioner and QA need from a model."""
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -6,6 +7,19 @@ import numpy as np
 import torch
 
 from rats_ros.errors import ConfigError
+
+
+def clock(device) -> float:
+    """``time.perf_counter()`` once the calling thread's work on ``device`` is done.
+
+    Waits for this thread's current CUDA stream only, never the whole device: while another
+    thread captures a CUDA graph (the answer and caption decoders run in parallel), a
+    device-wide synchronize is refused ("operation not permitted when stream is capturing",
+    seen on the H200 in bench_busy_ask).
+    """
+    if torch.device(device).type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
+    return time.perf_counter()
 
 ENGINES = ("torch", "onnx")
 WEIGHTS = ("native", "int8", "int4")  # rats_ros.models.fast.quant.matrix builds each

@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from transformers import AutoTokenizer, DynamicCache
 
 from rats_ros.errors import ModelError
-from rats_ros.models.base import BackendConfig, CaptionOutput, VideoBackend
+from rats_ros.models.base import BackendConfig, CaptionOutput, VideoBackend, clock
 from rats_ros.models.fast import decode as fast_decode
 from rats_ros.models.fast import hook as fast_hook
 from rats_ros.models.prompts import ChatPrompts
@@ -198,9 +198,7 @@ class HFVideoBackend(ChatPrompts, VideoBackend):
 
     # ---- decoding ----------------------------------------------------------------------
     def _sync(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
+        return clock(self.device)
 
     def take_prefill_extras(self) -> dict:
         """Extra language-model inputs of this thread's next prefill, handed over once

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from rats_ros.errors import ConfigError
+from rats_ros.models.base import clock
 from rats_ros.records import CaptionRecord
 from rats_ros.stream.memory import TokenMemory
 from rats_ros.stream.selection import METHODS, keep_count, select
@@ -134,6 +135,4 @@ class RecurrentCaptioner:
 
     def _sync(self) -> float:
         device = getattr(self.backend, "device", None)
-        if device is not None and torch.device(device).type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter()
+        return clock(device) if device is not None else time.perf_counter()

@@ -27,7 +27,6 @@ False) decides per backend.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,6 +35,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from rats_ros.errors import ModelError
+from rats_ros.models.base import clock
 from rats_ros.models.fast.layers import PackedLayer, rotate_half_matrix
 
 # Qwen2.5-VL's LLM is Qwen2's with M-RoPE; with the method's contiguous positions every M-RoPE
@@ -259,9 +259,7 @@ class FastDecoder:
         return FastResult(tokens, sums, count, t1 - t0, t2 - t1)
 
     def _now(self) -> int:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter_ns()
+        return int(clock(self.device) * 1e9)
 
     def _ensure_state(self, capacity: int) -> _State:
         """Grow the static buffers when a prompt does not fit (by >= 25 %, so a stream whose

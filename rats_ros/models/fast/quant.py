@@ -4,8 +4,11 @@ Decoding one token streams every weight once, so its time is bytes over memory b
 halves and int4 quarters the bf16 bytes. Both use kernels that ship in torch itself (no extra
 package to match against the pinned torch, and capturable in a CUDA graph):
 
-- ``int8``: symmetric, one scale per output row; ``torch._weight_int8pack_mm`` where torch has
-  it for the device, else the int8 rows cast in the product (:attr:`Int8.kernel` says which).
+- ``int8``: symmetric, one scale per output row; ``torch._weight_int8pack_mm`` on the CPU, the
+  int8 rows cast in the product on CUDA (:attr:`Int8.kernel` says which). On the H200 torch's
+  CUDA ``_weight_int8pack_mm`` took 1.1 ms for one row of a 7B gate/up projection where bf16
+  takes 0.1 ms and the cast 0.8 ms, and 990 ms for a prefill's 3,300 rows (bench/RESULTS.md):
+  int8 saves memory on CUDA, not decode time; int4 is the fast format there.
 - ``int4``: asymmetric, one scale and zero per group of :data:`GROUP` input columns, in the
   tinygemm layout (``w = (q - 8) * scale + zero``); ``torch._weight_int4pack_mm`` on CUDA (bf16
   activations) and ``torch._weight_int4pack_mm_for_cpu`` on the CPU.
@@ -89,7 +92,8 @@ class Int8(_Quantized):
         scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8)  # (out,)
         self.q = (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8)  # (out, in)
         self.scale, self.bias = scale.to(weight.dtype), bias
-        self.kernel = "int8pack_mm" if _has_int8pack(weight) else "cast"
+        cpu_kernel = not weight.is_cuda and _has_int8pack(weight)
+        self.kernel = "int8pack_mm" if cpu_kernel else "cast"
         self.dense_rows = weight.is_cuda
 
     def kernel_product(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,7 +102,7 @@ class Int8(_Quantized):
         return F.linear(x, self.q.to(x.dtype)) * self.scale
 
     def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
-        return self.q.to(dtype) * self.scale.to(dtype)[:, None]  # (out, in)
+        return (self.q.float() * self.scale.float()[:, None]).to(dtype)  # (out, in), 1 rounding
 
     @property
     def nbytes(self) -> int:
@@ -141,9 +145,10 @@ class Int4(_Quantized):
         if self.nibbles is None:
             raise ValueError("int4 keeps its nibbles on CUDA only")
         q = torch.stack([self.nibbles >> 4, self.nibbles & 15], -1).view(self.out, -1)
-        scale, zero = self.scale_zero.to(dtype).transpose(0, 1).unbind(-1)  # (out, groups)
-        q = q.view(self.out, scale.shape[1], self.group).to(dtype) - 8  # (out, groups, group)
-        return (q * scale[..., None] + zero[..., None]).view(self.out, -1)  # (out, in)
+        scale, zero = self.scale_zero.float().transpose(0, 1).unbind(-1)  # (out, groups)
+        q = q.view(self.out, scale.shape[1], self.group).float() - 8  # (out, groups, group)
+        # float32 then one rounding to dtype, as the kernel's float32 accumulation sees them
+        return (q * scale[..., None] + zero[..., None]).view(self.out, -1).to(dtype)
 
     @property
     def nbytes(self) -> int:
