@@ -197,7 +197,7 @@ def run(args) -> None:
 
 def parse(argv=None):
     ap = model_parser(__doc__)
-    ap.add_argument("--sizes", nargs="+", default=["7b", "qwen2.5-vl-7b"])
+    ap.add_argument("--sizes", nargs="*", default=["7b", "qwen2.5-vl-7b"])
     ap.add_argument("--clips", type=int, default=4, help="distinct clips (per-clip figures)")
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--tokens", type=int, default=40)

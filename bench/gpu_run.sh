@@ -10,6 +10,7 @@
 #          at 7B, to fit one 10-minute call)
 #        | busyask (AskVideo p50/p99 while 4 cameras caption, against idle: 0.5B and 7B)
 #        | round3 (one 10-minute call: Qwen per clip, busyask 7B, int4 7B)
+#        | round4 (kernels, int8/int4 on the trained synthetic-world, Qwen2.5-VL-3B per clip)
 #        | attn (cuDNN vs flash prefill) | confirm (= check clip ask) | all (= check clip stream)
 #        | final (check; ours/stock/full clips; ours ask; 1 h streams)
 #        | worldprobe (300 training steps of synthetic-world: speed) | world (train it with
@@ -103,6 +104,10 @@ for phase in "${@:-all}"; do
                 run 130 python3 bench/bench_busy_ask.py --size 7b --cameras 4 --out "$RES"
                 run 140 python3 bench/bench_weights.py --sizes 7b --formats int4 \
                     --stream-clips 112 --world-clips 0 --out "$RES" ;;
+        round4) run 150 python3 bench/bench_weights.py --kernels --sizes --world-clips 30 \
+                    --out "$RES"
+                run 100 python3 bench/bench_clip.py --size qwen2.5-vl-3b --variants ours \
+                    --states full --side 480 --width 640 --repeats 3 --warmup 1 --out "$RES" ;;
         busyask) for size in 0.5b 7b; do  # AskVideo while 4 cameras caption, against idle
                      run 420 python3 bench/bench_busy_ask.py --size "$size" --cameras 4 \
                          --out "$RES"
