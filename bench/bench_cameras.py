@@ -1,11 +1,12 @@
 """Several cameras on one model: clips/s and per-clip latency for N cameras, against N = 1.
 
-What the node does today (``ros/worker.py``): one backend, one ``RecurrentCaptioner`` (own FIFO
-memory, own clip indices) per camera, cameras served round robin, one clip at a time. Each
-camera contributes ``--rounds`` clips; N = 1 is the baseline measured in the same run. A second
-line per N gives the memory cost of a camera (its token memory when full) against the model's
-weights, which all cameras share. Batched multi-camera forwards are not built: expect clips/s
-flat in N (the model's throughput shared by the cameras) and per-clip latency unchanged.
+One backend, one ``RecurrentCaptioner`` (own FIFO memory, own clip indices) per camera. Two
+modes, each against its own N = 1 in the same run: ``round_robin`` (cameras served one clip at
+a time) and ``batched`` (one clip of every camera per round through ``step_many``: each clip
+encoded and prefilled on its own, the captions decoded together by ``fast.batch``). Each camera
+contributes ``--rounds`` clips. Per-clip latency in ``batched`` is the round's time (every clip
+of the round waits for the batch). Each line also gives the memory cost of the cameras (their
+token memories when full) against the model's weights, which all cameras share.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from common import (
     sync,
 )
 
-from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
+from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner, step_many
 
 
 def parse(argv=None):
@@ -32,7 +33,23 @@ def parse(argv=None):
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--side", type=int, default=384)
     ap.add_argument("--tokens", type=int, default=40, help="caption length (EOS ignored)")
+    ap.add_argument("--modes", nargs="+", default=["round_robin", "batched"],
+                    choices=("round_robin", "batched"))
     return parse_args(ap, argv, cameras="1,2,4", rounds=2, frames=4, side=64, tokens=4)
+
+
+def one_round(mode: str, captioners, clips) -> list[float]:
+    """:returns: per-clip latencies (ms) of one clip per camera."""
+    if mode == "batched":
+        t0 = sync(captioners[0].backend.device)
+        step_many(captioners, clips)
+        return [(sync(captioners[0].backend.device) - t0) * 1e3] * len(clips)
+    latencies = []
+    for captioner, clip in zip(captioners, clips, strict=True):  # round robin
+        t0 = sync(captioner.backend.device)
+        captioner.step(clip)
+        latencies.append((sync(captioner.backend.device) - t0) * 1e3)
+    return latencies
 
 
 def run(args) -> None:
@@ -43,25 +60,29 @@ def run(args) -> None:
     pool = frame_pool(4, args.side, args.frames)
     config = CaptionerConfig(max_new_tokens=args.tokens)
     RecurrentCaptioner(backend, config).step(make_clip(pool[0], 0))  # warm-up
-    baseline = None
-    for n in [int(c) for c in args.cameras.split(",")]:
-        captioners = [RecurrentCaptioner(backend, config) for _ in range(n)]
-        latencies = []
-        started = sync(backend.device)
-        for index in range(args.rounds):
-            for camera, captioner in enumerate(captioners):  # round robin, as the node does
-                t0 = sync(backend.device)
-                captioner.step(make_clip(pool[(index + camera) % len(pool)], index))
-                latencies.append((sync(backend.device) - t0) * 1e3)
-        clips_per_s = n * args.rounds / (sync(backend.device) - started)
-        baseline = baseline or clips_per_s
-        memory = sum(c.memory.tokens().numel() * c.memory.tokens().element_size()
-                     for c in captioners)
-        emit({"bench": "cameras", "size": args.size,
-              "family": backend.model.config.model_type, "cameras": n,
-              "clips_per_s": clips_per_s, "vs_one_camera": clips_per_s / baseline,
-              "per_clip_ms": summary(latencies), "camera_memory_mb": memory / 2**20,
-              "weights_mb": weights / 2**20, **environment(args.device)})
+    for mode in args.modes:
+        baseline = None
+        if mode == "batched":  # warm-up: the batched decoder's buffers (and graph) per N
+            for n in [int(c) for c in args.cameras.split(",")]:
+                step_many([RecurrentCaptioner(backend, config) for _ in range(n)],
+                          [make_clip(pool[i % len(pool)], 0) for i in range(n)])
+        for n in [int(c) for c in args.cameras.split(",")]:
+            captioners = [RecurrentCaptioner(backend, config) for _ in range(n)]
+            latencies = []
+            started = sync(backend.device)
+            for index in range(args.rounds):
+                clips = [make_clip(pool[(index + camera) % len(pool)], index)
+                         for camera in range(n)]
+                latencies += one_round(mode, captioners, clips)
+            clips_per_s = n * args.rounds / (sync(backend.device) - started)
+            baseline = baseline or clips_per_s
+            memory = sum(c.memory.tokens().numel() * c.memory.tokens().element_size()
+                         for c in captioners)
+            emit({"bench": "cameras", "mode": mode, "size": args.size,
+                  "family": backend.model.config.model_type, "cameras": n,
+                  "clips_per_s": clips_per_s, "vs_one_camera": clips_per_s / baseline,
+                  "per_clip_ms": summary(latencies), "camera_memory_mb": memory / 2**20,
+                  "weights_mb": weights / 2**20, **environment(args.device)})
 
 
 main = entry_point(parse, run)

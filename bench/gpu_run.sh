@@ -11,6 +11,7 @@
 #        | busyask (AskVideo p50/p99 while 4 cameras caption, against idle: 0.5B and 7B)
 #        | round3 (one 10-minute call: Qwen per clip, busyask 7B, int4 7B)
 #        | round4 (kernels, int8/int4 on the trained synthetic-world, Qwen2.5-VL-3B per clip)
+#        | batched (cameras decoded together against round robin, 0.5B and 7B)
 #        | attn (cuDNN vs flash prefill) | confirm (= check clip ask) | all (= check clip stream)
 #        | final (check; ours/stock/full clips; ours ask; 1 h streams)
 #        | worldprobe (300 training steps of synthetic-world: speed) | world (train it with
@@ -108,6 +109,11 @@ for phase in "${@:-all}"; do
                     --out "$RES"
                 run 100 python3 bench/bench_clip.py --size qwen2.5-vl-3b --variants ours \
                     --states full --side 480 --width 640 --repeats 3 --warmup 1 --out "$RES" ;;
+        batched) run 60 python3 -m pytest -q -rs -p no:cacheprovider test/test_batch_decode.py \
+                     -k cuda
+                 run 80 python3 bench/bench_cameras.py --size 0.5b --rounds 4 --out "$RES"
+                 run 110 python3 bench/bench_cameras.py --size 7b --rounds 2 --cameras 1,4,8 \
+                     --out "$RES" ;;
         busyask) for size in 0.5b 7b; do  # AskVideo while 4 cameras caption, against idle
                      run 420 python3 bench/bench_busy_ask.py --size "$size" --cameras 4 \
                          --out "$RES"

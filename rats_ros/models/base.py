@@ -146,6 +146,11 @@ class VideoBackend(ABC):
                 max_new_tokens: int, readout: bool) -> CaptionOutput:
         """Greedy caption of ``[prefix][memory (M, D)][visual (N, D)][suffix]``."""
 
+    def caption_many(self, items: list[tuple[torch.Tensor, torch.Tensor]], prompt: str,
+                     max_new_tokens: int, readout: bool) -> list[CaptionOutput]:
+        """:meth:`caption` of several ``(memory, visual)`` clips; a backend may batch them."""
+        return [self.caption(m, v, prompt, max_new_tokens, readout) for m, v in items]
+
     @abstractmethod
     def generate(self, prompt: str, max_new_tokens: int) -> str:
         """Greedy text-only answer to the user message ``prompt`` (chat template applied)."""

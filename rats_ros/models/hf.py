@@ -251,6 +251,18 @@ class HFVideoBackend(ChatPrompts, VideoBackend):
             scores = session.scores() if session is not None else None
         return CaptionOutput(self._decode(ids), ids, scores, timings)
 
+    def caption_many(self, items, prompt, max_new_tokens, readout) -> list[CaptionOutput]:
+        """:meth:`caption` of several ``(memory, visual)`` clips: one batched decode on the fast
+        path (cameras captioned together), else one after the other; same outputs."""
+        if max_new_tokens < 1:
+            raise ModelError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if len(items) > 1 and self.engine is None:
+            with model_errors("captioning"), torch.inference_mode():
+                outputs = fast_hook.caption_many(self, items, prompt, max_new_tokens, readout)
+            if outputs is not None:
+                return outputs
+        return [self.caption(m, v, prompt, max_new_tokens, readout) for m, v in items]
+
     def generate(self, prompt: str, max_new_tokens: int) -> str:
         if max_new_tokens < 1:
             raise ModelError(f"max_new_tokens must be >= 1, got {max_new_tokens}")

@@ -3,6 +3,8 @@
 encode the clip -> caption ``[prompt][memory][clip][prompt]`` with the attention read-out ->
 keep the top-k clip tokens (temporal order restored) -> push them into the FIFO memory.
 """
+from __future__ import annotations
+
 import time
 from dataclasses import dataclass, field
 
@@ -108,31 +110,74 @@ class RecurrentCaptioner:
         :returns: the clip's :class:`ClipCaption`.
         :raises FrameError: for unusable pixels; :raises ModelError: when the model fails.
         """
-        cfg, started = self.config, time.perf_counter()
+        return step_many([self], [clip])[0]
+
+    def _prepare(self, clip) -> _Pending:
+        """Encode ``clip``: the first half of :meth:`step`."""
+        started = time.perf_counter()
         pixels = clip.pixels()  # (T, H, W, 3)
         visual = self.backend.encode_clip(pixels)  # (N, D)
-        encoded = self._sync()
-        memory = self.memory.tokens() if cfg.recurrence else visual.new_empty(0, visual.shape[1])
-        out = self.backend.caption(memory, visual, cfg.prompt, cfg.max_new_tokens,
-                                   readout=cfg.selection == "attention")
-        captioned = time.perf_counter()
-        n = visual.shape[0]
+        memory = (self.memory.tokens() if self.config.recurrence
+                  else visual.new_empty(0, visual.shape[1]))
+        return _Pending(clip, pixels, visual, memory, started, self._sync())
+
+    def _finish(self, pending: _Pending, out) -> ClipCaption:
+        """Select the kept tokens from ``out`` (a ``CaptionOutput``), update the memory and
+        number the clip: the second half of :meth:`step`."""
+        cfg, captioned = self.config, time.perf_counter()
+        visual, n = pending.visual, pending.visual.shape[0]
         kept = select(out.scores if cfg.selection == "attention" else n,
                       keep_count(n, cfg.keep_ratio), cfg.selection, self.generator)
         if cfg.recurrence:
             self.memory.append(visual.index_select(0, kept.to(visual.device)))  # (k, D)
         kept_indices = kept.tolist()
         done = self._sync()
-        timings = {"encode": encoded - started, **out.timings, "select": done - captioned}
+        timings = {"encode": pending.encoded - pending.started, **out.timings,
+                   "select": done - captioned}
         index, self.next_index = self.next_index, self.next_index + 1
+        clip, pixels = pending.clip, pending.pixels
         return ClipCaption(
             clip_index=index, start_ns=int(clip.start_ns), end_ns=int(clip.end_ns), text=out.text,
             token_ids=list(out.token_ids), frames=len(clip.frames), visual_tokens=n,
-            kept_tokens=len(kept_indices), memory_tokens=memory.shape[0],
-            processing_time=done - started, kept_indices=kept_indices, timings=timings,
+            kept_tokens=len(kept_indices), memory_tokens=pending.memory.shape[0],
+            processing_time=done - pending.started, kept_indices=kept_indices, timings=timings,
             model=self.backend.name, token_grid=tuple(self.backend.token_grid(*pixels.shape[:3])),
             frames_per_group=self.backend.frames_per_group)
 
     def _sync(self) -> float:
         device = getattr(self.backend, "device", None)
         return clock(device) if device is not None else time.perf_counter()
+
+
+@dataclass
+class _Pending:
+    """A clip encoded and waiting for its caption (between ``_prepare`` and ``_finish``)."""
+
+    clip: object
+    pixels: object
+    visual: torch.Tensor  # (N, D)
+    memory: torch.Tensor  # (M, D)
+    started: float
+    encoded: float
+
+
+def step_many(captioners: list[RecurrentCaptioner], clips: list) -> list[ClipCaption]:
+    """One clip per captioner (one camera each) over their shared backend, decoded together
+    where the backend batches (``caption_many``); each result equals that captioner's own
+    ``step`` of its clip.
+
+    :raises FrameError: for unusable pixels (no captioner's state has changed then);
+    :raises ModelError: when the model fails.
+    """
+    if len(captioners) != len(clips) or not captioners:
+        raise ConfigError("step_many needs one clip per captioner")
+    backend, cfg = captioners[0].backend, captioners[0].config
+    if any(c.backend is not backend or c.config.prompt != cfg.prompt
+           or c.config.max_new_tokens != cfg.max_new_tokens
+           or c.config.selection != cfg.selection for c in captioners):
+        raise ConfigError("captioners batched together must share the backend, the prompt, "
+                          "max_new_tokens and the selection method")
+    pending = [c._prepare(clip) for c, clip in zip(captioners, clips, strict=True)]
+    outputs = backend.caption_many([(p.memory, p.visual) for p in pending], cfg.prompt,
+                                   cfg.max_new_tokens, readout=cfg.selection == "attention")
+    return [c._finish(p, out) for c, p, out in zip(captioners, pending, outputs, strict=True)]

@@ -8,6 +8,7 @@ import threading
 import torch
 
 from rats_ros.errors import ModelError
+from rats_ros.models.fast.batch import BatchDecoder
 from rats_ros.models.fast.decode import FastDecoder, supports
 
 _CREATE_LOCK = threading.Lock()
@@ -67,11 +68,7 @@ def maybe_greedy(backend, embeds: torch.Tensor, max_new_tokens: int,
             raise ModelError(f"read-out layers {sorted(session.layers)} differ from the fast "
                              f"decoder's {list(decoder.readout_layers)}")
         span = (session.key_start, session.key_start + session.num_keys)
-    extras = backend.take_prefill_extras()  # Qwen3-VL's DeepStack features of this prompt
-    deepstack = None
-    if extras.get("deepstack_visual_embeds"):
-        positions = extras["visual_pos_masks"][0].nonzero()[:, 0]  # (N,)
-        deepstack = (positions.to(decoder.device), extras["deepstack_visual_embeds"])
+    deepstack = _deepstack(backend, decoder.device)  # Qwen3-VL's, of this prompt
     result = decoder.run(embeds[0], max_new_tokens, sorted(backend.eos_ids), span,
                          deepstack=deepstack)
     if session is not None:
@@ -79,3 +76,47 @@ def maybe_greedy(backend, embeds: torch.Tensor, max_new_tokens: int,
     timings["prefill"] = result.prefill_ns / 1e9
     timings["decode"] = result.decode_ns / 1e9
     return result.token_ids
+
+
+def _deepstack(backend, device):
+    """This thread's pending DeepStack features as the decoders take them, or None."""
+    extras = backend.take_prefill_extras()
+    if not extras.get("deepstack_visual_embeds"):
+        return None
+    positions = extras["visual_pos_masks"][0].nonzero()[:, 0]  # (N,)
+    return positions.to(device), extras["deepstack_visual_embeds"]
+
+
+def caption_many(backend, items, prompt: str, max_new_tokens: int, readout: bool):
+    """Caption several clips (one per camera) with one batched decode (:mod:`fast.batch`).
+
+    :param items: ``(memory (M_b, D), visual (N_b, D))`` per clip.
+    :returns: a ``CaptionOutput`` per item, each equal to ``backend.caption`` of it alone; or
+        None where the fast path is off (the caller then captions one by one).
+    """
+    if not enabled(backend) or len(backend.eos_ids) > 8:
+        return None
+    from rats_ros.models.base import CaptionOutput
+    from rats_ros.stream import readout as ro
+
+    single = decoder_for(backend, "_fast_decoder")
+    batch = getattr(backend, "_batch_decoder", None)
+    if batch is None or batch.single is not single:
+        batch = backend._batch_decoder = BatchDecoder(single)
+    prompts, spans, deepstacks, sessions = [], [], [], []
+    for memory, visual in items:
+        embeds, start = backend.build_inputs(memory, visual, prompt)
+        prompts.append(embeds[0])
+        deepstacks.append(_deepstack(backend, single.device))
+        sessions.append(ro.Readout(backend.readout_layers, start, visual.shape[0],
+                                   backend.device) if readout else None)
+        spans.append((start, start + visual.shape[0]) if readout else None)
+    results = batch.run(prompts, max_new_tokens, sorted(backend.eos_ids), spans, deepstacks)
+    outputs = []
+    for result, session in zip(results, sessions, strict=True):
+        if session is not None:
+            session.add(result.sums, result.count)
+        timings = {"prefill": result.prefill_ns / 1e9, "decode": result.decode_ns / 1e9}
+        outputs.append(CaptionOutput(backend._decode(result.token_ids), result.token_ids,
+                                     session.scores() if session is not None else None, timings))
+    return outputs

@@ -1,0 +1,213 @@
+"""Several cameras' captions decoded together: one decode step for B prompts.
+
+A decode step is launch- and bandwidth-bound (every weight streamed once per step), so B rows
+cost little more than one. :class:`BatchDecoder` prefills each prompt into its own row of a
+static KV cache (prompts differ in length; a prefill is compute-bound, batching it buys little)
+and then decodes all rows together, each with its own position, key mask, read-out sum and end
+of sequence. Per row it computes what :class:`~rats_ros.models.fast.decode.FastDecoder` computes
+for that prompt alone (tested against it), reusing its packed weights and prefill.
+"""
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import torch
+
+from rats_ros.errors import ModelError
+from rats_ros.models.fast.decode import MAX_GRAPHS, FastDecoder, FastResult
+from rats_ros.models.fast.layers import PackedLayer
+
+
+class _BatchState:
+    """Static buffers of B rows at one capacity C."""
+
+    def __init__(self, single: FastDecoder, rows: int, capacity: int):
+        dev, dt = single.device, single.dtype
+        self.rows_n, self.capacity = rows, capacity
+        # (layers, K/V, B, kv_heads, C, head_dim)
+        self.kv = torch.zeros(single.n_layers, 2, rows, single.n_kv, capacity, single.head_dim,
+                              device=dev, dtype=dt)
+        self.mask = torch.full((rows, capacity), float("-inf"), device=dev, dtype=dt)  # (B, C)
+        self.acc = torch.zeros(rows, capacity, device=dev)  # (B, C) read-out sums
+        pos = torch.arange(capacity, device=dev, dtype=torch.float32)
+        freqs = pos[:, None] * single.inv_freq.to(dev, torch.float32)[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)  # (C, d)
+        self.cos = (emb.cos() * single.rope_scaling).to(dt)
+        self.sin = (emb.sin() * single.rope_scaling).to(dt)
+        self.tok = torch.zeros(rows, device=dev, dtype=torch.long)
+        self.pos = torch.zeros(rows, device=dev, dtype=torch.long)
+        self.step = torch.zeros(1, device=dev, dtype=torch.long)
+        self.alive = torch.ones(rows, device=dev)
+        self.rows = torch.zeros(rows, device=dev)  # read-out rows summed per caption
+        self.out = torch.zeros(rows, capacity, device=dev, dtype=torch.long)
+        self.eos = torch.full((8,), -1, device=dev, dtype=torch.long)
+        self.index = torch.arange(rows, device=dev)
+        self.zero = torch.zeros((), device=dev, dtype=dt)  # a device value for index_put_
+
+    def row(self, b: int) -> SimpleNamespace:
+        """Row ``b`` as the single decoder's state (views), for its prefill."""
+        return SimpleNamespace(kv=self.kv[:, :, b], mask=self.mask[b], acc=self.acc[b],
+                               cos=self.cos, sin=self.sin)
+
+
+class BatchDecoder:
+    """Greedy decoding of several prompts at once over ``single``'s packed weights.
+
+    :param single: the caption decoder whose weights, prefill and settings are reused.
+    """
+
+    def __init__(self, single: FastDecoder):
+        self.single = single
+        self._states: dict[int, _BatchState] = {}  # per row count
+        self._graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        self._pool = None
+        self._lock = threading.Lock()
+
+    @torch.inference_mode()
+    def run(self, prompts: list[torch.Tensor], max_new_tokens: int, eos_token_ids=(),
+            readout_ranges: list[tuple[int, int] | None] | None = None,
+            deepstacks: list | None = None, ignore_eos: bool = False) -> list[FastResult]:
+        """Decode every prompt ``(P_b, D)``; the arguments are :meth:`FastDecoder.run`'s, one
+        per prompt where they are lists.
+
+        :returns: one :class:`FastResult` per prompt, in order.
+        """
+        count = len(prompts)
+        readout_ranges = readout_ranges or [None] * count
+        deepstacks = deepstacks or [None] * count
+        if count == 0 or max_new_tokens < 1:
+            raise ModelError("a batch needs at least one prompt and max_new_tokens >= 1")
+        if len(readout_ranges) != count or len(deepstacks) != count:
+            raise ModelError("one read-out range and one DeepStack entry per prompt")
+        eos = [] if ignore_eos else list(eos_token_ids)
+        if len(eos) > 8:
+            raise ModelError("at most 8 EOS ids are supported")
+        with self._lock:
+            return self._run(prompts, max_new_tokens, eos, readout_ranges, deepstacks)
+
+    def _run(self, prompts, max_new, eos, ranges, deepstacks) -> list[FastResult]:
+        single, count = self.single, len(prompts)
+        longest = max(int(p.shape[0]) for p in prompts)
+        capacity = -(-(longest + max_new) // single.bucket) * single.bucket
+        st = self._state(count, capacity)
+        step_fn = self._step_fn(st)
+        t0 = single._now()
+        st.mask.fill_(float("-inf"))
+        st.acc.zero_()
+        st.eos.fill_(-1)
+        if eos:
+            st.eos[:len(eos)].copy_(torch.tensor(eos, dtype=torch.long))
+        for b, (embeds, span, deepstack) in enumerate(zip(prompts, ranges, deepstacks,
+                                                          strict=True)):
+            first = single._prefill(st.row(b), embeds.to(single.device, single.dtype),
+                                    span is not None, deepstack)  # (1,)
+            st.tok[b:b + 1].copy_(first)
+            st.out[b, 0:1].copy_(first)
+            st.pos[b] = int(embeds.shape[0])
+        st.step.fill_(1)
+        st.rows.fill_(1.0)
+        st.alive.copy_(1.0 - self._is_eos(st, st.tok))
+        t1 = single._now()
+        done = 1
+        while done < max_new:
+            step_fn()
+            done += 1
+            if eos and done % 8 == 0 and float(st.alive.sum()) == 0.0:
+                break
+        t2 = single._now()
+        return [self._result(st, b, done, eos, ranges[b], (t1 - t0) // count, (t2 - t1))
+                for b in range(count)]
+
+    def _result(self, st, b, done, eos, span, prefill_ns, decode_ns) -> FastResult:
+        tokens = st.out[b, :done].tolist()
+        if eos:
+            hit = [i for i, t in enumerate(tokens) if t in eos]
+            tokens = tokens[:hit[0] + 1] if hit else tokens
+        sums, count = None, 0
+        if span is not None and self.single.readout_layers:
+            count = round(float(st.rows[b])) * self.single.n_heads * len(
+                self.single.readout_layers)
+            sums = st.acc[b, span[0]:span[1]].clone()
+        return FastResult(tokens, sums, count, prefill_ns, decode_ns)
+
+    def _state(self, count: int, capacity: int) -> _BatchState:
+        st = self._states.get(count)
+        if st is None or st.capacity < capacity:
+            grown = -(-int((st.capacity if st else 0) * 1.25) // self.single.bucket) * \
+                self.single.bucket
+            self._graphs = {k: g for k, g in self._graphs.items() if k[0] != count}
+            self._states[count] = None
+            st = self._states[count] = _BatchState(self.single, count,
+                                                   max(capacity, grown, 2 * self.single.bucket))
+        return st
+
+    @staticmethod
+    def _is_eos(st: _BatchState, tok: torch.Tensor) -> torch.Tensor:
+        return (tok[:, None] == st.eos[None, :]).any(dim=1).float()  # (B,)
+
+    def _step_fn(self, st: _BatchState):
+        if not self.single.use_cuda_graph:
+            return lambda: self._decode_step(st)
+        key = (st.rows_n, st.capacity)
+        graph = self._graphs.pop(key, None)
+        if graph is None:
+            graph = self._capture(st)
+        self._graphs[key] = graph
+        while len(self._graphs) > MAX_GRAPHS:
+            self._graphs.pop(next(iter(self._graphs)))
+        return graph.replay
+
+    def _capture(self, st: _BatchState) -> torch.cuda.CUDAGraph:
+        device = self.single.device
+        st.pos.zero_()
+        st.step.zero_()
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._decode_step(st)
+        torch.cuda.current_stream(device).wait_stream(side)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+            self._decode_step(st)
+        return graph
+
+    def _decode_step(self, st: _BatchState) -> None:
+        """One token for every row: static shapes, device-side indices (capturable)."""
+        single, b = self.single, st.rows_n
+        nkv, group, d = single.n_kv, single.n_heads // single.n_kv, single.head_dim
+        st.mask.index_put_((st.index, st.pos), st.zero)  # each row sees its new position
+        mask = st.mask[:, None, None, :].expand(b, nkv, 1, st.capacity).reshape(b * nkv, 1, -1)
+        cos, sin = st.cos.index_select(0, st.pos), st.sin.index_select(0, st.pos)  # (B, d)
+        rot = single.rot_half[None] * sin[:, None, :] + torch.diag_embed(cos)  # (B, d, d)
+        x = single.decoder.embed_tokens(st.tok)  # (B, D)
+        row = torch.zeros(b, st.capacity, device=single.device)
+        for idx, layer in enumerate(single.packed):
+            qkv = layer.qkv(PackedLayer.norm(layer.ln1, x)).view(b, -1, d)  # (B, H+2Hkv, d)
+            qk = torch.bmm(layer.head_norm(qkv[:, :layer.h + layer.hkv]), rot)
+            q, k, v = qk[:, :layer.h], qk[:, layer.h:], qkv[:, layer.h + layer.hkv:]
+            st.kv[idx, 0][st.index, :, st.pos] = k  # (B, Hkv, d) at each row's position
+            st.kv[idx, 1][st.index, :, st.pos] = v
+            keys = st.kv[idx, 0].reshape(b * nkv, st.capacity, d)
+            values = st.kv[idx, 1].reshape(b * nkv, st.capacity, d)
+            scores = torch.baddbmm(mask, q.reshape(b * nkv, group, d), keys.transpose(1, 2),
+                                   alpha=single.scale)  # (B Hkv, G, C)
+            if idx in single.readout_layers:
+                probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
+                row += probs.view(b, nkv * group, -1).sum(1)
+                probs = probs.to(single.dtype)
+            else:
+                probs = torch.softmax(scores, dim=-1)
+            o = torch.bmm(probs, values)  # (B Hkv, G, d)
+            x = layer.mlp(layer.attn_out(x, o.view(b, -1)))
+        nxt = single.head(PackedLayer.norm(single.decoder.norm, x)).argmax(dim=-1)  # (B,)
+        st.acc += st.alive[:, None] * row
+        st.rows += st.alive
+        st.alive *= 1.0 - self._is_eos(st, nxt)
+        st.out.index_copy_(1, st.step, nxt[:, None])  # column `step`
+        st.tok.copy_(nxt)
+        st.pos += 1
+        st.step += 1

@@ -1,0 +1,108 @@
+"""Several cameras decoded together give each camera what it gets alone (CPU, fp32)."""
+import numpy as np
+import pytest
+import torch
+
+from rats_ros.errors import ConfigError, ModelError
+from rats_ros.models import load_backend
+from rats_ros.models.fast import batch as fast_batch
+from rats_ros.models.fast import decode as fast_decode
+from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner, step_many
+from rats_ros.stream.clips import Clip, Frame
+
+FAMILIES = ("tiny-random", "tiny-random-qwen2_5_vl", "tiny-random-qwen3_vl")
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def backend(request, model_cache):
+    return load_backend(request.param)
+
+
+def prompts(backend, lengths):
+    generator = torch.Generator().manual_seed(sum(lengths))
+    return [torch.randn(n, backend.hidden_size, generator=generator) * 0.1 for n in lengths]
+
+
+def test_each_row_decodes_as_the_prompt_alone(backend):
+    single = fast_decode.FastDecoder(backend.model, backend.readout_layers)
+    batch = fast_batch.BatchDecoder(single)
+    inputs = prompts(backend, (37, 90, 61))
+    spans = [(5, 30), (10, 80), None]
+    alone = [single.run(p, 12, (), span) for p, span in zip(inputs, spans, strict=True)]
+    # an end id that row 1 emits early: it stops there, the others run on
+    stop = alone[1].token_ids[3]
+    alone = [single.run(p, 12, (stop,), span) for p, span in zip(inputs, spans, strict=True)]
+    together = batch.run(inputs, 12, (stop,), spans)
+    for mine, theirs in zip(together, alone, strict=True):
+        assert mine.token_ids == theirs.token_ids
+        assert mine.count == theirs.count
+        if theirs.sums is None:
+            assert mine.sums is None
+        else:
+            torch.testing.assert_close(mine.sums, theirs.sums, rtol=1e-5, atol=1e-7)
+    assert together[1].token_ids[-1] == stop and len(together[1].token_ids) <= 4  # stopped
+    again = batch.run(inputs[:2], 12, (stop,), spans[:2])  # another row count: its own buffers
+    assert [r.token_ids for r in again] == [r.token_ids for r in alone[:2]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (bench device)")
+@pytest.mark.parametrize("name", FAMILIES)
+def test_cuda_graphed_rows_equal_the_single_decoder(model_cache, name):
+    backend = load_backend(name, device="cuda", dtype="float32")
+    single = fast_decode.FastDecoder(backend.model, backend.readout_layers)
+    assert single.use_cuda_graph
+    batch = fast_batch.BatchDecoder(single)
+    inputs = [p.cuda() for p in prompts(backend, (300, 120, 700, 64))]
+    spans = [(10, 200), (0, 100), (50, 650), None]
+    for _ in range(2):  # capture, then replay
+        together = batch.run(inputs, 16, (), spans)
+        for mine, p, span in zip(together, inputs, spans, strict=True):
+            theirs = single.run(p, 16, (), span)
+            assert mine.token_ids == theirs.token_ids
+            if span is not None:
+                torch.testing.assert_close(mine.sums, theirs.sums, rtol=1e-4, atol=1e-6)
+
+
+def test_bad_batches_are_refused(backend):
+    batch = fast_batch.BatchDecoder(fast_decode.FastDecoder(backend.model))
+    with pytest.raises(ModelError):
+        batch.run([], 4)
+    with pytest.raises(ModelError):
+        batch.run(prompts(backend, (5, 6)), 4, readout_ranges=[None])
+
+
+def clip(seed, index):
+    pixels = np.random.default_rng(seed).integers(0, 256, (8, 48, 64, 3), dtype=np.uint8)
+    return Clip([Frame((index * 8 + i) * 2_000_000_000, pixels[i]) for i in range(8)])
+
+
+def test_cameras_captioned_together_equal_each_alone(backend):
+    """Three cameras, three clips each, memory fed back: the batched step (fast path, CPU)
+    gives every camera the captions, kept tokens and memory its own steps give."""
+    config = CaptionerConfig(max_new_tokens=6)
+    backend.fast_decode = True
+    try:
+        alone = [RecurrentCaptioner(backend, config) for _ in range(3)]
+        together = [RecurrentCaptioner(backend, config) for _ in range(3)]
+        for index in range(3):
+            clips = [clip(10 * camera + index, index) for camera in range(3)]
+            expected = [c.step(x) for c, x in zip(alone, clips, strict=True)]
+            got = step_many(together, clips)
+            for mine, theirs in zip(got, expected, strict=True):
+                assert mine.token_ids == theirs.token_ids and mine.text == theirs.text
+                assert mine.kept_indices == theirs.kept_indices
+                assert mine.clip_index == theirs.clip_index == index
+        assert isinstance(backend._batch_decoder, fast_batch.BatchDecoder)  # it ran batched
+        for mine, theirs in zip(together, alone, strict=True):
+            torch.testing.assert_close(mine.memory.tokens(), theirs.memory.tokens())
+    finally:
+        backend.fast_decode = None
+
+
+def test_captioners_that_differ_are_not_batched(backend):
+    a = RecurrentCaptioner(backend, CaptionerConfig(max_new_tokens=4))
+    b = RecurrentCaptioner(backend, CaptionerConfig(max_new_tokens=5))
+    with pytest.raises(ConfigError, match="must share"):
+        step_many([a, b], [clip(0, 0), clip(1, 0)])
+    with pytest.raises(ConfigError):
+        step_many([a], [])
