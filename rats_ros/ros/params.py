@@ -92,6 +92,9 @@ SPECS: tuple[Spec, ...] = (
          "c/image/compressed), relative, remappable, and is its own store stream "
          "<stream_id>/<c> with its own clips, memory and clip indices. The default [''] is one "
          "camera on image, stream <stream_id>."),
+    Spec("batch_cameras", True, "Caption the clips several cameras have ready in one batched "
+         "decode (GPU fast path; each camera's caption equals its own); false = one clip at a "
+         "time, cameras in turn."),
     Spec("pose_topic", "", "The robot's pose topic, e.g. odom or amcl_pose (relative, "
          "remappable); each caption gets the pose nearest in time to its clip's end. Empty = "
          "no poses."),

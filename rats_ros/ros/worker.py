@@ -22,6 +22,7 @@ from rats_ros.recall.backlog import StoreBacklog
 from rats_ros.recall.store import ClipIndexTaken
 from rats_ros.records import POSE_FIELDS, record_values
 from rats_ros.ros.diagnostics import StreamStats
+from rats_ros.stream.captioner import step_many
 from rats_ros.tools.overlay import selection_tile
 
 _NS = 1_000_000_000
@@ -194,12 +195,26 @@ class Worker:
             self._clip_ready.wait(0.1)
         return None
 
+    def _more_clips(self, first) -> list:
+        """``first`` and, with ``batch_cameras``, one waiting clip of each other camera (in
+        turn): the clips captioned together."""
+        items = [first]
+        if self.params.batch_cameras:
+            lanes = self.parts.lanes
+            for step in range(len(lanes)):
+                lane = lanes[(self._turn + step) % len(lanes)]
+                if lane is not first[0]:
+                    clip = self.clips[lane.camera].get(timeout=0)
+                    if clip is not None:
+                        items.append((lane, clip))
+        return items
+
     def _caption_clips(self) -> None:
         next_spool_check = 0.0
         while not self._stop.is_set():
             item = self._next_clip()
             if item is not None:
-                self._caption(*item)
+                self._caption_together(self._more_clips(item))
             self._flush_backlog()
             if time.monotonic() >= next_spool_check:  # a quiet stream's spool drains too
                 self._flush_spools()
@@ -218,18 +233,47 @@ class Worker:
         self.stats.warn(f"caption database unreachable: {waiting} captions spooled in "
                         f"{spools[0].spool.path}, flushed in order when it returns ({reason})")
 
-    def _caption(self, lane, clip) -> None:
+    def _caption_together(self, items) -> None:
+        """Caption ``(lane, clip)`` items in one batched step. A failed batch has changed no
+        captioner, so its clips are then captioned one by one, each reporting its own error."""
+        captions = None
+        if len(items) > 1:
+            try:
+                captions = step_many([lane.captioner for lane, _ in items],
+                                     [clip for _, clip in items])
+            except (ModelError, FrameError, MemoryError):  # retried per clip just below
+                captions = None
+        for index, (lane, clip) in enumerate(items):
+            caption = captions[index] if captions is not None else self._step(lane, clip)
+            if caption is not None:
+                self._embed_and_deliver(lane, clip, caption)
+
+    def _step(self, lane, clip):
+        """One camera's clip alone: its caption, or None (reported)."""
         try:
-            caption = lane.captioner.step(clip)
-            embedding = self.parts.embedder.embed([caption.text])[0]  # (d,)
+            return lane.captioner.step(clip)
         except (ModelError, FrameError, MemoryError) as error:
-            if isinstance(error, MemoryError):  # numpy's and Python's out-of-memory
-                error = "out of memory while preparing a clip: use a smaller model, fewer " \
-                        "frames per clip, fewer memory clips or a lower max_image_side"
-            self.stats.fail(f"captioning a clip{_of(lane.camera)} failed: {error}")
-            self.stats.drop("model_error", camera=lane.camera)
-            self._logger.error(f"captioning a clip{_of(lane.camera)} failed: {error}")
+            self._failed(lane, error)
+            return None
+
+    def _embed_and_deliver(self, lane, clip, caption) -> None:
+        try:
+            embedding = self.parts.embedder.embed([caption.text])[0]  # (d,)
+        except (ModelError, MemoryError) as error:
+            self._failed(lane, error)
             return
+        self._deliver(lane, clip, caption, embedding)
+
+    def _failed(self, lane, error) -> None:
+        if isinstance(error, MemoryError):  # numpy's and Python's out-of-memory
+            error = "out of memory while preparing a clip: use a smaller model, fewer " \
+                    "frames per clip, fewer memory clips or a lower max_image_side"
+        self.stats.fail(f"captioning a clip{_of(lane.camera)} failed: {error}")
+        self.stats.drop("model_error", camera=lane.camera)
+        self._logger.error(f"captioning a clip{_of(lane.camera)} failed: {error}")
+
+    def _deliver(self, lane, clip, caption, embedding) -> None:
+        """Pose, backlog and (once stored) publication of one caption."""
         caption.camera = lane.camera
         self._place(caption)
         lost = self.backlog.add(caption, embedding, clip)
