@@ -27,8 +27,11 @@ from rats_ros.models.qwen2_5_vl import Qwen2VLBackend  # noqa: E402
 from rats_ros.models.qwen3_vl import Qwen3VLBackend  # noqa: E402
 from rats_ros.stream.clips import Clip, Frame  # noqa: E402
 
-SIZES = ("tiny", "0.5b", "7b", *models.QWEN25_VL_SIZES, *models.QWEN3_VL_SIZES)
-SMOKE = {"size": "tiny", "device": "cpu", "dtype": "float32"}
+# the tiny checkpoints of each family (CPU smoke); the rest are real sizes with random weights
+TINY = {"tiny": "tiny-random", "tiny-qwen2.5-vl": "tiny-random-qwen2_5_vl",
+        "tiny-qwen3-vl": "tiny-random-qwen3_vl"}
+SIZES = (*TINY, "0.5b", "7b", *models.QWEN25_VL_SIZES, *models.QWEN3_VL_SIZES)
+SMOKE = {"device": "cpu", "dtype": "float32"}
 
 
 def model_parser(doc: str) -> argparse.ArgumentParser:
@@ -44,10 +47,13 @@ def model_parser(doc: str) -> argparse.ArgumentParser:
 
 
 def parse_args(ap: argparse.ArgumentParser, argv, **smoke) -> argparse.Namespace:
-    """Parse ``argv``; with ``--smoke`` the tiny model on the CPU and the ``smoke`` values."""
+    """Parse ``argv``; with ``--smoke`` a tiny model (``tiny`` unless ``--size`` names another)
+    on the CPU and the ``smoke`` values."""
     args = ap.parse_args(argv)
     if args.smoke:
         vars(args).update(SMOKE | smoke)
+        if getattr(args, "size", "tiny") not in TINY:
+            args.size = "tiny"
     return args
 
 
@@ -111,8 +117,8 @@ def load_bench_backend(size: str, device: str, dtype: str = "bfloat16"):
     Bench sizes reuse the tiny-random checkpoint's tokenizer and chat template (a small BPE
     vocabulary; token ids only matter for prompt length) with the bench-size model config.
     """
-    if size == "tiny":
-        return load_backend("tiny-random", device=device, dtype=dtype)
+    if size in TINY:
+        return load_backend(TINY[size], device=device, dtype=dtype)
     from transformers import AutoTokenizer
 
     from rats_ros.models import resolve_model

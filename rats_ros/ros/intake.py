@@ -19,7 +19,7 @@ from rats_ros.io.images import (
     decode_compressed,
     decode_raw,
 )
-from rats_ros.ros.worker import time_to_ns
+from rats_ros.ros.messages import time_to_ns
 from rats_ros.stream.clips import Frame, unusable_size
 from rats_ros.stream.poses import Pose, PoseTrack
 

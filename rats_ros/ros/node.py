@@ -33,9 +33,10 @@ from rats_ros.msg import Caption
 from rats_ros.ros import params as node_params
 from rats_ros.ros.diagnostics import StreamStats, diagnostic_array
 from rats_ros.ros.intake import FrameIntake, PoseIntake
+from rats_ros.ros.messages import caption_msg
 from rats_ros.ros.parts import Parts
 from rats_ros.ros.questions import QuestionDesk
-from rats_ros.ros.worker import DropOldestQueue, Worker, caption_msg
+from rats_ros.ros.worker import DropOldestQueue, Worker
 from rats_ros.srv import AskVideo
 from rats_ros.stream.poses import PoseTrack
 

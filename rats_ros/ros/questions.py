@@ -14,7 +14,7 @@ import time
 import traceback
 
 from rats_ros.errors import RatsError
-from rats_ros.ros.worker import caption_msg
+from rats_ros.ros.messages import caption_msg
 
 
 class QuestionDesk:
