@@ -30,8 +30,8 @@ def decoder_for(backend, role: str) -> FastDecoder:
     """The backend's decoder of ``role``: ``_fast_decoder`` for captions (calls with a read-out),
     ``_answer_decoder`` for answers and other text-only calls. Each has its own lock, KV buffers
     and CUDA graphs over the same packed weights, so an answer never waits for a whole caption
-    (test/test_fast_decode.py); on a GPU their steps interleave on the stream (not yet measured
-    there: bench/bench_ask.py's "while captioning" figures predate this)."""
+    (test/test_fast_decode.py); on a GPU their kernels share it (bench_busy_ask: an answer's p99
+    1.61x idle while 4 cameras caption at 7B size, bench/RESULTS.md)."""
     decoder = getattr(backend, role, None)
     if decoder is None:
         with _CREATE_LOCK:  # caption and QA threads: pack the weights once, not concurrently
