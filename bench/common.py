@@ -66,8 +66,8 @@ def entry_point(parse, run):
 FPS = 0.5  # the paper's sampling rate for RVS-Ego/Movie: one frame every 2 s
 
 
-class RandomWeightBackend(LlavaOnevisionBackend):
-    """The real LLaVA-OneVision backend, with weights drawn at random on the device.
+class RandomWeights:
+    """Mixin for a real backend class: weights drawn at random on the device.
 
     Only ``_load_model`` differs: building a 7B model from its config on the GPU takes seconds,
     where writing and reading a 16 GB random checkpoint would take minutes. Tokenizer, prompt
@@ -75,30 +75,22 @@ class RandomWeightBackend(LlavaOnevisionBackend):
     """
 
     def _load_model(self):
-        from transformers import LlavaOnevisionConfig
+        from transformers import AutoConfig
 
-        config = LlavaOnevisionConfig.from_pretrained(self.directory)
+        config = AutoConfig.from_pretrained(self.directory)  # the family's config class
         return models.build_model(config, str(self.device), self.dtype).requires_grad_(False)
 
 
-class RandomWeightQwenBackend(Qwen2VLBackend):
-    """The real Qwen2.5-VL backend with random weights drawn on the device (see above)."""
-
-    def _load_model(self):
-        from transformers import Qwen2_5_VLConfig
-
-        config = Qwen2_5_VLConfig.from_pretrained(self.directory)
-        return models.build_model(config, str(self.device), self.dtype).requires_grad_(False)
+class RandomWeightBackend(RandomWeights, LlavaOnevisionBackend):
+    """The real LLaVA-OneVision backend with random weights (:class:`RandomWeights`)."""
 
 
-class RandomWeightQwen3Backend(Qwen3VLBackend):
-    """The real Qwen3-VL backend with random weights drawn on the device (see above)."""
+class RandomWeightQwenBackend(RandomWeights, Qwen2VLBackend):
+    """The real Qwen2.5-VL backend with random weights (:class:`RandomWeights`)."""
 
-    def _load_model(self):
-        from transformers import Qwen3VLConfig
 
-        config = Qwen3VLConfig.from_pretrained(self.directory)
-        return models.build_model(config, str(self.device), self.dtype).requires_grad_(False)
+class RandomWeightQwen3Backend(RandomWeights, Qwen3VLBackend):
+    """The real Qwen3-VL backend with random weights (:class:`RandomWeights`)."""
 
 
 # Qwen bench sizes: (tiny checkpoint lending the tokenizer, config builder, preprocessor, class)

@@ -16,6 +16,7 @@ from rats_ros.models import load_backend
 from rats_ros.models.fast import decode as fast_decode
 from rats_ros.models.fast import hook as fast_hook
 from rats_ros.models.fast import layers as fast_layers
+from rats_ros.models.fast import static as fast_static
 from rats_ros.stream import readout as ro
 
 PROMPT = "Describe what's happening in this video."
@@ -179,7 +180,7 @@ def test_cuda_graph_matches_eager_step(backend):
             runs = [d.run(embeds, 16, (), (10, 150)) for d in (eager, graphed)]
             assert runs[1].token_ids == runs[0].token_ids
             torch.testing.assert_close(runs[1].scores, runs[0].scores, rtol=1e-5, atol=1e-7)
-        assert len(graphed._graphs) <= fast_decode.MAX_GRAPHS
+        assert len(graphed._graphs) <= fast_static.MAX_GRAPHS
     finally:
         backend.model.to("cpu")
 

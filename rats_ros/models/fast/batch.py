@@ -15,8 +15,14 @@ from types import SimpleNamespace
 import torch
 
 from rats_ros.errors import ModelError
-from rats_ros.models.fast.decode import MAX_GRAPHS, FastDecoder, FastResult
+from rats_ros.models.fast.decode import FastDecoder, FastResult
 from rats_ros.models.fast.layers import PackedLayer
+from rats_ros.models.fast.static import (
+    capture_graph,
+    grown_capacity,
+    recent_graph,
+    rope_tables,
+)
 
 
 class _BatchState:
@@ -30,11 +36,7 @@ class _BatchState:
                               device=dev, dtype=dt)
         self.mask = torch.full((rows, capacity), float("-inf"), device=dev, dtype=dt)  # (B, C)
         self.acc = torch.zeros(rows, capacity, device=dev)  # (B, C) read-out sums
-        pos = torch.arange(capacity, device=dev, dtype=torch.float32)
-        freqs = pos[:, None] * single.inv_freq.to(dev, torch.float32)[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)  # (C, d)
-        self.cos = (emb.cos() * single.rope_scaling).to(dt)
-        self.sin = (emb.sin() * single.rope_scaling).to(dt)
+        self.cos, self.sin = rope_tables(single, capacity)  # (C, d) each
         self.tok = torch.zeros(rows, device=dev, dtype=torch.long)
         self.pos = torch.zeros(rows, device=dev, dtype=torch.long)
         self.step = torch.zeros(1, device=dev, dtype=torch.long)
@@ -93,11 +95,7 @@ class BatchDecoder:
         st = self._state(count, capacity)
         step_fn = self._step_fn(st)
         t0 = single._now()
-        st.mask.fill_(float("-inf"))
-        st.acc.zero_()
-        st.eos.fill_(-1)
-        if eos:
-            st.eos[:len(eos)].copy_(torch.tensor(eos, dtype=torch.long))
+        single._reset(st, eos)  # masks, read-out sums and end ids, as for one prompt
         for b, (embeds, span, deepstack) in enumerate(zip(prompts, ranges, deepstacks,
                                                           strict=True)):
             first = single._prefill(st.row(b), embeds.to(single.device, single.dtype),
@@ -107,7 +105,7 @@ class BatchDecoder:
             st.pos[b] = int(embeds.shape[0])
         st.step.fill_(1)
         st.rows.fill_(1.0)
-        st.alive.copy_(1.0 - self._is_eos(st, st.tok))
+        st.alive.copy_(1.0 - single._is_eos(st, st.tok))
         t1 = single._now()
         done = 1
         while done < max_new:
@@ -116,64 +114,31 @@ class BatchDecoder:
             if eos and done % 8 == 0 and float(st.alive.sum()) == 0.0:
                 break
         t2 = single._now()
-        return [self._result(st, b, done, eos, ranges[b], (t1 - t0) // count, (t2 - t1))
-                for b in range(count)]
-
-    def _result(self, st, b, done, eos, span, prefill_ns, decode_ns) -> FastResult:
-        tokens = st.out[b, :done].tolist()
-        if eos:
-            hit = [i for i, t in enumerate(tokens) if t in eos]
-            tokens = tokens[:hit[0] + 1] if hit else tokens
-        sums, count = None, 0
-        if span is not None and self.single.readout_layers:
-            count = round(float(st.rows[b])) * self.single.n_heads * len(
-                self.single.readout_layers)
-            sums = st.acc[b, span[0]:span[1]].clone()
-        return FastResult(tokens, sums, count, prefill_ns, decode_ns)
+        return [single._result(st.out[b], st.rows[b], st.acc[b], done, eos, ranges[b],
+                               (t1 - t0) // count, t2 - t1) for b in range(count)]
 
     def _state(self, count: int, capacity: int) -> _BatchState:
         st = self._states.get(count)
         if st is None or st.capacity < capacity:
-            grown = -(-int((st.capacity if st else 0) * 1.25) // self.single.bucket) * \
-                self.single.bucket
+            old = st.capacity if st is not None else 0
             self._graphs = {k: g for k, g in self._graphs.items() if k[0] != count}
             self._states[count] = None
-            st = self._states[count] = _BatchState(self.single, count,
-                                                   max(capacity, grown, 2 * self.single.bucket))
+            st = self._states[count] = _BatchState(
+                self.single, count, grown_capacity(old, capacity, self.single.bucket))
         return st
-
-    @staticmethod
-    def _is_eos(st: _BatchState, tok: torch.Tensor) -> torch.Tensor:
-        return (tok[:, None] == st.eos[None, :]).any(dim=1).float()  # (B,)
 
     def _step_fn(self, st: _BatchState):
         if not self.single.use_cuda_graph:
             return lambda: self._decode_step(st)
-        key = (st.rows_n, st.capacity)
-        graph = self._graphs.pop(key, None)
-        if graph is None:
-            graph = self._capture(st)
-        self._graphs[key] = graph
-        while len(self._graphs) > MAX_GRAPHS:
-            self._graphs.pop(next(iter(self._graphs)))
-        return graph.replay
+        return recent_graph(self._graphs, (st.rows_n, st.capacity),
+                            lambda: self._capture(st)).replay
 
     def _capture(self, st: _BatchState) -> torch.cuda.CUDAGraph:
-        device = self.single.device
         st.pos.zero_()
         st.step.zero_()
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self._decode_step(st)
-        torch.cuda.current_stream(device).wait_stream(side)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-            self._decode_step(st)
-        return graph
+        return capture_graph(lambda: self._decode_step(st), self.single.device, self._pool)
 
     def _decode_step(self, st: _BatchState) -> None:
         """One token for every row: static shapes, device-side indices (capturable)."""
@@ -206,7 +171,7 @@ class BatchDecoder:
         nxt = single.head(PackedLayer.norm(single.decoder.norm, x)).argmax(dim=-1)  # (B,)
         st.acc += st.alive[:, None] * row
         st.rows += st.alive
-        st.alive *= 1.0 - self._is_eos(st, nxt)
+        st.alive *= 1.0 - single._is_eos(st, nxt)
         st.out.index_copy_(1, st.step, nxt[:, None])  # column `step`
         st.tok.copy_(nxt)
         st.pos += 1

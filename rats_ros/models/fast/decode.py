@@ -37,6 +37,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from rats_ros.errors import ModelError
 from rats_ros.models.base import clock
 from rats_ros.models.fast.layers import PackedLayer, rotate_half_matrix
+from rats_ros.models.fast.static import (
+    capture_graph,
+    grown_capacity,
+    recent_graph,
+    rope_tables,
+)
 
 # Qwen2.5-VL's LLM is Qwen2's with M-RoPE; with the method's contiguous positions every M-RoPE
 # section gets the same index, which is plain RoPE (test/test_fast_decode.py checks it against the
@@ -44,7 +50,6 @@ from rats_ros.models.fast.layers import PackedLayer, rotate_half_matrix
 # M-RoPE (plain RoPE with equal indices, likewise) and DeepStack features added after its first
 # layers in the prefill (FastDecoder.run's ``deepstack``).
 SUPPORTED_LM_CLASSES = ("Qwen2Model", "Qwen2_5_VLTextModel", "Qwen3VLTextModel")
-MAX_GRAPHS = 8  # captured decode steps kept (one per capacity bucket in use)
 # prefill attention kernels in order of preference (the first usable one runs)
 _ALL_SDPA = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 SDPA_ORDER = {"flash": _ALL_SDPA, "cudnn": [SDPBackend.CUDNN_ATTENTION, *_ALL_SDPA]}
@@ -127,11 +132,7 @@ class _State:
                               dtype=dt)
         self.mask = torch.full((capacity,), float("-inf"), device=dev, dtype=dt)  # (C,) additive
         self.acc = torch.zeros(capacity, device=dev)  # (C,) read-out sum over rows/heads/layers
-        pos = torch.arange(capacity, device=dev, dtype=torch.float32)
-        freqs = pos[:, None] * dec.inv_freq.to(dev, torch.float32)[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)  # (C, d), as transformers' rotary embedding
-        self.cos = (emb.cos() * dec.rope_scaling).to(dt)
-        self.sin = (emb.sin() * dec.rope_scaling).to(dt)
+        self.cos, self.sin = rope_tables(dec, capacity)  # (C, d) each
         self.tok = torch.zeros(1, device=dev, dtype=torch.long)
         self.pos = torch.zeros(1, device=dev, dtype=torch.long)
         self.step = torch.zeros(1, device=dev, dtype=torch.long)
@@ -248,15 +249,21 @@ class FastDecoder:
             if eos and done % 8 == 0 and float(st.alive) == 0.0:
                 break
         t2 = self._now()
-        tokens = st.out[:done].tolist()
+        return self._result(st.out, st.rows, st.acc, done, eos, readout_range, t1 - t0, t2 - t1)
+
+    def _result(self, out, rows, acc, done: int, eos: list[int], readout_range,
+                prefill_ns: int, decode_ns: int) -> FastResult:
+        """One caption's result from its buffers: ``out`` ``(C,)`` tokens, ``rows`` (one
+        element) read-out rows summed, ``acc`` ``(C,)`` read-out sums."""
+        tokens = out[:done].tolist()
         if eos:
             hit = [i for i, t in enumerate(tokens) if t in eos]
             tokens = tokens[: hit[0] + 1] if hit else tokens
         sums, count = None, 0
         if readout_range is not None and self.readout_layers:
-            count = round(float(st.rows)) * self.n_heads * len(self.readout_layers)
-            sums = st.acc[readout_range[0]:readout_range[1]].clone()
-        return FastResult(tokens, sums, count, t1 - t0, t2 - t1)
+            count = round(float(rows)) * self.n_heads * len(self.readout_layers)
+            sums = acc[readout_range[0]:readout_range[1]].clone()
+        return FastResult(tokens, sums, count, prefill_ns, decode_ns)
 
     def _now(self) -> int:
         return int(clock(self.device) * 1e9)
@@ -266,11 +273,10 @@ class FastDecoder:
         memory fills up reallocates a few times, then never); graphs die with the old buffers."""
         if self._state is None or self._state.capacity < capacity:
             old = self._state.capacity if self._state is not None else 0
-            grown = -(-int(old * 1.25) // self.bucket) * self.bucket
             self._graphs.clear()
             self._pool = None  # a pool whose graphs are all gone must not be reused
             self._state = None
-            self._state = _State(self, max(capacity, grown, 2 * self.bucket))
+            self._state = _State(self, grown_capacity(old, capacity, self.bucket))
         return self._state
 
     def _reset(self, st: _State, eos: list[int]) -> None:
@@ -280,38 +286,22 @@ class FastDecoder:
         if eos:
             st.eos[: len(eos)].copy_(torch.tensor(eos, dtype=torch.long))
 
-    def _is_eos(self, st: _State, tok: torch.Tensor) -> torch.Tensor:
-        return (tok[:, None] == st.eos[None, :]).any(dim=1).float()  # (1,)
+    @staticmethod
+    def _is_eos(st: _State, tok: torch.Tensor) -> torch.Tensor:
+        return (tok[:, None] == st.eos[None, :]).any(dim=1).float()  # (rows,)
 
     def _step_fn(self, capacity: int):
         st = self._state
         if not self.use_cuda_graph:
             return lambda: self._decode_step(st, capacity)
-        graph = self._graphs.pop(capacity, None)
-        if graph is None:
-            graph = self._capture(st, capacity)
-        self._graphs[capacity] = graph  # most recently used last
-        while len(self._graphs) > MAX_GRAPHS:
-            self._graphs.pop(next(iter(self._graphs)))
-        return graph.replay
+        return recent_graph(self._graphs, capacity, lambda: self._capture(st, capacity)).replay
 
     def _capture(self, st: _State, capacity: int) -> torch.cuda.CUDAGraph:
-        # Warm-up runs mutate the buffers; that is fine: _reset and the prefill rewrite them.
         st.pos.zero_()
         st.step.zero_()
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self._decode_step(st, capacity)
-        torch.cuda.current_stream(self.device).wait_stream(side)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: another thread's CUDA work (vision encode) must not break the capture
-        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-            self._decode_step(st, capacity)
-        return graph
+        return capture_graph(lambda: self._decode_step(st, capacity), self.device, self._pool)
 
     def _prefill(self, st: _State, embeds: torch.Tensor, readout: bool,
                  deepstack=None) -> torch.Tensor:

@@ -67,7 +67,7 @@ def maybe_greedy(backend, embeds: torch.Tensor, max_new_tokens: int,
         if set(session.layers) != set(decoder.readout_layers):
             raise ModelError(f"read-out layers {sorted(session.layers)} differ from the fast "
                              f"decoder's {list(decoder.readout_layers)}")
-        span = (session.key_start, session.key_start + session.num_keys)
+        span = _span(session)
     deepstack = _deepstack(backend, decoder.device)  # Qwen3-VL's, of this prompt
     result = decoder.run(embeds[0], max_new_tokens, sorted(backend.eos_ids), span,
                          deepstack=deepstack)
@@ -76,6 +76,11 @@ def maybe_greedy(backend, embeds: torch.Tensor, max_new_tokens: int,
     timings["prefill"] = result.prefill_ns / 1e9
     timings["decode"] = result.decode_ns / 1e9
     return result.token_ids
+
+
+def _span(session) -> tuple[int, int]:
+    """The key positions a read-out session scores: the clip's tokens."""
+    return session.key_start, session.key_start + session.num_keys
 
 
 def _deepstack(backend, device):
@@ -108,9 +113,10 @@ def caption_many(backend, items, prompt: str, max_new_tokens: int, readout: bool
         embeds, start = backend.build_inputs(memory, visual, prompt)
         prompts.append(embeds[0])
         deepstacks.append(_deepstack(backend, single.device))
-        sessions.append(ro.Readout(backend.readout_layers, start, visual.shape[0],
-                                   backend.device) if readout else None)
-        spans.append((start, start + visual.shape[0]) if readout else None)
+        session = (ro.Readout(backend.readout_layers, start, visual.shape[0], backend.device)
+                   if readout else None)
+        sessions.append(session)
+        spans.append(_span(session) if session is not None else None)
     results = batch.run(prompts, max_new_tokens, sorted(backend.eos_ids), spans, deepstacks)
     outputs = []
     for result, session in zip(results, sessions, strict=True):
