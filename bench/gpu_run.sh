@@ -15,7 +15,7 @@
 #        | attn (cuDNN vs flash prefill) | confirm (= check clip ask) | all (= check clip stream)
 #        | final (check; ours/stock/full clips; ours ask; 1 h streams)
 #        | worldprobe (300 training steps of synthetic-world: speed) | world (train it with
-#          $WORLD_ARGS; the checkpoint comes back in the archive)
+#          $WORLD_ARGS; the checkpoint comes back in the archive) | worlds (two recipes at once)
 # Results: $OUT/results.jsonl (one JSON line per measurement), per-bench JSON with per-clip rows,
 # and a log; all packed into $OUT/bench_out.tar.gz (the device returns at most 8 files).
 set -u -o pipefail
@@ -70,6 +70,12 @@ for phase in "${@:-all}"; do
         stream10h) stream 0.5b ours --hours 10 ;;
         worldprobe) run 300 python3 -m rats_ros.world.train "$OUT/probe" --steps 300 ;;
         world) run 580 python3 -m rats_ros.world.train "$OUT/synthetic_world" ${WORLD_ARGS:-} ;;
+        worlds) # two recipes side by side, one a GPU (a 2-GPU machine): $WORLD_A/B_ARGS
+                CUDA_VISIBLE_DEVICES=0 run 580 python3 -m rats_ros.world.train "$OUT/world_a" \
+                    ${WORLD_A_ARGS:-} &
+                CUDA_VISIBLE_DEVICES=1 run 580 python3 -m rats_ros.world.train "$OUT/world_b" \
+                    ${WORLD_B_ARGS:-} &
+                wait ;;
         qwen) run 60 python3 -m pytest -q -rs -p no:cacheprovider test/test_fast_vision.py
               # the workload: 16 frames of 640x480, memory full; batched vs stock vision
               clip qwen2.5-vl-7b 3 --variants ours ours_stock_vision plain --states full \
@@ -139,5 +145,5 @@ for phase in "${@:-all}"; do
 done
 python3 bench/run_all.py --table "$RES" | tee -a "$LOG"
 tar -czf "$OUT/bench_out.tar.gz" -C "$OUT" results.jsonl log.txt json \
-    $(cd "$OUT" && ls -d synthetic_world probe 2>/dev/null)
+    $(cd "$OUT" && ls -d synthetic_world world_a world_b probe 2>/dev/null)
 exit $status

@@ -6,14 +6,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from transformers import AutoTokenizer
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 from rats_ros.models import load_backend
 from rats_ros.stream.captioner import DEFAULT_PROMPT, RecurrentCaptioner
+from rats_ros.testing import tiny
 from rats_ros.tools.cli import main
 from rats_ros.world import CHECKPOINT, SYNTHETIC_WORLD, language, scene
 from rats_ros.world.evaluate import EVAL_SEED_BASE
-from rats_ros.world.model import qa_example
-from rats_ros.world.render import render_frames, token_labels
+from rats_ros.world.model import build_untrained, qa_example
+from rats_ros.world.render import MOTIONS, render_frames, token_labels
 from rats_ros.world.train import TrainConfig, Trainer, train
 
 
@@ -54,6 +57,16 @@ def test_memory_qualifiers_need_the_past():
         language.Fact("red square", "move", "left", "keeps")]
 
 
+def test_the_world_tokenizer_splits_numbers_as_qwen2_does(tmp_path):
+    """A time is the same digit tokens in a caption line and in an answer, so answering can
+    copy it; the split is transformers' own Qwen2 pre-tokenizer pattern."""
+    assert tiny.QWEN2_SPLIT == PRETOKENIZE_REGEX
+    build_untrained(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    line, answer = tokenizer.tokenize("[256.0s-286.0s]"), tokenizer.tokenize("at 256.0s")
+    assert line[1:4] == ["2", "5", "6"] and answer[-6:-3] == ["2", "5", "6"]
+
+
 def test_the_gpu_renderer_draws_the_pixels_and_labels_of_the_numpy_one():
     worlds = [scene.generate(s, 4) for s in (1, 2)]
     floors = torch.stack([torch.from_numpy(scene.background(w.seed, 128)) for w in worlds])
@@ -61,9 +74,19 @@ def test_the_gpu_renderer_draws_the_pixels_and_labels_of_the_numpy_one():
     for b, world in enumerate(worlds):
         np.testing.assert_array_equal(frames[b].numpy(), scene.clip_pixels(world, 1))
         np.testing.assert_array_equal(owner[b, 3].numpy(), scene.masks(world, 1, 3, 128))
-    classes = token_labels(worlds, owner, 4)  # (2, B, T * 16)
-    assert classes.shape == (2, 2, scene.CLIP_FRAMES * 16)
+    classes = token_labels(worlds, 1, owner, 4)  # (3, B, T * 16)
+    assert classes.shape == (3, 2, scene.CLIP_FRAMES * 16)
     assert 0 < (classes[0] > 0).float().mean() < 1
+    # every object token carries its object's colour, shape and what it does in clip 1
+    assert torch.equal(classes[0] > 0, classes[1] > 0) and torch.equal(classes[0] > 0,
+                                                                        classes[2] > 0)
+    for b, world in enumerate(worlds):
+        for k, thing in enumerate(world.things):
+            action = world.actions[1][k]
+            ours = classes[0, b] == 1 + list(scene.COLOURS).index(thing.colour)
+            if ours.any():
+                expected = 1 + MOTIONS.index(action.direction or action.kind)
+                assert set(classes[2, b][ours].tolist()) == {expected}
 
 
 def test_training_reads_out_what_the_captioner_reads_out(tmp_path):

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from rats_ros.errors import ModelError
 
@@ -127,8 +127,15 @@ def _build_into(name: str, final: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+# Qwen2's published pre-tokenizer split (transformers' ``tokenization_qwen2.PRETOKENIZE_REGEX``,
+# the ``Split`` of Qwen/Qwen2-0.5B's tokenizer.json): among others, every digit on its own.
+QWEN2_SPLIT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"""
+               r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
+
+
 def train_bpe(special_tokens=SPECIAL_TOKENS, specials_last: bool = False,
-              corpus: list[str] | None = None, vocab_size: int = 512) -> Tokenizer:
+              corpus: list[str] | None = None, vocab_size: int = 512,
+              qwen2_split: bool = False) -> Tokenizer:
     """A small byte-level BPE (any text encodes and decodes) trained on a fixed corpus.
 
     :param special_tokens: tokens that are never split.
@@ -136,10 +143,16 @@ def train_bpe(special_tokens=SPECIAL_TOKENS, specials_last: bool = False,
         ``<|endoftext|>`` 151643... follow its BPE vocabulary), instead of the first ids.
     :param corpus: lines to learn merges from (default: a few general sentences).
     :param vocab_size: size of the learned vocabulary, specials included.
+    :param qwen2_split: split text as Qwen2's tokenizer does before byte level (digits one by
+        one, so a number is the same tokens wherever it stands), instead of GPT-2's byte level.
     :returns: the ``tokenizers`` object.
     """
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if qwen2_split:
+        bpe.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=[] if specials_last else list(special_tokens),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from rats_ros.recall.qa import DEFAULT_INSTRUCTION, answer_prompt
 from rats_ros.recall.retrieval import format_caption
 from rats_ros.records import CaptionRecord
@@ -40,6 +42,20 @@ def qa_example(world: scene.World, clips: int, question: language.Question) -> s
     return answer_prompt(DEFAULT_INSTRUCTION, question.text, lines)
 
 
+def qa_examples(rng: np.random.Generator, count: int) -> list[tuple[str, str]]:
+    """``count`` questions for training, each on a fresh world of 2 to 40 clips (short
+    histories make it easy to learn where to look), over its true captions."""
+    out = []
+    while len(out) < count:
+        clips = int(rng.integers(2, 41))
+        world = scene.generate(int(rng.integers(0, 10**9)), clips)
+        asked = language.questions(world)
+        if asked:
+            question = asked[int(rng.integers(len(asked)))]
+            out.append((qa_example(world, clips, question), question.answer))
+    return out
+
+
 def corpus(worlds: int = 200, clips: int = 24) -> list[str]:
     """Text the tokenizer learns its merges from: captions, questions, answers, prompts."""
     lines = []
@@ -65,7 +81,8 @@ def build_untrained(directory: Path, seed: int = 0) -> None:
     )
 
     tokenizer = tiny.build_tokenizer(tiny.LLAVA_VIDEO_MARKUP,
-                                     tiny.train_bpe(corpus=corpus(), vocab_size=512))
+                                     tiny.train_bpe(corpus=corpus(), vocab_size=512,
+                                                    qwen2_split=True))
     ids = tokenizer.convert_tokens_to_ids
     text = Qwen2Config(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=384,
                        num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2,

@@ -40,13 +40,18 @@ def render_frames(worlds: list[scene.World], clip: int, floors: torch.Tensor,
     return out, owner
 
 
-def token_labels(worlds: list[scene.World], owner: torch.Tensor, grid: int) -> torch.Tensor:
-    """What each visual token shows, for the auxiliary loss: per token cell the object covering
-    the largest share (at least :data:`~rats_ros.world.evaluate.OBJECT_SHARE`), as its colour
-    and shape class; class 0 is the floor.
+MOTIONS = ("still", "enter", "leave", *scene.DIRECTIONS)  # motion classes 1..; 0 is the floor
 
-    :param owner: ``(B, T, S, S)`` from :func:`render_frames`; ``grid``: tokens per side.
-    :returns: ``(2, B, T * grid * grid)`` colour and shape classes.
+
+def token_labels(worlds: list[scene.World], clip: int, owner: torch.Tensor,
+                 grid: int) -> torch.Tensor:
+    """What each visual token shows, for the auxiliary losses: per token cell the object covering
+    the largest share (at least :data:`~rats_ros.world.evaluate.OBJECT_SHARE`), as its colour,
+    its shape and what it does in this clip (:data:`MOTIONS`); class 0 is the floor.
+
+    :param owner: ``(B, T, S, S)`` from :func:`render_frames` for ``clip``; ``grid``: tokens
+        per side.
+    :returns: ``(3, B, T * grid * grid)`` colour, shape and motion classes.
     """
     b, t, s = owner.shape[:3]
     most = max(len(w.things) for w in worlds)
@@ -54,11 +59,14 @@ def token_labels(worlds: list[scene.World], owner: torch.Tensor, grid: int) -> t
     shares = shares.view(b, t, grid, s // grid, grid, s // grid, most).mean(dim=(3, 5))
     best, which = shares.max(dim=-1)  # (B, T, g, g)
     palette, shapes = list(scene.COLOURS), list(scene.SHAPES)
-    lookup = torch.zeros(2, b, most, dtype=torch.long)
+    lookup = torch.zeros(3, b, most, dtype=torch.long)
     for i, world in enumerate(worlds):
         for k, thing in enumerate(world.things):
+            action = world.actions[clip][k]
             lookup[0, i, k] = 1 + palette.index(thing.colour)
             lookup[1, i, k] = 1 + shapes.index(thing.shape)
+            lookup[2, i, k] = 1 + MOTIONS.index(action.direction or action.kind) \
+                if action.kind != "absent" else 0
     lookup = lookup.to(owner.device)
-    labels = torch.stack([lookup[j].gather(1, which.view(b, -1)) for j in range(2)])
+    labels = torch.stack([lookup[j].gather(1, which.view(b, -1)) for j in range(3)])
     return labels.masked_fill((best < OBJECT_SHARE).view(1, b, -1), 0)

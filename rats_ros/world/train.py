@@ -37,8 +37,10 @@ from rats_ros.models import load_backend
 from rats_ros.stream.captioner import DEFAULT_PROMPT
 from rats_ros.stream.selection import keep_count
 from rats_ros.world import language, scene
-from rats_ros.world.model import build_untrained, qa_example
-from rats_ros.world.render import RENDER_SIZE, render_frames, token_labels
+from rats_ros.world.model import build_untrained, qa_examples
+from rats_ros.world.render import MOTIONS, RENDER_SIZE, render_frames, token_labels
+
+MOTION_LAYER = 3  # the LM layer whose visual states must tell how objects move (of 6)
 
 
 @dataclass
@@ -54,24 +56,27 @@ class TrainConfig:
     :param warmup: warm-up steps.
     :param memory_clips: memory length in clips (the node's default).
     :param seed: seed of the worlds, the questions and the initial weights.
+    :param max_seconds: a guard: stop and save after this long (``training.json`` then says
+        how many steps ran; 0 = none).
     """
 
-    steps: int = 6000
+    steps: int = 4000
     streams: int = 48
     stream_clips: int = 24
     qa_batch: int = 24
-    qa_every: int = 3
+    qa_every: int = 2
     lr: float = 1e-3
     warmup: int = 200
     memory_clips: int = 16
     seed: int = 0
+    max_seconds: float = 0.0
 
     def __post_init__(self):
         for name in ("steps", "streams", "stream_clips", "qa_batch", "qa_every", "memory_clips"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
-        if not 0 < self.lr < 1 or self.warmup < 0 or self.seed < 0:
-            raise ConfigError("need 0 < lr < 1, warmup >= 0 and seed >= 0")
+        if not 0 < self.lr < 1 or min(self.warmup, self.seed, self.max_seconds) < 0:
+            raise ConfigError("need 0 < lr < 1, warmup >= 0, seed >= 0 and max_seconds >= 0")
 
 
 class Trainer:
@@ -88,10 +93,12 @@ class Trainer:
         model.set_attn_implementation({"text_config": "eager", "vision_config": "sdpa"})
         model.train().requires_grad_(True)
         # Auxiliary heads (not saved): what each visual token shows, so the vision tower learns
-        # colours and shapes from the first steps instead of the LM settling on the text prior.
+        # colours and shapes from the first steps instead of the LM settling on the text prior;
+        # and how its object moves, read from the LM's visual states (they see earlier frames).
         hidden = self.backend.hidden_size
         self.probes = torch.nn.ModuleList([torch.nn.Linear(hidden, 1 + len(scene.COLOURS)),
-                                           torch.nn.Linear(hidden, 1 + len(scene.SHAPES))])
+                                           torch.nn.Linear(hidden, 1 + len(scene.SHAPES)),
+                                           torch.nn.Linear(hidden, 1 + len(MOTIONS))])
         self.probes.to(self.device)
         self.optimizer = torch.optim.AdamW([*model.parameters(), *self.probes.parameters()],
                                            lr=config.lr, betas=(0.9, 0.95), weight_decay=0.01)
@@ -110,7 +117,7 @@ class Trainer:
         """One teacher-forced step on a clip of every stream.
 
         :param memory: ``(B, M, D)`` kept tokens of earlier clips.
-        :param token_classes: ``(2, B, N)`` from :func:`token_labels` (auxiliary loss) or None.
+        :param token_classes: ``(3, B, N)`` from :func:`token_labels` (auxiliary loss) or None.
         :returns: the loss, the ``(B, k, D)`` tokens the read-out keeps and the ``(B, N)``
             read-out scores.
         """
@@ -131,21 +138,30 @@ class Trainer:
             mask = torch.ones(b, embeds.shape[1], device=device, dtype=torch.long)
             mask[:, prompt:] = (torch.arange(width, device=device) < lengths[:, None]).long()
             out = backend.language_model(inputs_embeds=embeds, attention_mask=mask,
-                                         output_attentions=True)
+                                         output_attentions=True,
+                                         output_hidden_states=token_classes is not None)
             logits = backend.model.lm_head(out.last_hidden_state[:, prompt - 1:-1])  # (B, W, V)
             labels = ids.masked_fill(mask[:, prompt:] == 0, -100)
             loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
                                    ignore_index=-100)
         self.last_caption_loss = loss.item()
-        if token_classes is not None:
-            for probe, target in zip(self.probes, token_classes, strict=True):
-                loss = loss + F.cross_entropy(probe(visual.float()).flatten(0, 1),
-                                              target.flatten())
         key_start = self.prefix.numel() + memory.shape[1]
+        if token_classes is not None:
+            mixed = out.hidden_states[MOTION_LAYER][:, key_start:key_start + n]  # (B, N, D)
+            loss = loss + self.auxiliary(visual, mixed, token_classes)
         scores = self.readout(out.attentions, prompt, lengths, key_start, n)  # (B, N)
         k = keep_count(n, 1 / 16)
         kept = scores.topk(k, dim=1).indices.sort(dim=1).values  # temporal order
         return loss, visual.detach().gather(1, kept[..., None].expand(-1, -1, d)), scores
+
+    def auxiliary(self, visual, mixed, classes) -> torch.Tensor:
+        """The probes' loss: colour and shape from the tower's ``(B, N, D)`` tokens, motion from
+        the LM's ``(B, N, D)`` states of the clip's later half (earlier frames in sight)."""
+        half = visual.shape[1] // 2
+        terms = ((self.probes[0], visual, classes[0]), (self.probes[1], visual, classes[1]),
+                 (self.probes[2], mixed[:, half:], classes[2][:, half:]))
+        return sum(F.cross_entropy(probe(x.float()).flatten(0, 1), target.flatten())
+                   for probe, x, target in terms)
 
     @torch.no_grad()
     def readout(self, attentions, prompt: int, lengths, key_start: int, n: int) -> torch.Tensor:
@@ -208,19 +224,6 @@ class Trainer:
             (self.backend.directory / "preprocessor_config.json").read_text())
 
 
-def qa_examples(rng: np.random.Generator, count: int) -> list[tuple[str, str]]:
-    """``count`` questions, each on a fresh world of 6 to 40 clips, over its true captions."""
-    out = []
-    while len(out) < count:
-        clips = int(rng.integers(6, 41))
-        world = scene.generate(int(rng.integers(0, 10**9)), clips)
-        asked = language.questions(world)
-        if asked:
-            question = asked[int(rng.integers(len(asked)))]
-            out.append((qa_example(world, clips, question), question.answer))
-    return out
-
-
 def train(config: TrainConfig, out_dir: Path, device: str, log=print) -> dict:
     """Train and save into ``out_dir``. :returns: a summary (losses, time, settings)."""
     torch.manual_seed(config.seed)
@@ -231,7 +234,7 @@ def train(config: TrainConfig, out_dir: Path, device: str, log=print) -> dict:
         history = _steps(trainer, config, rng, log)
         trainer.save(out_dir)
     summary = {"config": asdict(config), "device": str(torch.device(device)),
-               "seconds": round(time.perf_counter() - started, 1),
+               "seconds": round(time.perf_counter() - started, 1), "steps_done": len(history),
                "final_caption_loss": _recent(history, "caption", 300),
                "final_qa_loss": _recent(history, "qa", 300),
                "torch": torch.__version__, "commit": os.environ.get("RATS_GIT_COMMIT", "")}
@@ -255,14 +258,15 @@ def _steps(trainer: Trainer, config: TrainConfig, rng, log) -> list[tuple[str, f
         memory = torch.zeros(config.streams, 0, trainer.backend.hidden_size,
                              device=trainer.device)
         for clip in range(config.stream_clips):
-            if step >= config.steps:
-                break
+            late = config.max_seconds and time.perf_counter() - started > config.max_seconds
+            if step >= config.steps or late:
+                return history
             if step % config.qa_every == config.qa_every - 1:
                 loss, kind = trainer.qa_step(qa_examples(rng, config.qa_batch)), "qa"
             else:
                 frames, owner = render_frames(worlds, clip, floors)
                 captions = [language.caption(language.clip_facts(w, clip)) for w in worlds]
-                targets = token_labels(worlds, owner, trainer.backend.pooled_side)
+                targets = token_labels(worlds, clip, owner, trainer.backend.pooled_side)
                 loss, kept, _ = trainer.caption_step(frames, captions, memory, targets)
                 limit = config.memory_clips * kept.shape[1]
                 memory = torch.cat([memory, kept.float()], dim=1)[:, -limit:]
