@@ -56,27 +56,31 @@ class TrainConfig:
     :param warmup: warm-up steps.
     :param memory_clips: memory length in clips (the node's default).
     :param seed: seed of the worlds, the questions and the initial weights.
+    :param context_weight: weight of the prompt's own language-model loss in answering steps.
     :param max_seconds: a guard: stop and save after this long (``training.json`` then says
         how many steps ran; 0 = none).
     """
 
-    steps: int = 4000
+    steps: int = 3400
     streams: int = 48
     stream_clips: int = 24
     qa_batch: int = 24
     qa_every: int = 2
-    lr: float = 1e-3
+    lr: float = 2e-3
     warmup: int = 200
     memory_clips: int = 16
     seed: int = 0
+    context_weight: float = 1.0
     max_seconds: float = 0.0
 
     def __post_init__(self):
         for name in ("steps", "streams", "stream_clips", "qa_batch", "qa_every", "memory_clips"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
-        if not 0 < self.lr < 1 or min(self.warmup, self.seed, self.max_seconds) < 0:
-            raise ConfigError("need 0 < lr < 1, warmup >= 0, seed >= 0 and max_seconds >= 0")
+        if not 0 < self.lr < 1 or min(self.warmup, self.seed, self.max_seconds,
+                                      self.context_weight) < 0:
+            raise ConfigError("need 0 < lr < 1 and warmup, seed, context_weight and "
+                              "max_seconds >= 0")
 
 
 class Trainer:
@@ -181,7 +185,9 @@ class Trainer:
 
     # ---- answering -------------------------------------------------------------------------
     def qa_step(self, examples: list[tuple[str, str]]):
-        """One step on ``(user message, answer)`` pairs rendered with the chat template."""
+        """One step on ``(user message, answer)`` pairs rendered with the chat template: the
+        answer's loss plus ``context_weight`` times the loss of the prompt itself (predicting
+        each caption line from the earlier ones teaches looking back, as answering must)."""
         backend, device = self.backend, self.device
         rows, starts = [], []
         for message, answer in examples:
@@ -193,13 +199,22 @@ class Trainer:
         position = torch.arange(width, device=device)
         lengths = torch.tensor(list(map(len, rows)), device=device)
         mask = (position < lengths[:, None]).long()
-        labels = ids.masked_fill((position < torch.tensor(starts, device=device)[:, None])
-                                 | (mask == 0), -100)
+        answering = position >= torch.tensor(starts, device=device)[:, None]
+        labels = [ids.masked_fill(~answering | (mask == 0), -100)[:, 1:].flatten(),
+                  ids.masked_fill(answering | (mask == 0), -100)[:, 1:].flatten()]
+        self._text_attention("sdpa")  # no read-out here, and eager is slow at 1k+ tokens
         with self.autocast:
             out = backend.language_model(input_ids=ids, attention_mask=mask)
-            logits = backend.model.lm_head(out.last_hidden_state[:, :-1])
-            return F.cross_entropy(logits.float().flatten(0, 1), labels[:, 1:].flatten(),
-                                   ignore_index=-100)
+            logits = backend.model.lm_head(out.last_hidden_state[:, :-1]).float().flatten(0, 1)
+            answer, context = (F.cross_entropy(logits, rows, ignore_index=-100)
+                               for rows in labels)
+        self._text_attention("eager")
+        self.last_qa_loss = answer.item()
+        return answer + self.config.context_weight * context
+
+    def _text_attention(self, kind: str) -> None:
+        self.backend.model.set_attn_implementation({"text_config": kind,
+                                                    "vision_config": "sdpa"})
 
     def update(self, loss, step: int) -> None:
         cfg = self.config
@@ -273,7 +288,7 @@ def _steps(trainer: Trainer, config: TrainConfig, rng, log) -> list[tuple[str, f
                 kind = "caption"
             trainer.update(loss, step)
             history.append((kind, trainer.last_caption_loss if kind == "caption"
-                            else loss.item()))
+                            else trainer.last_qa_loss))
             step += 1
             if step % 100 == 0 or step == config.steps:
                 log(f"step {step}/{config.steps} caption loss "
