@@ -40,7 +40,11 @@ def test_captions_parse_back_into_their_facts_and_answers_follow_from_them():
         for q in language.questions(world):
             if q.kind == "first_appearance":
                 thing = q.text.split("the ")[1].split(" first")[0]
-                assert q.answer == f"at {entered[thing] * language.CLIP_SECONDS:.1f}s"
+                seconds = entered[thing] * language.CLIP_SECONDS
+                assert q.answer == f"the {thing} first appeared at {seconds:.1f}s"
+            if q.kind == "shape":
+                colour = q.text.split("the ")[1].split()[0]
+                assert q.answer in {f"a {t.name}" for t in world.things if t.colour == colour}
     score = language.CaptionScore()
     facts = language.clip_facts(scene.generate(3, 6), 5)
     score.add(facts, facts)

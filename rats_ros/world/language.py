@@ -171,7 +171,11 @@ class Question:
 
 
 def questions(world: World, clips: int | None = None) -> list[Question]:
-    """Questions whose answers follow from the captions of the first ``clips`` clips."""
+    """Questions whose answers follow from the captions of the first ``clips`` clips.
+
+    Answers name their object first ("a yellow circle", "the red square entered twice"), as a
+    person answers: the object's words, once written, point to where the captions mention it.
+    """
     clips = world.clips if clips is None else clips
     history = [clip_facts(world, c) for c in range(clips)]
     enters = [(c, f.thing) for c, facts in enumerate(history) for f in facts
@@ -183,12 +187,13 @@ def questions(world: World, clips: int | None = None) -> list[Question]:
         times = [c for c, name in enters if name == thing.name]
         if times:
             out.append(Question(f"When did the {thing.name} first appear?",
-                                f"at {times[0] * CLIP_SECONDS:.1f}s", "first_appearance"))
+                                f"the {thing.name} first appeared at "
+                                f"{times[0] * CLIP_SECONDS:.1f}s", "first_appearance"))
         out.append(Question(f"How many times did the {thing.name} enter?",
-                            _count(len(times)), "count"))
+                            f"the {thing.name} entered {_count(len(times))}", "count"))
         if times:
-            out.append(Question(f"What shape is the {thing.colour} object?", f"a {thing.shape}",
-                                "shape"))
+            out.append(Question(f"What shape is the {thing.colour} object?",
+                                f"a {thing.name}", "shape"))
     for order, name, events in (("first", "entered", enters), ("last", "left", leaves)):
         if events:
             clip = events[0][0] if order == "first" else events[-1][0]
