@@ -27,7 +27,6 @@ from common import (
     write_json,
 )
 
-from rats_ros.models.fast import decode as fast_decode
 from rats_ros.recall.embedders import ModelEmbedder
 from rats_ros.recall.qa import QAConfig, QuestionAnswerer
 from rats_ros.recall.store import CaptionStore
@@ -96,15 +95,14 @@ def bench(args) -> list[dict]:
                            args.frames)
         try:
             for variant in args.variants:
-                backend.fast_decode = variant == "ours"
-                backend._fast_decoder = (fast_decode.FastDecoder(backend.model, ())
-                                         if variant == "ours" else None)
+                backend.fast_decode = variant == "ours"  # answers: the answer decoder
                 qa = QuestionAnswerer(store, ModelEmbedder(backend), backend,
                                       QAConfig(context_tokens=args.budget,
                                                max_answer_tokens=args.answer_tokens))
                 qa.warm()  # a running node has its index loaded; the first ask is not cold
                 rows = ask_many(qa, backend, args.repeats)
-                record = {"bench": "ask", "size": args.size, "variant": variant,
+                record = {"bench": "ask", "size": args.size,
+                          "family": backend.model.config.model_type, "variant": variant,
                           "store": store_kind, "clips": clips, "caption_tokens": tokens,
                           "budget": args.budget, "answer_tokens": args.answer_tokens,
                           "total_ms": summary([r["total_ms"] for r in rows]),

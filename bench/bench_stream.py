@@ -78,7 +78,8 @@ def stream(args) -> dict:
     allocated = [r["allocated_mb"] for r in steady]
     peaks = [r["peak_mb"] for r in steady]
     record = {
-        "bench": "stream", "size": args.size, "variant": "plain" if args.plain else args.variant,
+        "bench": "stream", "size": args.size, "family": backend.model.config.model_type,
+        "variant": "plain" if args.plain else args.variant,
         "clips": clips, "stream_hours": clips * args.frames / FPS / 3600,
         "caption_tokens": args.tokens, "wall_s": wall, "weights_mb": weights_mb,
         "clip_ms": summary([r["total_ms"] for r in rows]),

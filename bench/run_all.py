@@ -105,10 +105,12 @@ def main(argv=None) -> int:
         return 0
     extra = ["--smoke"] if args.smoke else []
     results = [run_ours(name, list(extra)) for name in OURS]
-    if args.smoke:  # the Qwen families' tiny checkpoints through the per-clip bench
+    if args.smoke:  # the Qwen families' tiny checkpoints through the clip, stream and ask benches
         for size in ("tiny-qwen2.5-vl", "tiny-qwen3-vl"):
             results.append(run_ours("bench_clip", [*extra, "--size", size, "--variants",
                                                    "ours", "ours_stock_vision", "plain"]))
+            results += [run_ours(name, [*extra, "--size", size])
+                        for name in ("bench_stream", "bench_ask")]
     results += [run_other(script, list(extra)) for script in OTHERS]
     return 0 if all(results) else 1
 

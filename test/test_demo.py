@@ -25,7 +25,7 @@ def test_demo_prints_captions_and_an_answer_and_exits_zero(tmp_path, domain_id, 
         assert f"caption {index}: [" in output
     assert output.count("    truth: 'the ") == 6  # each caption beside the world's truth
     assert "6 captions received" in output
-    assert "asking: 'Which object entered first?'" in output and "(truth: 'the " in output
+    assert "asking: 'What shape is the blue object?'" in output and "(truth: 'a " in output
     assert "answer (" in output and "evidence (6 captions, time order)" in output
     assert "node stopped with exit code 0" in output
     assert_no_traceback(output)

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository (make demo runs fro
 SAMPLE_DIR = ROOT / "build" / "sample"
 SAMPLE_CLIPS = 6  # of 16 frames at the node's default 0.5 fps: 192 s of stream
 SAMPLE_WORLD = 3  # the world's seed (evaluation range, unseen in training)
-QUESTION = "Which object entered first?"
+QUESTION = "What shape is the blue object?"  # the kind synthetic-world answers from captions
 _NS = 1_000_000_000
 
 
