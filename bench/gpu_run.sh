@@ -8,6 +8,7 @@
 #        | cameras (N = 1, 2, 4, 8 cameras on one model, round robin: clips/s and per clip)
 #        | weights (int8 / int4 against bf16: kernels, LLaVA-OV-7B, Qwen2.5-VL-7B; and busyask
 #          at 7B, to fit one 10-minute call)
+#        | qwenlong (Qwen2.5-VL-7B / Qwen3-VL-8B 1 h streams, AskVideo at 1 h)
 #        | busyask (AskVideo p50/p99 while 4 cameras caption, against idle: 0.5B and 7B)
 #        | round3 (one 10-minute call: Qwen per clip, busyask 7B, int4 7B)
 #        | round4 (kernels, int8/int4 on the trained synthetic-world, Qwen2.5-VL-3B per clip)
@@ -120,6 +121,10 @@ for phase in "${@:-all}"; do
                  run 80 python3 bench/bench_cameras.py --size 0.5b --rounds 4 --out "$RES"
                  run 110 python3 bench/bench_cameras.py --size 7b --rounds 2 --cameras 1,4,8 \
                      --out "$RES" ;;
+        qwenlong) # Qwen at 1 h: memory over the stream, AskVideo at 1 h of captions (not run yet)
+                  stream qwen2.5-vl-7b ours --hours 1; stream qwen3-vl-8b ours --hours 1
+                  run 400 python3 bench/bench_ask.py --size qwen2.5-vl-7b --variants ours \
+                      --repeats 3 --out "$RES" ;;
         busyask) for size in 0.5b 7b; do  # AskVideo while 4 cameras caption, against idle
                      run 420 python3 bench/bench_busy_ask.py --size "$size" --cameras 4 \
                          --out "$RES"

@@ -17,7 +17,8 @@ from rats_ros.world import CHECKPOINT, SYNTHETIC_WORLD, language, scene
 from rats_ros.world.evaluate import EVAL_SEED_BASE
 from rats_ros.world.model import build_untrained, qa_example
 from rats_ros.world.render import MOTIONS, render_frames, token_labels
-from rats_ros.world.train import TrainConfig, Trainer, train
+from rats_ros.world.train import train
+from rats_ros.world.trainer import TrainConfig, Trainer
 
 
 def test_worlds_are_deterministic_and_objects_start_outside():
