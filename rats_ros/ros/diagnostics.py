@@ -58,7 +58,7 @@ class StreamStats:
         self.dropped: Counter[str] = Counter()  # good frames/clips lost to overload, by reason
         self.questions: Counter[str] = Counter()  # answered / refused
         self.clips = 0
-        self.error = ""
+        self._errors: dict[str, str] = {}  # source -> its failure, ERROR while any is set
         self.warning = ""
         self._processing: deque[float] = deque(maxlen=50)
         self._frame_rate = _Rate(window_s)
@@ -119,14 +119,27 @@ class StreamStats:
         with self._lock:
             self.questions[outcome] += 1
 
-    def fail(self, message: str) -> None:
-        """Remember a failure (configure, model, worker): ERROR until :meth:`clear_error`."""
+    def fail(self, message: str, source: str = "node") -> None:
+        """Remember a failure (configure, store, worker; a camera's captioning): ERROR until
+        :meth:`clear_error` of its ``source``, so one camera's success does not hide another's
+        failure."""
         with self._lock:
-            self.error = message
+            self._errors[source] = message
 
-    def clear_error(self) -> None:
+    def clear_error(self, *sources: str) -> None:
+        """Forget the failures of ``sources`` (all of them when none is named)."""
         with self._lock:
-            self.error = ""
+            for source in sources or list(self._errors):
+                self._errors.pop(source, None)
+
+    @property
+    def error(self) -> str:
+        """The failures remembered now, ``; ``-joined (empty: none)."""
+        with self._lock:
+            return self._joined_errors()
+
+    def _joined_errors(self) -> str:
+        return "; ".join(self._errors.values())
 
     def warn(self, message: str) -> None:
         """A lasting condition worth a WARN (e.g. captions spooled during a database outage);
@@ -153,7 +166,7 @@ class StreamStats:
                 "recent_backlog_drops": self._recent_backlog.recent(now),
                 "last_processing_time": times[-1] if times else 0.0,
                 "avg_processing_time": sum(times) / len(times) if times else 0.0,
-                "error": self.error,
+                "error": self._joined_errors(),
                 "warning": self.warning,
                 "cameras": {name: dict(c) for name, c in self.cameras.items()},
                 "counts": dict(self.counts),

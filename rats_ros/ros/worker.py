@@ -239,7 +239,8 @@ class Worker:
         if isinstance(error, MemoryError):  # numpy's and Python's out-of-memory
             error = "out of memory while preparing a clip: use a smaller model, fewer " \
                     "frames per clip, fewer memory clips or a lower max_image_side"
-        self.stats.fail(f"captioning a clip{_of(lane.camera)} failed: {error}")
+        self.stats.fail(f"captioning a clip{_of(lane.camera)} failed: {error}",
+                        source=f"camera {lane.camera}")
         self.stats.drop("model_error", camera=lane.camera)
         self._logger.error(f"captioning a clip{_of(lane.camera)} failed: {error}")
 
@@ -266,11 +267,11 @@ class Worker:
             message = (f"caption store refuses writes: {error}; {len(self.backlog)} captions "
                        f"held in memory (store_backlog {self.backlog.capacity}), stored and "
                        "published when it accepts writes again")
-            self.stats.fail(message)
+            self.stats.fail(message, source="store")
             self._logger.error(message, throttle_duration_sec=10.0)
 
     def _stored(self, caption, clip) -> None:
-        self.stats.clear_error()
+        self.stats.clear_error("store", f"camera {caption.camera}")  # what this caption proves
         self.stats.clip(caption.processing_time, camera=caption.camera)
         self._publish(caption)
         if self._overlay is not None:
