@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 from transformers import AutoTokenizer, LlavaOnevisionProcessor
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from rats_ros.errors import ModelError
 from rats_ros.io.sample_scene import write_sample_bag
@@ -178,3 +179,34 @@ def test_qwen3_vl_published_layout_loads_and_captions_with_deepstack(tmp_path, c
     assert out.scores.shape == (visual.shape[0],)
     assert main(["check-model", str(directory), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["family"] == "qwen3_vl"
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_qwen2_5_vl_prompt_equals_the_processors(tmp_path, nested):
+    """Our Qwen2.5-VL prompt ids equal Qwen2_5_VLProcessor's: the published template rendered,
+    ``<|video_pad|>`` expanded by the processor's own count, then tokenized.
+
+    Its video processor needs torchvision (not loadable beside the pinned CPU torch, as above),
+    so the count comes from the same counting the processor's ``_get_num_multimodal_tokens``
+    does, on the image processor it ships with (``Qwen2VLImageProcessorPil``, built from the
+    fixture's ``preprocessor_config.json``): patches of one frame pair, ``temporal_patch_size``
+    frames per pair, ``merge_size**2`` patches per token."""
+    directory = published.write_qwen2_5_vl(tmp_path / "qwen", nested=nested)
+    backend = load_backend(str(directory))
+    settings = json.loads((directory / "preprocessor_config.json").read_text())
+    image_processor = Qwen2VLImageProcessorPil(**settings)
+    frames = np.random.default_rng(0).integers(0, 255, (4, 48, 64, 3), dtype=np.uint8)
+    patches = image_processor.get_number_of_image_patches(48, 64, {})  # one frame pair
+    count = 4 // settings["temporal_patch_size"] * patches // settings["merge_size"] ** 2
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    template = json.loads((directory / "chat_template.json").read_text())["chat_template"]
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": PROMPT}]}],
+        chat_template=template, tokenize=False, add_generation_prompt=True)
+    expected = tokenizer(text.replace("<|video_pad|>", "<|video_pad|>" * count),
+                         add_special_tokens=False)["input_ids"]
+    visual = backend.encode_clip(frames)  # (N, D)
+    prefix, suffix = backend.prompt_layout(PROMPT)
+    video_id = backend.model.config.video_token_id
+    assert prefix.tolist() + [video_id] * visual.shape[0] + suffix.tolist() == expected
+    assert visual.shape[0] == count
