@@ -11,6 +11,9 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
     smart_resize as hf_smart_resize,
 )
+from transformers.models.qwen3_vl.video_processing_qwen3_vl import (
+    smart_resize as hf_qwen3_smart_resize,
+)
 
 from rats_ros.errors import ConfigError, FrameError, ModelError
 from rats_ros.models import BackendConfig, load_backend
@@ -107,6 +110,15 @@ def test_qwen_patchify_matches_reference_processor_layout():
 def test_smart_resize_matches_reference(hw):
     assert smart_resize(*hw, 28, 128 * 28 * 28, 768 * 28 * 28) == hf_smart_resize(
         *hw, factor=28, min_pixels=128 * 28 * 28, max_pixels=768 * 28 * 28)
+
+
+@pytest.mark.parametrize("frames", [2, 15, 16, 64])
+@pytest.mark.parametrize("hw", [(20, 40), (48, 64), (480, 640), (1080, 1920), (2160, 3840)])
+@pytest.mark.parametrize("bounds", [(4096, 25165824), (32 * 32, 64 * 64)])  # published; tiny
+def test_qwen3_clip_budget_resize_matches_reference(frames, hw, bounds):
+    """Qwen3-VL's video processor bounds the whole clip's pixels (frames x H x W)."""
+    assert smart_resize(*hw, 32, *bounds, frames=frames, temporal=2) == hf_qwen3_smart_resize(
+        frames, *hw, temporal_factor=2, factor=32, min_pixels=bounds[0], max_pixels=bounds[1])
 
 
 def test_normalisation_reads_checkpoint_constants(backend):

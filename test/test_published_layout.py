@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer, LlavaOnevisionProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+from transformers.models.qwen3_vl.video_processing_qwen3_vl import (
+    smart_resize as hf_qwen3_smart_resize,
+)
 
 from rats_ros.errors import ModelError
 from rats_ros.io.sample_scene import write_sample_bag
@@ -210,3 +213,23 @@ def test_qwen2_5_vl_prompt_equals_the_processors(tmp_path, nested):
     video_id = backend.model.config.video_token_id
     assert prefix.tolist() + [video_id] * visual.shape[0] + suffix.tolist() == expected
     assert visual.shape[0] == count
+
+
+def test_qwen3_vl_visual_tokens_equal_the_video_processors_count(tmp_path):
+    """Qwen3-VL's video processor sizes a clip by the pixels of all its frames (its
+    ``smart_resize`` over frames x H x W, bounds from video_preprocessor_config.json); our clip
+    has as many visual tokens. (The prompt itself differs by design: no per-frame-group
+    timestamp text, docs/METHOD_NOTES.md.) The count is the processor's arithmetic on its own
+    ``smart_resize``: its class needs torchvision, as above."""
+    directory = published.write_qwen3_vl(tmp_path / "qwen3")
+    backend = load_backend(str(directory))
+    video = json.loads((directory / "video_preprocessor_config.json").read_text())
+    factor = video["patch_size"] * video["merge_size"]
+    for frames, height, width in ((4, 48, 64), (16, 48, 64), (16, 120, 90), (6, 20, 40)):
+        h, w = hf_qwen3_smart_resize(frames, height, width, video["temporal_patch_size"], factor,
+                                     video["size"]["shortest_edge"],
+                                     video["size"]["longest_edge"])
+        count = -(-frames // video["temporal_patch_size"]) * (h // factor) * (w // factor)
+        pixels = np.zeros((frames, height, width, 3), dtype=np.uint8)
+        assert backend.num_visual_tokens(frames, height, width) == count
+        assert backend.encode_clip(pixels).shape[0] == count

@@ -73,22 +73,30 @@ def resize_normalize(frames: torch.Tensor, height: int, width: int, norm: PixelN
     return ((frames * norm.rescale - mean) / std).to(dtype)
 
 
-def smart_resize(height: int, width: int, factor: int, min_pixels: int,
-                 max_pixels: int) -> tuple[int, int]:
-    """Qwen2-VL's target size: multiples of ``factor``, pixel count within bounds, aspect kept.
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int,
+                 frames: int | None = None, temporal: int = 2) -> tuple[int, int]:
+    """Qwen-VL's target size: multiples of ``factor``, pixel count within bounds, aspect kept.
 
+    :param frames: None: the bounds are one frame's (Qwen2-VL's ``smart_resize``); the clip's
+        frame count: they are the whole clip's, frames counted in groups of ``temporal``, and
+        frames under ``factor`` are scaled up first (Qwen3-VL's video ``smart_resize``).
     :raises FrameError: for aspect ratios beyond 200 (as the reference processor).
     """
     if max(height, width) / min(height, width) > 200:
         raise FrameError(f"frame aspect ratio {width}x{height} is beyond 200:1; crop the frames")
+    counted = 1 if frames is None else round(frames / temporal) * temporal
+    if frames is not None and min(height, width) < factor:
+        scale = max(factor / height, factor / width)
+        height, width = int(height * scale), int(width * scale)
+    frames = frames or 1
     h_bar = round(height / factor) * factor
     w_bar = round(width / factor) * factor
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt(height * width / max_pixels)
+    if counted * h_bar * w_bar > max_pixels:
+        beta = math.sqrt(frames * height * width / max_pixels)
         h_bar = max(factor, math.floor(height / beta / factor) * factor)
         w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
+    elif counted * h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (frames * height * width))
         h_bar = math.ceil(height * beta / factor) * factor
         w_bar = math.ceil(width * beta / factor) * factor
     return h_bar, w_bar

@@ -63,19 +63,20 @@ class Qwen2VLBackend(HFVideoBackend):
         fast_vision.install(self.model)  # segment attention batched (fast/vision.py)
         self._plans: dict[tuple[int, int, int], dict] = {}  # vision_plan per clip shape
 
-    def _resized(self, height: int, width: int) -> tuple[int, int]:
+    def _resized(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
+        """Qwen2-VL's video processor: the pixel bounds are each frame's."""
         return smart_resize(height, width, self.patch * self.merge, self.min_pixels,
                             self.max_pixels)
 
     def token_grid(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
-        h, w = self._resized(height, width)
+        h, w = self._resized(num_frames, height, width)
         size = self.patch * self.merge
         return -(-num_frames // self.temporal), h // size, w // size
 
     def vision_inputs(self, pixels) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """``(T, H, W, 3)`` uint8 frames -> flat patches ``(n, C * t * p * p)`` and their grid."""
         frames = upload(pixels, self.device)  # (T, 3, H, W)
-        h, w = self._resized(*frames.shape[2:])
+        h, w = self._resized(frames.shape[0], *frames.shape[2:])
         frames = resize_normalize(frames, h, w, self.norm, self.dtype)
         return qwen_patchify(frames, self.patch, self.merge, self.temporal)
 

@@ -44,7 +44,10 @@ and ``rope_scaling: {mrope_interleaved: true, mrope_section: [24, 20, 20], rope_
 ``num_position_embeddings: 2304`` and ``deepstack_visual_indexes: [5, 11, 17]``; the same token
 ids as Qwen2.5-VL; a ``video_preprocessor_config.json`` beside ``preprocessor_config.json``
 (copies of the 4B config in public repositories, e.g. a Qwen3-VL inference wrapper and a Rust
-port's ``from_hf`` test). Its ``chat_template.json`` is longer than Qwen2.5-VL's (tools, thinking);
+port's ``from_hf`` test), whose ``size`` bounds a whole clip's pixels (published: shortest_edge
+4,096, longest_edge 25,165,824, as copied in public repositories' tests of
+``Qwen3VLVideoProcessor``; the fixture: 16 frames of 64x64 px). Its ``chat_template.json`` is
+longer than Qwen2.5-VL's (tools, thinking);
 the fixture uses the Qwen2.5-VL template, whose rendering of a user's video item
 (``<|vision_start|><|video_pad|><|vision_end|>``) Qwen3-VL's shares: not a byte copy.
 
@@ -286,8 +289,8 @@ def write_qwen3_vl(directory) -> Path:
     _json(directory / "preprocessor_config.json", {
         **pixels, "size": {"longest_edge": IMAGE_SIZE * IMAGE_SIZE, "shortest_edge": 32 * 32},
         "image_processor_type": "Qwen2VLImageProcessorFast", "processor_class": "Qwen3VLProcessor"})
-    _json(directory / "video_preprocessor_config.json", {
-        **pixels, "size": {"longest_edge": IMAGE_SIZE * IMAGE_SIZE, "shortest_edge": 32 * 32},
+    _json(directory / "video_preprocessor_config.json", {  # size bounds the clip's pixels
+        **pixels, "size": {"longest_edge": tiny.CLIP_PIXELS, "shortest_edge": 32 * 32},
         "fps": 2, "video_processor_type": "Qwen3VLVideoProcessor",
         "processor_class": "Qwen3VLProcessor"})
     return directory

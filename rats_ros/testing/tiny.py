@@ -24,10 +24,11 @@ log = logging.getLogger(__name__)
 
 TINY_MODELS = {"tiny-random": "llava_onevision", "tiny-random-qwen2_5_vl": "qwen2_5_vl",
                "tiny-random-qwen3_vl": "qwen3_vl"}
-BUILD_VERSION = 1  # bump when a builder changes: cached copies of other versions are rebuilt
+BUILD_VERSION = 2  # bump when a builder changes: cached copies of other versions are rebuilt
 _MARKER = "rats_ros_tiny.json"
 SEED = 1234
 IMAGE_SIZE = 64  # px; with patch 8 -> 8x8 patches per frame
+CLIP_PIXELS = 16 * IMAGE_SIZE * IMAGE_SIZE  # Qwen3-VL's bound on a clip's pixels (frames x H x W)
 PATCH = 8
 TEXT_INIT_STD = 0.2  # larger than the usual 0.02 so random attention is peaked, not uniform
 
@@ -300,7 +301,8 @@ def build_qwen3_vl(directory: Path) -> None:
         vision_end_token_id=ids("<|vision_end|>"), tie_word_embeddings=False,
     )
     model = seeded(lambda: Qwen3VLForConditionalGeneration(config))
-    preprocessor = {"size": {"shortest_edge": 32 * 32, "longest_edge": IMAGE_SIZE * IMAGE_SIZE},
+    # Qwen3-VL's video processor bounds a whole clip's pixels: 16 frames of 64x64 px at most
+    preprocessor = {"size": {"shortest_edge": 32 * 32, "longest_edge": CLIP_PIXELS},
                     "patch_size": 16, "temporal_patch_size": 2, "merge_size": 2,
                     "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
                     "rescale_factor": 1 / 255}
