@@ -39,6 +39,7 @@ class Qwen2VLBackend(HFVideoBackend):
 
     model_class = Qwen2_5_VLForConditionalGeneration
     video_token = "<|video_pad|>"
+    clip_bounds = False  # True: the pixel bounds are a whole clip's (Qwen3-VL's video processor)
     default_video_markup = QWEN_VIDEO_MARKUP
 
     def __init__(self, directory, config, name):
@@ -49,13 +50,9 @@ class Qwen2VLBackend(HFVideoBackend):
         self.merge = int(pre.get("merge_size", vision.spatial_merge_size))
         self.temporal = int(pre.get("temporal_patch_size", vision.temporal_patch_size))
         self.frames_per_group = self.temporal
-        size = pre.get("size") or {}
-        self.min_pixels = int(size.get("shortest_edge", pre.get("min_pixels", VIDEO_MIN_PIXELS)))
-        # an image preprocessor config allows far more pixels than video frames get
-        longest = size.get("longest_edge", pre.get("max_pixels", VIDEO_MAX_PIXELS))
-        self.max_pixels = min(VIDEO_MAX_PIXELS, int(longest))
+        self.min_pixels, self.max_pixels = self._pixel_bounds(pre, pre.get("size") or {})
         self.norm = pixel_norm(pre, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
-        side = math.isqrt(self.max_pixels)
+        side = math.isqrt(self.max_pixels // (self.temporal if self.clip_bounds else 1))
         self.tokens_per_frame = self.num_visual_tokens(self.temporal, side, side) // self.temporal
         ids = self.tokenizer.convert_tokens_to_ids
         self.vision_start = ids("<|vision_start|>")
@@ -63,10 +60,19 @@ class Qwen2VLBackend(HFVideoBackend):
         fast_vision.install(self.model)  # segment attention batched (fast/vision.py)
         self._plans: dict[tuple[int, int, int], dict] = {}  # vision_plan per clip shape
 
+    def _pixel_bounds(self, pre: dict, size: dict) -> tuple[int, int]:
+        """Qwen2-VL's video processor: each frame's least and most pixels."""
+        least = int(size.get("shortest_edge", pre.get("min_pixels", VIDEO_MIN_PIXELS)))
+        # an image preprocessor config allows far more pixels than video frames get
+        most = size.get("longest_edge", pre.get("max_pixels", VIDEO_MAX_PIXELS))
+        return least, min(VIDEO_MAX_PIXELS, int(most))
+
     def _resized(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
-        """Qwen2-VL's video processor: the pixel bounds are each frame's."""
+        """The target size: the pixel bounds are each frame's, or the whole clip's
+        (``clip_bounds``)."""
         return smart_resize(height, width, self.patch * self.merge, self.min_pixels,
-                            self.max_pixels)
+                            self.max_pixels, frames=num_frames if self.clip_bounds else None,
+                            temporal=self.temporal)
 
     def token_grid(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
         h, w = self._resized(num_frames, height, width)

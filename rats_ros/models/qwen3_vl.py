@@ -8,7 +8,6 @@ memory costs no more than with the other families (docs/METHOD_NOTES.md). The cl
 between ``<|vision_start|>`` and ``<|vision_end|>``, without the per-frame-group timestamp text
 Qwen3-VL's processor writes, and every token gets plain contiguous positions (method.md).
 """
-import math
 import threading
 
 import torch
@@ -19,7 +18,6 @@ from transformers.vision_utils import (
     get_vision_position_ids,
 )
 
-from rats_ros.models.preprocess import read_preprocessor_config, smart_resize
 from rats_ros.models.qwen2_5_vl import Qwen2VLBackend, longest
 
 # Qwen3VLVideoProcessor's own bounds when a checkpoint names none (the published
@@ -36,21 +34,16 @@ class Qwen3VLBackend(Qwen2VLBackend):
     """
 
     model_class = Qwen3VLForConditionalGeneration
+    clip_bounds = True  # its video processor bounds the whole clip's pixels (frames x H x W)
 
     def __init__(self, directory, config, name):
         super().__init__(directory, config, name)
         self._call = threading.local()  # DeepStack inputs of this thread's caption in flight
-        # its video processor bounds the pixels of the whole clip, not of each frame
-        size = read_preprocessor_config(self.directory).get("size") or {}
-        self.min_pixels = int(size.get("shortest_edge", VIDEO_PIXELS[0]))
-        self.max_pixels = int(size.get("longest_edge", VIDEO_PIXELS[1]))
-        side = math.isqrt(self.max_pixels // self.temporal)  # a clip of one frame group
-        self.tokens_per_frame = self.num_visual_tokens(self.temporal, side, side) // self.temporal
 
-    def _resized(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
-        """Qwen3-VL's video processor: the pixel bounds are the clip's (frames x H x W)."""
-        return smart_resize(height, width, self.patch * self.merge, self.min_pixels,
-                            self.max_pixels, frames=num_frames, temporal=self.temporal)
+    def _pixel_bounds(self, pre: dict, size: dict) -> tuple[int, int]:
+        """Qwen3-VL's video processor: the whole clip's least and most pixels."""
+        return (int(size.get("shortest_edge", VIDEO_PIXELS[0])),
+                int(size.get("longest_edge", VIDEO_PIXELS[1])))
 
     def vision_tower(self, patches: torch.Tensor, grid: tuple[int, int, int],
                      plan: dict | None = None):
