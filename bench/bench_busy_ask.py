@@ -4,16 +4,20 @@ One model, ``--cameras`` captioning lanes (each its own recurrent captioner, cli
 turn, as the node's worker does) run in a background thread without pause, while the main thread
 answers ``--questions`` questions through the real ``QuestionAnswerer`` over a store of one hour
 of captions (``bench_ask.fill_store``). The same questions are first answered with the model
-idle. Reported: answer latency p50 / p99 idle and busy and their ratio (issue goal at 4 cameras,
-7B size: p99 busy <= 1.5x idle), and the clips captioned meanwhile. Answers run on their own
-fast decoder (``fast.hook.decoder_for``), so a question waits at most for the kernels of a
-caption step in flight, not for the whole caption.
+idle. Busy questions come ``--gap-s`` apart (a robot asks now and then; back to back, answers
+first would stop captioning altogether). Answers run on their own fast decoder
+(``fast.hook.decoder_for``), and captions step aside between layers and tokens while one runs
+(``fast.priority``); ``hold: false`` is the same run with the gate open (each answer shares the
+GPU with the caption in flight: the behaviour before the gate). Reported per mode: answer
+latency p50 / p99 busy against idle (issue goal at 4 cameras, 7B size: p99 <= 1.5x idle), and
+the clips captioned per second meanwhile (what answers first costs the cameras).
 """
 from __future__ import annotations
 
 import os
 import tempfile
 import threading
+import time
 
 from bench_ask import QUESTIONS, fill_store
 from common import (
@@ -28,19 +32,38 @@ from common import (
     summary,
 )
 
+from rats_ros.models.fast.priority import AnswerFirst
 from rats_ros.recall.embedders import ModelEmbedder
 from rats_ros.recall.qa import QAConfig, QuestionAnswerer
 from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
 
 
-def answer_times(qa, count: int) -> list[float]:
-    """:returns: ms per answer of ``count`` questions, after one warm-up."""
+def answer_times(qa, count: int, gap_s: float = 0.0) -> list[float]:
+    """:returns: ms per answer of ``count`` questions ``gap_s`` apart, after one warm-up."""
     times = []
     for i in range(count + 1):
         answer = qa.ask(QUESTIONS[i % len(QUESTIONS)])
         if i:
             times.append(1e3 * answer.processing_time)
+        time.sleep(gap_s)
     return times
+
+
+def busy_answers(backend, qa, pool, args, hold: bool) -> dict:
+    """Answer while ``args.cameras`` caption, the gate holding captions back or not."""
+    backend._answer_first = AnswerFirst(hold=hold)
+    captioning = Captioning(backend, pool, args.cameras, args.tokens)
+    captioning.start()
+    while captioning.clips < args.cameras and captioning.error is None:  # memory filling
+        captioning.stop.wait(0.05)
+    start, clips = time.perf_counter(), captioning.clips
+    times = answer_times(qa, args.questions, args.gap_s)
+    rate = (captioning.clips - clips) / (time.perf_counter() - start)
+    captioning.stop.set()
+    captioning.join()
+    if captioning.error is not None:
+        raise captioning.error
+    return {"times": times, "clips_per_s": rate, "waits": backend._answer_first.waits}
 
 
 class Captioning(threading.Thread):
@@ -72,28 +95,23 @@ def run(args) -> None:
                            args.caption_tokens, args.frames)
         qa = QuestionAnswerer(store, ModelEmbedder(backend), backend,
                               QAConfig(max_answer_tokens=args.answer_tokens))
-        idle = answer_times(qa, args.questions)
-        captioning = Captioning(backend, pool, args.cameras, args.tokens)
-        captioning.start()
-        while captioning.clips < args.cameras and captioning.error is None:  # memory filling
-            captioning.stop.wait(0.05)
-        busy = answer_times(qa, args.questions)
-        captioning.stop.set()
-        captioning.join()
+        idle = summary(answer_times(qa, args.questions))
+        modes = {hold: busy_answers(backend, qa, pool, args, hold) for hold in (False, True)}
         store.close()
-    if captioning.error is not None:
-        raise captioning.error
-    idle_s, busy_s = summary(idle), summary(busy)
-    emit({"bench": "busy_ask", "size": args.size, "cameras": args.cameras,
-          "idle_ms": idle_s, "busy_ms": busy_s, "p50_ratio": busy_s["p50"] / idle_s["p50"],
-          "p99_ratio": busy_s["p99"] / idle_s["p99"], "clips_captioned": captioning.clips,
-          **environment(args.device)})
+    for hold, mode in modes.items():
+        busy = summary(mode["times"])
+        emit({"bench": "busy_ask", "size": args.size, "cameras": args.cameras, "hold": hold,
+              "gap_s": args.gap_s, "idle_ms": idle, "busy_ms": busy,
+              "p50_ratio": busy["p50"] / idle["p50"], "p99_ratio": busy["p99"] / idle["p99"],
+              "clips_per_s_busy": mode["clips_per_s"], "caption_waits": mode["waits"],
+              **environment(args.device)})
 
 
 def parse(argv=None):
     ap = model_parser(__doc__)
     ap.add_argument("--cameras", type=int, default=4)
     ap.add_argument("--questions", type=int, default=20)
+    ap.add_argument("--gap-s", type=float, default=1.0, help="pause between busy questions")
     ap.add_argument("--clips", type=int, default=112, help="captions in the store (1 h)")
     ap.add_argument("--caption-tokens", type=int, default=40)
     ap.add_argument("--answer-tokens", type=int, default=64)
@@ -101,7 +119,7 @@ def parse(argv=None):
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--side", type=int, default=384)
     return parse_args(ap, argv, cameras=2, questions=3, clips=8, caption_tokens=12,
-                      answer_tokens=4, tokens=4, frames=4, side=64)
+                      answer_tokens=4, tokens=4, frames=4, side=64, gap_s=0.05)
 
 
 main = entry_point(parse, run)

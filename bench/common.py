@@ -28,8 +28,9 @@ from rats_ros.models.qwen3_vl import Qwen3VLBackend  # noqa: E402
 from rats_ros.stream.clips import Clip, Frame  # noqa: E402
 
 # the tiny checkpoints of each family (CPU smoke); the rest are real sizes with random weights
+# the small checkpoints the package brings, loaded as they are (the rest are built at size)
 TINY = {"tiny": "tiny-random", "tiny-qwen2.5-vl": "tiny-random-qwen2_5_vl",
-        "tiny-qwen3-vl": "tiny-random-qwen3_vl"}
+        "tiny-qwen3-vl": "tiny-random-qwen3_vl", "synthetic-world": "synthetic-world"}
 SIZES = (*TINY, "0.5b", "7b", *models.QWEN25_VL_SIZES, *models.QWEN3_VL_SIZES)
 SMOKE = {"device": "cpu", "dtype": "float32"}
 

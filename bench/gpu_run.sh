@@ -9,6 +9,8 @@
 #        | weights (int8 / int4 against bf16: kernels, LLaVA-OV-7B, Qwen2.5-VL-7B; and busyask
 #          at 7B, to fit one 10-minute call)
 #        | qwenlong (Qwen2.5-VL-7B / Qwen3-VL-8B 1 h streams, AskVideo at 1 h)
+#        | round5 (2 GPUs: qwenlong on one; busyask 7B / 0.5B and overlap synthetic-world on the
+#          other)
 #        | busyask (AskVideo p50/p99 while 4 cameras caption, against idle: 0.5B and 7B)
 #        | round3 (one 10-minute call: Qwen per clip, busyask 7B, int4 7B)
 #        | round4 (kernels, int8/int4 on the trained synthetic-world, Qwen2.5-VL-3B per clip)
@@ -125,6 +127,22 @@ for phase in "${@:-all}"; do
                   stream qwen2.5-vl-7b ours --hours 1; stream qwen3-vl-8b ours --hours 1
                   run 400 python3 bench/bench_ask.py --size qwen2.5-vl-7b --variants ours \
                       --repeats 3 --out "$RES" ;;
+        round5) # a 2-GPU machine: Qwen at 1 h on GPU 0; answers first and kept sets on GPU 1
+                (export CUDA_VISIBLE_DEVICES=0
+                 run 190 python3 bench/bench_stream.py --size qwen2.5-vl-7b --variant ours \
+                     --hours 1 --out "$RES" --json "$OUT/json/stream_q25_7b.json"
+                 run 190 python3 bench/bench_stream.py --size qwen3-vl-8b --variant ours \
+                     --hours 1 --out "$RES" --json "$OUT/json/stream_q3_8b.json"
+                 run 180 python3 bench/bench_ask.py --size qwen2.5-vl-7b --variants ours \
+                     --repeats 3 --out "$RES") &
+                (export CUDA_VISIBLE_DEVICES=1
+                 run 60 python3 -m pytest -q -rs -p no:cacheprovider test/test_fast_decode.py \
+                     test/test_batch_decode.py -k "cuda or aside"
+                 run 230 python3 bench/bench_busy_ask.py --size 7b --cameras 4 --out "$RES"
+                 run 100 python3 bench/bench_overlap.py --size synthetic-world --clips 8 \
+                     --out "$RES" --json "$OUT/json/overlap_world.json"
+                 run 140 python3 bench/bench_busy_ask.py --size 0.5b --cameras 4 --out "$RES") &
+                wait ;;
         busyask) for size in 0.5b 7b; do  # AskVideo while 4 cameras caption, against idle
                      run 420 python3 bench/bench_busy_ask.py --size "$size" --cameras 4 \
                          --out "$RES"

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import torch
+from helpers import wait_for
 
 from rats_ros.errors import ModelError
 from rats_ros.models import load_backend
@@ -143,6 +144,30 @@ def test_an_answer_does_not_wait_for_a_caption_in_flight(model_cache):
         worker.join(timeout=60)
         assert not worker.is_alive(), "the answer waited for the caption decoder"
     assert box["text"] == alone
+
+
+def test_a_caption_steps_aside_while_an_answer_runs(model_cache):
+    """Answers first: while an answer runs on the model (inside ``hook.answering``, as
+    ``generate`` is), a caption stops before its first layer, and once the answer is done it goes
+    on and gives what it gives alone."""
+    backend = load_backend("tiny-random")
+    backend.fast_decode = True
+    visual, memory = backend.encode_clip(clip(5)), torch.zeros(0, backend.hidden_size)
+    alone = backend.caption(memory, visual, PROMPT, 6, readout=True)
+    gate, box = fast_hook.gate_of(backend), {}
+    assert backend._fast_decoder.gate is gate
+    with fast_hook.answering(backend):
+        worker = threading.Thread(target=lambda: box.update(out=backend.caption(
+            memory, visual, PROMPT, 6, readout=True)))
+        worker.start()
+        assert wait_for(lambda: gate.waits == 1, timeout=60)
+        assert worker.is_alive() and "out" not in box  # held back, not finished
+        assert backend.generate("What happened?", 4)  # the answer itself runs meanwhile
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert box["out"].token_ids == alone.token_ids
+    torch.testing.assert_close(box["out"].scores, alone.scores, rtol=1e-5, atol=1e-7)
+    assert not gate.busy
 
 
 def test_unsupported_and_disabled_fall_back(model_cache, backend):

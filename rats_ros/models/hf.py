@@ -172,6 +172,7 @@ class HFVideoBackend(ChatPrompts, VideoBackend):
 
     def encode_clip(self, pixels) -> torch.Tensor:
         with model_errors("encoding a clip"), torch.inference_mode():
+            fast_hook.step_aside(self)  # an answer in flight goes first
             inputs, grid = self.vision_inputs(pixels)
             tower = self.engine.vision if self.engine is not None else self.vision_tower
             tokens, deepstack = tower(inputs, grid)
@@ -267,7 +268,8 @@ class HFVideoBackend(ChatPrompts, VideoBackend):
         if max_new_tokens < 1:
             raise ModelError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         ids = torch.tensor(self.prompt_ids(prompt), device=self.device)
-        with model_errors("answering"), torch.inference_mode(), ro.active(None):
+        with model_errors("answering"), torch.inference_mode(), ro.active(None), \
+                fast_hook.answering(self):  # captions on this model step aside meanwhile
             out = self.greedy(self.embed_tokens(ids)[None], max_new_tokens, {})
         return self._decode(out)
 

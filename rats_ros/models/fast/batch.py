@@ -17,6 +17,7 @@ import torch
 from rats_ros.errors import ModelError
 from rats_ros.models.fast.decode import FastDecoder, FastResult
 from rats_ros.models.fast.layers import PackedLayer
+from rats_ros.models.fast.priority import Pacer
 from rats_ros.models.fast.static import (
     capture_graph,
     grown_capacity,
@@ -94,12 +95,13 @@ class BatchDecoder:
         capacity = -(-(longest + max_new) // single.bucket) * single.bucket
         st = self._state(count, capacity)
         step_fn = self._step_fn(st)
+        pace = Pacer(single.gate, single.device)  # answers first, as for one caption
         t0 = single._now()
         single._reset(st, eos)  # masks, read-out sums and end ids, as for one prompt
         for b, (embeds, span, deepstack) in enumerate(zip(prompts, ranges, deepstacks,
                                                           strict=True)):
             first = single._prefill(st.row(b), embeds.to(single.device, single.dtype),
-                                    span is not None, deepstack)  # (1,)
+                                    span is not None, deepstack, pace)  # (1,)
             st.tok[b:b + 1].copy_(first)
             st.out[b, 0:1].copy_(first)
             st.pos[b] = int(embeds.shape[0])
@@ -109,6 +111,7 @@ class BatchDecoder:
         t1 = single._now()
         done = 1
         while done < max_new:
+            pace()
             step_fn()
             done += 1
             if eos and done % 8 == 0 and float(st.alive.sum()) == 0.0:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -37,88 +36,24 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from rats_ros.errors import ModelError
 from rats_ros.models.base import clock
 from rats_ros.models.fast.layers import PackedLayer, rotate_half_matrix
+from rats_ros.models.fast.priority import AnswerFirst, Pacer
 from rats_ros.models.fast.static import (
     capture_graph,
     grown_capacity,
     recent_graph,
     rope_tables,
 )
+from rats_ros.models.fast.support import (  # noqa: F401 (SUPPORTED_LM_CLASSES: re-exported)
+    SUPPORTED_LM_CLASSES,
+    FastResult,
+    language_parts,
+    packed_layers,
+    supports,
+)
 
-# Qwen2.5-VL's LLM is Qwen2's with M-RoPE; with the method's contiguous positions every M-RoPE
-# section gets the same index, which is plain RoPE (test/test_fast_decode.py checks it against the
-# model's own forward). Qwen3-VL's adds per-head q/k norms (PackedLayer.head_norm), interleaved
-# M-RoPE (plain RoPE with equal indices, likewise) and DeepStack features added after its first
-# layers in the prefill (FastDecoder.run's ``deepstack``).
-SUPPORTED_LM_CLASSES = ("Qwen2Model", "Qwen2_5_VLTextModel", "Qwen3VLTextModel")
 # prefill attention kernels in order of preference (the first usable one runs)
 _ALL_SDPA = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 SDPA_ORDER = {"flash": _ALL_SDPA, "cudnn": [SDPBackend.CUDNN_ATTENTION, *_ALL_SDPA]}
-
-
-@dataclass
-class FastResult:
-    """Output of :meth:`FastDecoder.run`.
-
-    :param token_ids: generated ids; stops after the first EOS (EOS included) unless ignored.
-    :param sums: ``(end - start,)`` float32 read-out sums over heads, layers and query rows (on
-        the model's device), or ``None`` without a read-out range.
-    :param count: number of (layer, head, query row) triples summed into ``sums``.
-    :param prefill_ns: prefill wall time (device synchronised).
-    :param decode_ns: decode wall time (device synchronised).
-    """
-
-    token_ids: list[int]
-    sums: torch.Tensor | None
-    count: int
-    prefill_ns: int
-    decode_ns: int
-
-    @property
-    def scores(self) -> torch.Tensor | None:
-        """:returns: ``(end - start,)`` mean attention (``sums / count``), or ``None``."""
-        return None if self.sums is None else self.sums / self.count
-
-
-def language_parts(model):
-    """Return ``(decoder, lm_head)`` of a causal LM or LLaVA-style model, or ``(None, None)``."""
-    decoder = getattr(model, "language_model", None)
-    if decoder is None:
-        inner = getattr(model, "model", None)
-        decoder = getattr(inner, "language_model", inner)
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return decoder, head
-
-
-def supports(model) -> bool:
-    """Whether :class:`FastDecoder` runs ``model``: Qwen2 decoder, full attention, plain RoPE."""
-    decoder, head = language_parts(model)
-    if decoder is None or head is None or type(decoder).__name__ not in SUPPORTED_LM_CLASSES:
-        return False
-    cfg = decoder.config
-    rope = getattr(cfg, "rope_parameters", None) or {}
-    full = all(t == "full_attention" for t in getattr(cfg, "layer_types", ["full_attention"]))
-    return full and rope.get("rope_type", "default") == "default"
-
-
-def _packed_layers(model, layers, heads: int, kv_heads: int, head_dim: int,
-                   weights: str) -> list:
-    """Pack (and quantize) the decoder's weights once per model (cached on it; later decoders
-    reuse them).
-
-    :raises ModelError: when quantized layers would have to be packed again (their own weights
-        were released), e.g. for another weight format.
-    """
-    norm = layers[0].input_layernorm.weight
-    key = (norm.device, norm.dtype, weights)
-    cached_key, packed = getattr(model, "_rats_packed", (None, None))
-    if packed is not None and cached_key == key and len(packed) == len(layers):
-        return packed
-    if cached_key is not None and cached_key[2] != "native":
-        raise ModelError(f"the model's weights were quantized to {cached_key[2]} and cannot be "
-                         f"packed again as {weights}; load the checkpoint again")
-    packed = [PackedLayer(layer, heads, kv_heads, head_dim, weights) for layer in layers]
-    model._rats_packed = (key, packed)
-    return packed
 
 
 class _State:
@@ -183,7 +118,7 @@ class FastDecoder:
         weight = self.head.weight
         self.device, self.dtype = weight.device, weight.dtype
         self.weights = weights
-        self.packed = _packed_layers(model, self.layers, self.n_heads, self.n_kv, self.head_dim,
+        self.packed = packed_layers(model, self.layers, self.n_heads, self.n_kv, self.head_dim,
                                      weights)
         self.rot_half = rotate_half_matrix(self.head_dim, self.device, self.dtype)  # (d, d)
         on_cuda = self.device.type == "cuda"
@@ -196,6 +131,9 @@ class FastDecoder:
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self._pool = None
         self._lock = threading.Lock()
+        # the model's answers-first gate, set on caption decoders (hook.decoder_for); None: never
+        # step aside (answer decoders, benches of one decoder)
+        self.gate: AnswerFirst | None = None
 
     # ----------------------------------------------------------------------------- public
     @torch.inference_mode()
@@ -231,10 +169,11 @@ class FastDecoder:
         capacity = -(-(prompt_len + max_new) // self.bucket) * self.bucket
         st = self._ensure_state(capacity)
         step_fn = self._step_fn(capacity)  # captures (and so warms up) before the prefill
+        pace = Pacer(self.gate, self.device)
         t0 = self._now()
         self._reset(st, eos)
         first = self._prefill(st, embeds.to(self.device, self.dtype), readout_range is not None,
-                              deepstack)
+                              deepstack, pace)
         st.tok.copy_(first)
         st.out[0:1].copy_(first)
         st.pos.fill_(prompt_len)
@@ -244,6 +183,7 @@ class FastDecoder:
         t1 = self._now()
         done = 1
         while done < max_new:
+            pace()
             step_fn()
             done += 1
             if eos and done % 8 == 0 and float(st.alive) == 0.0:
@@ -304,15 +244,18 @@ class FastDecoder:
         return capture_graph(lambda: self._decode_step(st, capacity), self.device, self._pool)
 
     def _prefill(self, st: _State, embeds: torch.Tensor, readout: bool,
-                 deepstack=None) -> torch.Tensor:
+                 deepstack=None, pace=None) -> torch.Tensor:
         """Run the prompt ``(P, D)``; fill K/V rows ``[0, P)``; read out the last row; add
-        DeepStack features (:meth:`run`) after the first layers."""
+        DeepStack features (:meth:`run`) after the first layers; ``pace()`` (a
+        :class:`~rats_ros.models.fast.priority.Pacer`) before each layer."""
         positions, features = deepstack if deepstack is not None else (None, [])
         p = embeds.shape[0]
         cos, sin = st.cos[:p], st.sin[:p]  # (P, d)
         group = self.n_heads // self.n_kv
         x = embeds  # (P, D)
         for idx, layer in enumerate(self.packed):
+            if pace is not None:
+                pace()
             q, k, v = layer.prefill_qkv(x, cos, sin)  # (P, H, d), (P, Hkv, d), (P, Hkv, d)
             st.kv[idx, 0, :, :p].copy_(k.transpose(0, 1))
             st.kv[idx, 1, :, :p].copy_(v.transpose(0, 1))

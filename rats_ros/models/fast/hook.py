@@ -1,17 +1,20 @@
 """The seam between a backend and :class:`~rats_ros.models.fast.decode.FastDecoder`: whether the
 fast path runs, which decoder serves a call (captions and answers each have their own), and the
-hand-over of the read-out and of Qwen3-VL's DeepStack features."""
+hand-over of the read-out and of Qwen3-VL's DeepStack features; answers first (:mod:`priority`)."""
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 
 import torch
 
 from rats_ros.errors import ModelError
 from rats_ros.models.fast.batch import BatchDecoder
 from rats_ros.models.fast.decode import FastDecoder, supports
+from rats_ros.models.fast.priority import AnswerFirst
 
 _CREATE_LOCK = threading.Lock()
+_ANSWERING = threading.local()  # .active: this thread is inside answering()
 
 
 def enabled(backend) -> bool:
@@ -26,12 +29,43 @@ def enabled(backend) -> bool:
     return bool(choice) and supports(backend.model)
 
 
+def gate_of(backend) -> AnswerFirst:
+    """The backend's answers-first gate (one per model), created on first use."""
+    gate = getattr(backend, "_answer_first", None)
+    if gate is None:
+        with _CREATE_LOCK:
+            gate = getattr(backend, "_answer_first", None)
+            if gate is None:
+                gate = backend._answer_first = AnswerFirst()
+    return gate
+
+
+@contextmanager
+def answering(backend):
+    """An answer on ``backend`` (text-only generation): served by the answer decoder, and the
+    captions in flight on the same model step aside until it is done (:mod:`priority`)."""
+    outer = getattr(_ANSWERING, "active", False)
+    _ANSWERING.active = True
+    try:
+        with gate_of(backend).answering():
+            yield
+    finally:
+        _ANSWERING.active = outer
+
+
+def step_aside(backend) -> None:
+    """Where a caption starts GPU work outside the decoders (its vision encode): wait while an
+    answer runs."""
+    if not getattr(_ANSWERING, "active", False):
+        gate_of(backend).wait_for_answers()
+
+
 def decoder_for(backend, role: str) -> FastDecoder:
-    """The backend's decoder of ``role``: ``_fast_decoder`` for captions (calls with a read-out),
-    ``_answer_decoder`` for answers and other text-only calls. Each has its own lock, KV buffers
-    and CUDA graphs over the same packed weights, so an answer never waits for a whole caption
-    (test/test_fast_decode.py); on a GPU their kernels share it (bench_busy_ask: an answer's p99
-    1.61x idle while 4 cameras caption at 7B size, bench/RESULTS.md)."""
+    """The backend's decoder of ``role``: ``_fast_decoder`` for captions, ``_answer_decoder``
+    for answers (calls inside :func:`answering`). Each has its own lock, KV buffers and CUDA
+    graphs over the same packed weights, so an answer never waits for a whole caption; the
+    caption decoder also steps aside between layers and tokens while an answer runs
+    (test/test_fast_decode.py; bench_busy_ask measures it on the GPU, bench/RESULTS.md)."""
     decoder = getattr(backend, role, None)
     if decoder is None:
         with _CREATE_LOCK:  # caption and QA threads: pack the weights once, not concurrently
@@ -40,6 +74,8 @@ def decoder_for(backend, role: str) -> FastDecoder:
                 decoder = FastDecoder(backend.model, backend.readout_layers,
                                       weights=getattr(backend, "weights", "native"))
                 setattr(backend, role, decoder)
+    if role == "_fast_decoder":  # also when a bench or _quantize set the decoder itself
+        decoder.gate = gate_of(backend)
     return decoder
 
 
@@ -61,7 +97,8 @@ def maybe_greedy(backend, embeds: torch.Tensor, max_new_tokens: int,
     from rats_ros.stream import readout as ro
 
     session = ro.current()
-    decoder = decoder_for(backend, "_fast_decoder" if session is not None else "_answer_decoder")
+    answer = getattr(_ANSWERING, "active", False)
+    decoder = decoder_for(backend, "_answer_decoder" if answer else "_fast_decoder")
     span = None
     if session is not None:
         if set(session.layers) != set(decoder.readout_layers):
