@@ -14,8 +14,9 @@ Variants (each one JSON line per memory state, medians over ``--repeats`` clips)
 - ``full``: full context: no selection, every token of the last 16 clips fed to the LLM
   (memory up to 16 x 3,136 tokens), decoded with the fast path (the baseline's best case);
 - ``ours_stock_vision`` / ``plain_stock_vision`` (Qwen families): as ``ours`` / ``plain`` with
-  transformers' own vision attention (one attention per window or frame) instead of the
-  batched segment attention (``rats_ros.models.fast.vision``).
+  transformers' own vision attention (one attention per window or frame) and ``Conv3d`` patch
+  embedding instead of the batched segment attention and the patch product
+  (``rats_ros.models.fast.vision``); ``ours_conv3d``: ``ours`` with the ``Conv3d`` only.
 """
 from __future__ import annotations
 
@@ -48,15 +49,18 @@ from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
 from rats_ros.stream.selection import keep_count
 
 VARIANTS = ("ours", "fast_nograph", "plain", "stock", "full", "ours_cudnn", "full_cudnn",
-            "ours_stock_vision", "plain_stock_vision")
+            "ours_stock_vision", "plain_stock_vision", "ours_conv3d")
 PHASES = ("encode", "prefill", "decode", "select")
 
 
 def set_decoder(backend, variant: str) -> None:
     """Point the backend at the decode path (and Qwen vision attention) of ``variant``."""
     if fast_vision.install(backend.model) and variant.endswith("_stock_vision"):
-        backend.model.set_attn_implementation({"vision_config": "sdpa"})  # per segment
+        fast_vision.stock(backend.model)  # per-segment attention, Conv3d patch embedding
         variant = variant.removesuffix("_stock_vision")
+    elif variant.endswith("_conv3d"):  # ours but the Conv3d patch embedding: what the swap buys
+        fast_vision.stock(backend.model, attention=False)
+        variant = variant.removesuffix("_conv3d")
     if variant == "plain":
         backend.fast_decode, backend._fast_decoder = False, None
         return
@@ -191,9 +195,9 @@ def kernel_profile(fn, label: str) -> dict:
     by_name: dict = {}
     for e in kernels:
         by_name[e.name] = by_name.get(e.name, 0.0) + e.device_time
-    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:6]
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:10]
     return {"phase": label, "kernels": len(kernels), "device_ms": total / 1e3,
-            "top": [[name[:60], round(us / 1e3, 3)] for name, us in top]}
+            "top": [[name[:80], round(us / 1e3, 3)] for name, us in top]}
 
 
 def profile_phases(backend, pool) -> list[dict]:

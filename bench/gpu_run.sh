@@ -10,7 +10,7 @@
 #          at 7B, to fit one 10-minute call)
 #        | qwenlong (Qwen2.5-VL-7B / Qwen3-VL-8B 1 h streams, AskVideo at 1 h)
 #        | round5 (2 GPUs: qwenlong on one; busyask 7B / 0.5B and overlap synthetic-world on the
-#          other)
+#          other) | round6 (round5 again, Qwen towers with and without the patch product, SigLIP)
 #        | busyask (AskVideo p50/p99 while 4 cameras caption, against idle: 0.5B and 7B)
 #        | round3 (one 10-minute call: Qwen per clip, busyask 7B, int4 7B)
 #        | round4 (kernels, int8/int4 on the trained synthetic-world, Qwen2.5-VL-3B per clip)
@@ -142,6 +142,35 @@ for phase in "${@:-all}"; do
                  run 100 python3 bench/bench_overlap.py --size synthetic-world --clips 8 \
                      --out "$RES" --json "$OUT/json/overlap_world.json"
                  run 140 python3 bench/bench_busy_ask.py --size 0.5b --cameras 4 --out "$RES") &
+                wait ;;
+        round6) # a 2-GPU machine: round5's Qwen hour, Qwen towers profiled with and without the
+                # patch product (GPU 0); answers first at 1 s gaps and back to back, SigLIP (GPU 1)
+                q="--states full --side 480 --width 640 --repeats 3 --warmup 1 --out $RES"
+                (export CUDA_VISIBLE_DEVICES=0
+                 run 190 python3 bench/bench_stream.py --size qwen2.5-vl-7b --variant ours \
+                     --hours 1 --out "$RES" --json "$OUT/json/stream_q25_7b.json"
+                 run 190 python3 bench/bench_stream.py --size qwen3-vl-8b --variant ours \
+                     --hours 1 --out "$RES" --json "$OUT/json/stream_q3_8b.json"
+                 run 120 python3 bench/bench_ask.py --size qwen2.5-vl-7b --variants ours \
+                     --repeats 3 --out "$RES"
+                 run 110 python3 bench/bench_clip.py --size qwen2.5-vl-7b --profile \
+                     --variants ours ours_conv3d ours_stock_vision $q
+                 run 80 python3 bench/bench_clip.py --size qwen2.5-vl-3b --variants ours \
+                     ours_conv3d $q) &
+                (export CUDA_VISIBLE_DEVICES=1
+                 run 60 python3 -m pytest -q -rs -p no:cacheprovider test/test_fast_decode.py \
+                     test/test_batch_decode.py test/test_fast_vision.py -k "cuda or aside or patch"
+                 run 150 python3 bench/bench_busy_ask.py --size 7b --cameras 4 --out "$RES"
+                 run 120 python3 bench/bench_busy_ask.py --size 7b --cameras 4 --gap-s 0 \
+                     --out "$RES"
+                 run 80 python3 bench/bench_overlap.py --size synthetic-world --clips 8 \
+                     --out "$RES" --json "$OUT/json/overlap_world.json"
+                 run 80 python3 bench/bench_clip.py --size qwen3-vl-2b --variants ours \
+                     ours_conv3d $q
+                 run 90 python3 bench/bench_clip.py --size qwen3-vl-8b --variants ours \
+                     ours_conv3d $q
+                 run 60 python3 bench/bench_clip.py --size 7b --variants ours --states full \
+                     --repeats 2 --warmup 1 --profile --out "$RES") &
                 wait ;;
         busyask) for size in 0.5b 7b; do  # AskVideo while 4 cameras caption, against idle
                      run 420 python3 bench/bench_busy_ask.py --size "$size" --cameras 4 \

@@ -48,7 +48,8 @@ def test_the_tower_gives_the_stock_towers_tokens(model_cache, name):
     again = backend.encode_clip(frames)  # the cached plan: no second one
     assert len(backend._plans) == 1
     torch.testing.assert_close(again, fast)
-    backend.model.set_attn_implementation({"vision_config": "sdpa"})  # transformers' loop
+    assert isinstance(backend.model.model.visual.patch_embed.proj, fast_vision.PatchProjection)
+    fast_vision.stock(backend.model)  # transformers' loop and its Conv3d
     try:
         stock = backend.encode_clip(frames)
     finally:
@@ -65,3 +66,16 @@ def test_other_families_are_left_alone(model_cache):
     assert not fast_vision.install(backend.model)
     assert backend.model.config.vision_config._attn_implementation != \
         fast_vision.GROUPED_ATTENTION
+
+
+@pytest.mark.parametrize("name", ["tiny-random-qwen2_5_vl", "tiny-random-qwen3_vl"])
+def test_the_patch_projection_is_the_convolution(model_cache, name):
+    """One matrix product over flattened patches, on the Conv3d's own weights and names."""
+    proj = load_backend(name).model.model.visual.patch_embed.proj
+    assert isinstance(proj, fast_vision.PatchProjection)
+    conv = proj.conv
+    assert proj.weight is conv.weight and set(proj.state_dict()) == set(conv.state_dict())
+    patches = torch.randn(50, conv.in_channels, *conv.kernel_size)
+    with torch.no_grad():
+        torch.testing.assert_close(proj(patches), conv(patches), rtol=1e-5, atol=1e-5)
+    assert not fast_vision.PatchProjection.applies(torch.nn.Conv3d(3, 8, 2, stride=1))

@@ -12,6 +12,12 @@ hands it ``cu_seqlens``; it gathers segments of equal length into one batch and 
 per distinct length (a frame grid has at most four: whole windows and the cut ones at the
 right and bottom edges). Same arithmetic per segment as the per-segment loop; the grouping of
 a boundary tensor is computed once and kept on it (the backend reuses its plan per clip shape).
+
+:class:`PatchProjection`: both towers embed patches with a ``Conv3d`` whose kernel equals its
+stride, which is one matrix product over flattened patches; cuDNN has no good algorithm for that
+shape and can be far slower than the product (transformers issue #45750: ~62x, ~50,000x on
+Blackwell in bf16; sglang-omni PR #539: 3.7 s a call on an H100 in bf16). transformers 5 offers
+the same swap as an opt-in fusion (PR #45041); here it is done at load, on the same weights.
 """
 from __future__ import annotations
 
@@ -20,6 +26,33 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 
 GROUPED_ATTENTION = "rats_flash_grouped_segments"  # "flash": the tower passes cu_seqlens
+
+
+class PatchProjection(torch.nn.Module):
+    """A ``Conv3d`` with kernel == stride (no padding, dilation or groups) as ``F.linear``.
+
+    Holds the convolution's own weight and bias under the same names (the state dict is
+    unchanged); :attr:`conv` is the original module, for :func:`stock`.
+
+    :param conv: the patch embedding's ``nn.Conv3d``.
+    """
+
+    def __init__(self, conv: torch.nn.Conv3d):
+        super().__init__()
+        self.weight = conv.weight  # (E, C, t, p, p)
+        self.register_parameter("bias", conv.bias)
+        self.__dict__["conv"] = conv  # not a submodule: its weights are ours already
+
+    @staticmethod
+    def applies(conv) -> bool:
+        return (isinstance(conv, torch.nn.Conv3d) and conv.kernel_size == conv.stride
+                and conv.padding == (0, 0, 0) and conv.dilation == (1, 1, 1) and conv.groups == 1)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        """:param patches: ``(n, C, t, p, p)``; :returns: ``(n, E, 1, 1, 1)`` as the conv."""
+        n = patches.shape[0]
+        weight = self.weight.reshape(self.weight.shape[0], -1)  # (E, C t p p)
+        return F.linear(patches.reshape(n, -1), weight, self.bias).view(n, -1, 1, 1, 1)
 
 
 class SegmentGroups:
@@ -77,7 +110,8 @@ def grouped_segment_attention(module, query, key, value, attention_mask, dropout
 
 
 def install(model) -> bool:
-    """Run ``model``'s vision tower through :func:`grouped_segment_attention`.
+    """Run ``model``'s vision tower through :func:`grouped_segment_attention` and its patch
+    embedding through :class:`PatchProjection`.
 
     :returns: whether it was installed (a Qwen vision tower); the language model is unchanged.
     """
@@ -85,4 +119,17 @@ def install(model) -> bool:
         return False
     AttentionInterface.register(GROUPED_ATTENTION, grouped_segment_attention)
     model.set_attn_implementation({"vision_config": GROUPED_ATTENTION})
+    embed = model.model.visual.patch_embed
+    if PatchProjection.applies(embed.proj):
+        embed.proj = PatchProjection(embed.proj)
     return True
+
+
+def stock(model, attention: bool = True, projection: bool = True) -> None:
+    """Undo :func:`install` in part or whole: transformers' per-segment attention, the
+    ``Conv3d`` patch embedding (benches and tests compare against them)."""
+    if attention:
+        model.set_attn_implementation({"vision_config": "sdpa"})
+    embed = model.model.visual.patch_embed
+    if projection and isinstance(embed.proj, PatchProjection):
+        embed.proj = embed.proj.conv
