@@ -16,7 +16,9 @@ Variants (each one JSON line per memory state, medians over ``--repeats`` clips)
 - ``ours_stock_vision`` / ``plain_stock_vision`` (Qwen families): as ``ours`` / ``plain`` with
   transformers' own vision attention (one attention per window or frame) and ``Conv3d`` patch
   embedding instead of the batched segment attention and the patch product
-  (``rats_ros.models.fast.vision``); ``ours_conv3d``: ``ours`` with the ``Conv3d`` only.
+  (``rats_ros.models.fast.vision``); ``ours`` with one part undone: ``ours_conv3d`` (the
+  ``Conv3d``), ``ours_unpadded`` (the MLP's own width), ``ours_grouped`` (the grouped SDPA
+  instead of the varlen flash kernel on CUDA).
 """
 from __future__ import annotations
 
@@ -49,18 +51,24 @@ from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
 from rats_ros.stream.selection import keep_count
 
 VARIANTS = ("ours", "fast_nograph", "plain", "stock", "full", "ours_cudnn", "full_cudnn",
-            "ours_stock_vision", "plain_stock_vision", "ours_conv3d")
+            "ours_stock_vision", "plain_stock_vision", "ours_conv3d", "ours_unpadded",
+            "ours_grouped")
 PHASES = ("encode", "prefill", "decode", "select")
+VISION_UNDO = {  # what of fast_vision.install each Qwen vision variant undoes
+    "_stock_vision": {}, "_conv3d": {"attention": False, "mlp": False},
+    "_unpadded": {"attention": False, "projection": False},
+    "_grouped": {"attention": False, "projection": False, "mlp": False}}
 
 
 def set_decoder(backend, variant: str) -> None:
     """Point the backend at the decode path (and Qwen vision attention) of ``variant``."""
-    if fast_vision.install(backend.model) and variant.endswith("_stock_vision"):
-        fast_vision.stock(backend.model)  # per-segment attention, Conv3d patch embedding
-        variant = variant.removesuffix("_stock_vision")
-    elif variant.endswith("_conv3d"):  # ours but the Conv3d patch embedding: what the swap buys
-        fast_vision.stock(backend.model, attention=False)
-        variant = variant.removesuffix("_conv3d")
+    fast_vision.ENABLE_VARLEN = True
+    if fast_vision.install(backend.model):  # a Qwen tower: ours, or one part of ours undone
+        for suffix, undo in VISION_UNDO.items():
+            if variant.endswith(suffix):
+                fast_vision.ENABLE_VARLEN = suffix not in ("_stock_vision", "_grouped")
+                fast_vision.stock(backend.model, **undo)
+                variant = variant.removesuffix(suffix)
     if variant == "plain":
         backend.fast_decode, backend._fast_decoder = False, None
         return

@@ -79,3 +79,41 @@ def test_the_patch_projection_is_the_convolution(model_cache, name):
     with torch.no_grad():
         torch.testing.assert_close(proj(patches), conv(patches), rtol=1e-5, atol=1e-5)
     assert not fast_vision.PatchProjection.applies(torch.nn.Conv3d(3, 8, 2, stride=1))
+
+
+@pytest.mark.parametrize("name", ["tiny-random-qwen2_5_vl", "tiny-random-qwen3_vl"])
+def test_a_padded_mlp_gives_the_same_outputs(model_cache, name):
+    """Zero rows and columns: Qwen2.5-VL's gated SiLU MLP and Qwen3-VL's GELU MLP alike."""
+    mlp = load_backend(name).model.model.visual.blocks[0].mlp
+    hidden = torch.randn(40, mlp.hidden_size)
+    with torch.no_grad():
+        before = mlp(hidden)
+        assert fast_vision.pad_mlp(mlp) == 0  # an aligned width is left alone
+        width = mlp.intermediate_size
+        added = fast_vision.pad_mlp(mlp, multiple=width * 3 // 4, force=True)
+        down = mlp.down_proj if hasattr(mlp, "down_proj") else mlp.linear_fc2
+        assert added > 0 and down.in_features == down.weight.shape[1] == width + added
+        torch.testing.assert_close(mlp(hidden), before, rtol=1e-6, atol=1e-6)
+        fast_vision.unpad_mlp(mlp)
+        assert down.weight.shape[1] == width
+        torch.testing.assert_close(mlp(hidden), before, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the varlen kernel needs CUDA")
+@pytest.mark.parametrize("bounds", [[0, 64, 96, 160, 192, 200, 264, 264, 280], [0, 64, 128]])
+def test_the_varlen_kernel_equals_the_grouped_path_on_cuda(bounds):
+    torch.manual_seed(0)
+    n = bounds[-1]
+    query, key, value = (torch.randn(n, 4, 80, device="cuda", dtype=torch.bfloat16)
+                         .transpose(0, 1)[None] for _ in range(3))
+    cu_seqlens = torch.tensor(bounds, dtype=torch.int32, device="cuda")
+    assert fast_vision.use_varlen(query)
+    fused, _ = fast_vision.grouped_segment_attention(None, query, key, value, None,
+                                                     scaling=80 ** -0.5, cu_seq_lens_q=cu_seqlens)
+    fast_vision.ENABLE_VARLEN = False
+    try:
+        grouped, _ = fast_vision.grouped_segment_attention(
+            None, query, key, value, None, scaling=80 ** -0.5, cu_seq_lens_q=cu_seqlens)
+    finally:
+        fast_vision.ENABLE_VARLEN = True
+    torch.testing.assert_close(fused, grouped, rtol=2e-2, atol=2e-2)

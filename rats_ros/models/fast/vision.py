@@ -18,12 +18,26 @@ stride, which is one matrix product over flattened patches; cuDNN has no good al
 shape and can be far slower than the product (transformers issue #45750: ~62x, ~50,000x on
 Blackwell in bf16; sglang-omni PR #539: 3.7 s a call on an H100 in bf16). transformers 5 offers
 the same swap as an opt-in fusion (PR #45041); here it is done at load, on the same weights.
+
+:func:`pad_mlp`: Qwen2.5-VL's tower has an MLP width of 3,420, not a multiple of 8: its matrices'
+rows are not 16-byte aligned, and cuBLAS falls back from Hopper's kernels to an sm80 one (45.6 of
+110.8 ms of a 7B clip's encode on an H200, bench/RESULTS.md). Zero rows and columns take it to
+3,456: the activation of a zero pre-activation is zero, so the output is unchanged.
+
+On CUDA with torch's ``varlen_attn`` (flash attention over packed segments), segments of every
+length run in one kernel without gathers; the grouped SDPA is the path elsewhere (CPU, tests).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
+
+ENABLE_VARLEN = True  # False: the grouped SDPA on CUDA too (bench_clip's ``ours_grouped``)
+try:  # torch >= 2.9: flash attention over packed variable-length segments, CUDA only
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:  # older torch: the grouped SDPA path
+    varlen_attn = None
 
 GROUPED_ATTENTION = "rats_flash_grouped_segments"  # "flash": the tower passes cu_seqlens
 
@@ -68,6 +82,9 @@ class SegmentGroups:
             if end > start:
                 starts.setdefault(end - start, []).append(start)
         self.total = bounds[-1]
+        self.longest = max((b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True)),
+                           default=0)
+        self.cu_int32 = cu_seqlens.to(torch.int32)  # what the varlen kernel takes
         # one equal-length run in order: a view, no gather (frames, Qwen3-VL's every layer)
         self.uniform = len(starts) == 1 and bounds[0] == 0
         device = cu_seqlens.device
@@ -94,6 +111,10 @@ def grouped_segment_attention(module, query, key, value, attention_mask, dropout
     """
     _, heads, n, dim = query.shape
     plan = segment_groups(cu_seq_lens_q)
+    if use_varlen(query) and (scaling is None or abs(scaling - dim ** -0.5) < 1e-12 * scaling):
+        q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))  # (n, H, d)
+        out = varlen_attn(q, k, v, plan.cu_int32, plan.cu_int32, plan.longest, plan.longest)
+        return out[None], None  # (1, n, H, d)
     if plan.uniform:
         length = plan.groups[0][0]
         q, k, v = (t[0].transpose(0, 1).reshape(n // length, length, heads, dim).transpose(1, 2)
@@ -109,6 +130,63 @@ def grouped_segment_attention(module, query, key, value, attention_mask, dropout
     return out[None], None
 
 
+def use_varlen(query: torch.Tensor) -> bool:
+    """Whether the varlen flash kernel serves ``query``: CUDA, half precision, torch has it."""
+    return (ENABLE_VARLEN and varlen_attn is not None and query.is_cuda
+            and query.dtype in (torch.bfloat16, torch.float16))
+
+
+def _widened(linear: torch.nn.Linear, rows: int = 0, cols: int = 0) -> None:
+    """Append ``rows`` output rows / ``cols`` input columns of zeros to ``linear`` (in place);
+    negative counts cut that many from the end (undo)."""
+    weight = linear.weight.data
+    if rows:
+        weight = (F.pad(weight, (0, 0, 0, rows)) if rows > 0 else weight[:rows]).contiguous()
+        if linear.bias is not None:
+            bias = linear.bias.data
+            linear.bias = torch.nn.Parameter(F.pad(bias, (0, rows)) if rows > 0 else
+                                             bias[:rows].contiguous(),
+                                             requires_grad=linear.bias.requires_grad)
+    if cols:
+        weight = (F.pad(weight, (0, cols)) if cols > 0 else weight[:, :cols]).contiguous()
+    linear.weight = torch.nn.Parameter(weight, requires_grad=linear.weight.requires_grad)
+    linear.out_features, linear.in_features = weight.shape
+
+
+def pad_mlp(mlp, multiple: int = 64, force: bool = False) -> int:
+    """Widen a vision MLP whose width is not a multiple of 8 (cuBLAS's alignment) to a multiple
+    of ``multiple`` with zero weights: same outputs (``act(0) == 0`` for SiLU and GELU).
+
+    :param mlp: Qwen2.5-VL's (gate, up, down) or Qwen3-VL's (fc1, fc2) vision MLP.
+    :param force: pad even an aligned width (tests).
+    :returns: the columns added (0: left alone).
+    """
+    ins, out = ((mlp.gate_proj, mlp.up_proj), mlp.down_proj) if hasattr(mlp, "gate_proj") else \
+        ((mlp.linear_fc1,), mlp.linear_fc2)
+    width = out.in_features
+    extra = -width % multiple
+    if not extra or (width % 8 == 0 and not force):
+        return 0
+    for linear in ins:
+        _widened(linear, rows=extra)
+    _widened(out, cols=extra)
+    mlp._rats_padding = extra
+    return extra
+
+
+def unpad_mlp(mlp) -> None:
+    """Undo :func:`pad_mlp`."""
+    extra = getattr(mlp, "_rats_padding", 0)
+    if not extra:
+        return
+    ins, out = ((mlp.gate_proj, mlp.up_proj), mlp.down_proj) if hasattr(mlp, "gate_proj") else \
+        ((mlp.linear_fc1,), mlp.linear_fc2)
+    for linear in ins:
+        _widened(linear, rows=-extra)
+    _widened(out, cols=-extra)
+    mlp._rats_padding = 0
+
+
 def install(model) -> bool:
     """Run ``model``'s vision tower through :func:`grouped_segment_attention` and its patch
     embedding through :class:`PatchProjection`.
@@ -119,17 +197,21 @@ def install(model) -> bool:
         return False
     AttentionInterface.register(GROUPED_ATTENTION, grouped_segment_attention)
     model.set_attn_implementation({"vision_config": GROUPED_ATTENTION})
-    embed = model.model.visual.patch_embed
-    if PatchProjection.applies(embed.proj):
-        embed.proj = PatchProjection(embed.proj)
+    visual = model.model.visual
+    if PatchProjection.applies(visual.patch_embed.proj):
+        visual.patch_embed.proj = PatchProjection(visual.patch_embed.proj)
+    for block in visual.blocks:
+        pad_mlp(block.mlp)
     return True
 
 
-def stock(model, attention: bool = True, projection: bool = True) -> None:
+def stock(model, attention: bool = True, projection: bool = True, mlp: bool = True) -> None:
     """Undo :func:`install` in part or whole: transformers' per-segment attention, the
-    ``Conv3d`` patch embedding (benches and tests compare against them)."""
+    ``Conv3d`` patch embedding, the MLP width (benches and tests compare against them)."""
     if attention:
         model.set_attn_implementation({"vision_config": "sdpa"})
-    embed = model.model.visual.patch_embed
-    if projection and isinstance(embed.proj, PatchProjection):
-        embed.proj = embed.proj.conv
+    visual = model.model.visual
+    if projection and isinstance(visual.patch_embed.proj, PatchProjection):
+        visual.patch_embed.proj = visual.patch_embed.proj.conv
+    for block in visual.blocks if mlp else ():
+        unpad_mlp(block.mlp)
