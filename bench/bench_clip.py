@@ -17,7 +17,8 @@ Variants (each one JSON line per memory state, medians over ``--repeats`` clips)
   transformers' own vision attention (one attention per window or frame) and ``Conv3d`` patch
   embedding instead of the batched segment attention and the patch product
   (``rats_ros.models.fast.vision``); ``ours`` with one part undone: ``ours_conv3d`` (the
-  ``Conv3d``), ``ours_unpadded`` (the MLP's own width), ``ours_grouped`` (the grouped SDPA
+  ``Conv3d``), ``ours_unpadded`` (the MLP's own width), ``ours_unfused`` (transformers'
+  attention module and RMSNorm, with our segment attention), ``ours_grouped`` (the grouped SDPA
   instead of the varlen flash kernel on CUDA).
 """
 from __future__ import annotations
@@ -52,12 +53,11 @@ from rats_ros.stream.selection import keep_count
 
 VARIANTS = ("ours", "fast_nograph", "plain", "stock", "full", "ours_cudnn", "full_cudnn",
             "ours_stock_vision", "plain_stock_vision", "ours_conv3d", "ours_unpadded",
-            "ours_grouped")
+            "ours_unfused", "ours_grouped")
 PHASES = ("encode", "prefill", "decode", "select")
-VISION_UNDO = {  # what of fast_vision.install each Qwen vision variant undoes
-    "_stock_vision": {}, "_conv3d": {"attention": False, "mlp": False},
-    "_unpadded": {"attention": False, "projection": False},
-    "_grouped": {"attention": False, "projection": False, "mlp": False}}
+VISION_UNDO = {  # fast_vision.PARTS each Qwen vision variant undoes (None: all)
+    "_stock_vision": None, "_conv3d": ("projection",), "_unpadded": ("mlp",),
+    "_unfused": ("attention_module", "norm"), "_grouped": ()}
 
 
 def set_decoder(backend, variant: str) -> None:
@@ -67,7 +67,7 @@ def set_decoder(backend, variant: str) -> None:
         for suffix, undo in VISION_UNDO.items():
             if variant.endswith(suffix):
                 fast_vision.ENABLE_VARLEN = suffix not in ("_stock_vision", "_grouped")
-                fast_vision.stock(backend.model, **undo)
+                fast_vision.stock(backend.model, fast_vision.PARTS if undo is None else undo)
                 variant = variant.removesuffix(suffix)
     if variant == "plain":
         backend.fast_decode, backend._fast_decoder = False, None

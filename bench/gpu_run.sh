@@ -12,6 +12,7 @@
 #        | round5 (2 GPUs: qwenlong on one; busyask 7B / 0.5B and overlap synthetic-world on the
 #          other) | round6 (round5 again, Qwen towers with and without the patch product, SigLIP)
 #        | round7 (Qwen towers: padded MLP and varlen attention, each undone; LLaVA-OV per clip)
+#        | round8 (Qwen towers with fused RoPE and RMSNorm, each part undone)
 #        | busyask (AskVideo p50/p99 while 4 cameras caption, against idle: 0.5B and 7B)
 #        | round3 (one 10-minute call: Qwen per clip, busyask 7B, int4 7B)
 #        | round4 (kernels, int8/int4 on the trained synthetic-world, Qwen2.5-VL-3B per clip)
@@ -192,6 +193,21 @@ for phase in "${@:-all}"; do
                      ours_grouped $q
                  run 100 python3 bench/bench_clip.py --size 7b --variants ours --states full \
                      --repeats 3 --warmup 2 --out "$RES") &
+                wait ;;
+        round8) # a 2-GPU machine: the Qwen towers with fused RoPE and RMSNorm (each part undone
+                # in turn, same run); the CUDA tests of the towers first
+                q="--states full --side 480 --width 640 --repeats 3 --warmup 1 --out $RES"
+                (export CUDA_VISIBLE_DEVICES=0
+                 run 60 python3 -m pytest -q -rs -p no:cacheprovider test/test_fast_vision.py
+                 run 160 python3 bench/bench_clip.py --size qwen2.5-vl-7b --profile \
+                     --variants ours ours_unfused ours_unpadded ours_grouped $q
+                 run 80 python3 bench/bench_clip.py --size qwen3-vl-2b --variants ours \
+                     ours_unfused $q) &
+                (export CUDA_VISIBLE_DEVICES=1
+                 run 120 python3 bench/bench_clip.py --size qwen2.5-vl-3b --variants ours \
+                     ours_unfused $q
+                 run 120 python3 bench/bench_clip.py --size qwen3-vl-8b --variants ours \
+                     ours_unfused $q) &
                 wait ;;
         busyask) for size in 0.5b 7b; do  # AskVideo while 4 cameras caption, against idle
                      run 420 python3 bench/bench_busy_ask.py --size "$size" --cameras 4 \

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from rats_ros.models import load_backend
 from rats_ros.models.fast import vision as fast_vision
+from rats_ros.models.fast import vision_parts
 
 
 def per_segment(query, key, value, cu_seqlens, scaling):
@@ -48,14 +49,19 @@ def test_the_tower_gives_the_stock_towers_tokens(model_cache, name):
     again = backend.encode_clip(frames)  # the cached plan: no second one
     assert len(backend._plans) == 1
     torch.testing.assert_close(again, fast)
-    assert isinstance(backend.model.model.visual.patch_embed.proj, fast_vision.PatchProjection)
-    fast_vision.stock(backend.model)  # transformers' loop and its Conv3d
+    visual = backend.model.model.visual
+    assert isinstance(visual.patch_embed.proj, vision_parts.PatchProjection)
+    assert all(isinstance(block.attn, vision_parts.SegmentAttention) for block in visual.blocks)
+    keys = set(backend.model.state_dict())
+    fast_vision.stock(backend.model)  # transformers' attention loop, Conv3d, RMSNorm
+    assert set(backend.model.state_dict()) == keys  # the swapped modules kept every name
     try:
         stock = backend.encode_clip(frames)
     finally:
         fast_vision.install(backend.model)
     assert fast.shape == stock.shape and fast.shape[0] > 400
     torch.testing.assert_close(fast, stock, rtol=1e-5, atol=1e-6)
+    assert isinstance(visual.blocks[0].attn, vision_parts.SegmentAttention)  # installed again
     for mine, theirs in zip(getattr(fast, "deepstack", []), getattr(stock, "deepstack", []),
                             strict=True):
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
@@ -72,13 +78,13 @@ def test_other_families_are_left_alone(model_cache):
 def test_the_patch_projection_is_the_convolution(model_cache, name):
     """One matrix product over flattened patches, on the Conv3d's own weights and names."""
     proj = load_backend(name).model.model.visual.patch_embed.proj
-    assert isinstance(proj, fast_vision.PatchProjection)
+    assert isinstance(proj, vision_parts.PatchProjection)
     conv = proj.conv
     assert proj.weight is conv.weight and set(proj.state_dict()) == set(conv.state_dict())
     patches = torch.randn(50, conv.in_channels, *conv.kernel_size)
     with torch.no_grad():
         torch.testing.assert_close(proj(patches), conv(patches), rtol=1e-5, atol=1e-5)
-    assert not fast_vision.PatchProjection.applies(torch.nn.Conv3d(3, 8, 2, stride=1))
+    assert not vision_parts.PatchProjection.applies(torch.nn.Conv3d(3, 8, 2, stride=1))
 
 
 @pytest.mark.parametrize("name", ["tiny-random-qwen2_5_vl", "tiny-random-qwen3_vl"])
@@ -88,13 +94,13 @@ def test_a_padded_mlp_gives_the_same_outputs(model_cache, name):
     hidden = torch.randn(40, mlp.hidden_size)
     with torch.no_grad():
         before = mlp(hidden)
-        assert fast_vision.pad_mlp(mlp) == 0  # an aligned width is left alone
+        assert vision_parts.pad_mlp(mlp) == 0  # an aligned width is left alone
         width = mlp.intermediate_size
-        added = fast_vision.pad_mlp(mlp, multiple=width * 3 // 4, force=True)
+        added = vision_parts.pad_mlp(mlp, multiple=width * 3 // 4, force=True)
         down = mlp.down_proj if hasattr(mlp, "down_proj") else mlp.linear_fc2
         assert added > 0 and down.in_features == down.weight.shape[1] == width + added
         torch.testing.assert_close(mlp(hidden), before, rtol=1e-6, atol=1e-6)
-        fast_vision.unpad_mlp(mlp)
+        vision_parts.unpad_mlp(mlp)
         assert down.weight.shape[1] == width
         torch.testing.assert_close(mlp(hidden), before, rtol=1e-6, atol=1e-6)
 
@@ -117,3 +123,41 @@ def test_the_varlen_kernel_equals_the_grouped_path_on_cuda(bounds):
     finally:
         fast_vision.ENABLE_VARLEN = True
     torch.testing.assert_close(fused, grouped, rtol=2e-2, atol=2e-2)
+
+
+def test_rotary_of_q_and_k_together_is_transformers_rotary():
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
+
+    torch.manual_seed(0)
+    qk = torch.randn(30, 2, 4, 16, dtype=torch.bfloat16)
+    angles = torch.randn(30, 8)
+    cos, sin = torch.cat((angles, angles), -1).cos(), torch.cat((angles, angles), -1).sin()
+    q, k = apply_rotary_pos_emb_vision(qk[:, 0], qk[:, 1], cos, sin)
+    both = vision_parts.rotary_qk(qk, cos, sin)
+    torch.testing.assert_close(both, torch.stack((q, k), dim=1), rtol=8e-3, atol=1e-2)
+    exact = vision_parts.rotary_qk(qk.float(), cos, sin)  # float32: the same formula
+    q, k = apply_rotary_pos_emb_vision(qk[:, 0].float(), qk[:, 1].float(), cos, sin)
+    torch.testing.assert_close(exact, torch.stack((q, k), dim=1), rtol=1e-6, atol=1e-6)
+
+
+def test_the_fused_rms_norm_is_transformers_rms_norm(model_cache):
+    norm = load_backend("tiny-random-qwen2_5_vl").model.model.visual.blocks[0].norm1
+    assert isinstance(norm, vision_parts.FusedRMSNorm)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        hidden = torch.randn(20, norm.weight.shape[0])
+        torch.testing.assert_close(norm(hidden), norm.original(hidden), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the varlen kernel needs CUDA")
+@pytest.mark.parametrize("name", ["tiny-random-qwen2_5_vl", "tiny-random-qwen3_vl"])
+def test_the_tower_on_cuda_in_bf16_is_the_stock_tower(model_cache, name):
+    """What a GPU runs (varlen kernel, fused norm and RoPE, patch product) against transformers'
+    own tower on the same weights, both in bf16: equal up to bf16 rounding."""
+    backend = load_backend(name, device="cuda", dtype="bfloat16")
+    frames = np.random.default_rng(5).integers(0, 256, (4, 400, 600, 3), dtype=np.uint8)
+    fast = backend.encode_clip(frames).float()
+    fast_vision.stock(backend.model)
+    stock = backend.encode_clip(frames).float()
+    cosine = F.cosine_similarity(fast, stock, dim=-1)
+    assert fast.shape == stock.shape and float(cosine.min()) > 0.99
