@@ -7,10 +7,10 @@ of captions (``bench_ask.fill_store``). The same questions are first answered wi
 idle. Busy questions come ``--gap-s`` apart (a robot asks now and then; back to back, answers
 first would stop captioning altogether). Answers run on their own fast decoder
 (``fast.hook.decoder_for``), and captions step aside between layers and tokens while one runs
-(``fast.priority``); ``hold: false`` is the same run with the gate open (each answer shares the
-GPU with the caption in flight: the behaviour before the gate). Reported per mode: answer
-latency p50 / p99 busy against idle (issue goal at 4 cameras, 7B size: p99 <= 1.5x idle), and
-the clips captioned per second meanwhile (what answers first costs the cameras).
+(``fast.priority``); ``hold: false`` is the same run with the gate open (captions still paced
+at most 2 layers or tokens ahead of the GPU, but never waiting for answers). Reported per mode:
+answer latency p50 / p99 busy against idle (issue goal at 4 cameras, 7B size: p99 <= 1.5x
+idle), and the clips captioned per second meanwhile (what answers first costs the cameras).
 """
 from __future__ import annotations
 
