@@ -9,7 +9,7 @@ from rats_ros.srv import AskVideo
 from rclpy.qos import ReliabilityPolicy
 from ros_fixtures import assert_no_traceback, diagnostics_values, ros_client, start_node  # noqa: F401
 
-from rats_ros.ros.worker import DropOldestQueue
+from rats_ros.stream.queues import DropOldestQueue
 from rats_ros.tools.overlay import kept_mask, selection_tile
 
 pytestmark = pytest.mark.ros

@@ -18,8 +18,9 @@ from helpers import wait_for
 from rats_ros.ros import params as node_params
 from rats_ros.ros.diagnostics import StreamStats, level_and_message
 from rats_ros.ros.parts import Parts
-from rats_ros.ros.worker import DropOldestQueue, Worker
+from rats_ros.ros.worker import Worker
 from rats_ros.stream.clips import Clip, Frame
+from rats_ros.stream.queues import DropOldestQueue
 
 _NS = 1_000_000_000
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import urllib.parse
 from contextlib import contextmanager
 
 import numpy as np
 import psycopg
 
 from rats_ros.errors import StoreError, StoreRefused, StoreUnavailable
+from rats_ros.recall.pg_connect import claim_stream, connect_error, first_line, redacted
 from rats_ros.recall.pg_schema import CAPTION_COLUMNS, init_schema
 from rats_ros.recall.retention import PgPruner, RetentionPolicy
 from rats_ros.recall.store import ClipIndexTaken, StoredCaption
@@ -30,8 +30,6 @@ from rats_ros.records import RECORD_FIELDS, record_values
 
 _READ = ("id", "robot", "stream_id", *RECORD_FIELDS, "created_ns", "embedder")
 _INSERT_LOCK = 0x7261747300  # "rats": serialises inserts so ids commit in order
-_REFUSALS = ("password authentication failed", "does not exist", "no pg_hba.conf entry",
-             "role", "invalid", "authentication")
 
 
 def default_robot() -> str:
@@ -62,7 +60,7 @@ class PgCaptionStore:
                  retention=None):
         self.url, self.stream_id = url, stream_id
         self.robot = robot or default_robot()
-        self.path = _redacted(url)
+        self.path = redacted(url)
         robots = tuple(read_robots or (self.robot,))
         self.read_robots = None if "*" in robots else robots
         self.read_streams = (stream_id,) if read_streams is None else (tuple(read_streams) or None)
@@ -87,7 +85,7 @@ class PgCaptionStore:
         try:
             return psycopg.connect(self.url, autocommit=True, connect_timeout=self._timeout)
         except psycopg.OperationalError as error:
-            raise _connect_error(self.path, error) from None
+            raise connect_error(self.path, error) from None
         except psycopg.ProgrammingError as error:  # a malformed URL
             raise StoreRefused(f"store URL {self.path!r} is invalid ({error}); give "
                                "postgresql://user:password@host:port/database") from None
@@ -101,7 +99,7 @@ class PgCaptionStore:
             with self._lock:
                 init_schema(conn, self.path)
                 if self._writer is not None and self._claim is None:
-                    self._claim = _claim(self._connect(), self.robot, self.stream_id,
+                    self._claim = claim_stream(self._connect(), self.robot, self.stream_id,
                                          self._writer, self.path)
             self._local.conn = conn
         return conn
@@ -117,9 +115,9 @@ class PgCaptionStore:
                 conn.close()
             self._local.conn = None
             raise StoreUnavailable(f"{action} failed: the database at {self.path} is "
-                                   f"unreachable ({_first_line(error)})") from None
+                                   f"unreachable ({first_line(error)})") from None
         except psycopg.Error as error:
-            raise StoreError(f"{action} failed on {self.path}: {_first_line(error)}") from None
+            raise StoreError(f"{action} failed on {self.path}: {first_line(error)}") from None
 
     def run(self, action: str, fn):
         """Run ``fn(conn)`` on this thread's connection, errors typed."""
@@ -289,49 +287,3 @@ def _insert_sql() -> str:
     return (f"INSERT INTO rats_captions ({', '.join(columns)}) VALUES "
             f"({', '.join(['%s'] * len(columns))}) "
             "ON CONFLICT (robot, stream_id, clip_index) DO NOTHING RETURNING id")
-
-
-def _claim(conn, robot: str, stream_id: str, writer: str, path: str):
-    """Hold the advisory lock of ``(robot, stream_id)`` on ``conn`` (kept open until close)."""
-    key = f"rats_ros/{robot}/{stream_id}"
-    if conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
-                    (key,)).fetchone()[0]:
-        conn.execute("SELECT set_config('application_name', %s, false)", (writer[:60],))
-        return conn
-    holder = conn.execute(
-        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.objid = "
-        "(hashtextextended(%s, 0) & 4294967295)::bigint::oid LIMIT 1", (key,)).fetchone()
-    conn.close()
-    raise StoreError(f"stream {stream_id!r} of robot {robot!r} in {path} is already being "
-                     f"written by {holder[0] if holder else 'another writer'}; give each "
-                     "robot its own robot_id and each camera its own stream")
-
-
-def _connect_error(path: str, error) -> StoreError:
-    text = _first_line(error)
-    if any(words in text for words in _REFUSALS) and "Connection refused" not in text:
-        return StoreRefused(f"the database at {path} refused the connection ({text}); fix the "
-                            "user, password or database name in the store URL")
-    return StoreUnavailable(f"the database at {path} is unreachable ({text}); start the "
-                            "server or check the host and port")
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for messages and logs.
-
-    :raises StoreRefused: a URL that cannot be parsed."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - parses the port: a bad one raises here, not at connect
-    except ValueError as error:
-        raise StoreRefused(f"the store URL is malformed ({error}); give "
-                           "postgresql://user:password@host:port/database") from None
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-def _first_line(error) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

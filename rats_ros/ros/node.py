@@ -36,9 +36,10 @@ from rats_ros.ros.intake import FrameIntake, PoseIntake
 from rats_ros.ros.messages import caption_msg
 from rats_ros.ros.parts import Parts
 from rats_ros.ros.questions import QuestionDesk
-from rats_ros.ros.worker import DropOldestQueue, Worker
+from rats_ros.ros.worker import Worker
 from rats_ros.srv import AskVideo
 from rats_ros.stream.poses import PoseTrack
+from rats_ros.stream.queues import DropOldestQueue
 
 NODE_NAME = "rats_stream"
 _NS = 1_000_000_000

@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from collections import deque
 
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -20,45 +19,13 @@ from rats_ros.recall.store import ClipIndexTaken
 from rats_ros.ros.diagnostics import StreamStats
 from rats_ros.ros.messages import ns_to_time
 from rats_ros.stream.captioner import step_many
+from rats_ros.stream.queues import DropOldestQueue
 from rats_ros.tools.overlay import selection_tile
 
 
 def _of(camera: str) -> str:
     """`` of camera front`` for log lines; nothing for the single unnamed camera."""
     return f" of camera {camera}" if camera else ""
-
-
-class DropOldestQueue:
-    """A bounded FIFO shared by two threads; a put into a full queue drops the oldest item."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self._items: deque = deque()
-        self._ready = threading.Condition()
-
-    def put(self, item) -> bool:
-        """:returns: True when the oldest item was dropped to make room."""
-        with self._ready:
-            dropped = len(self._items) >= self.capacity
-            if dropped:
-                self._items.popleft()
-            self._items.append(item)
-            self._ready.notify()
-            return dropped
-
-    def get(self, timeout: float):
-        """:returns: the oldest item, or None after ``timeout`` seconds without one."""
-        with self._ready:
-            if not self._items:
-                self._ready.wait(timeout)
-            return self._items.popleft() if self._items else None
-
-    def clear(self) -> None:
-        with self._ready:
-            self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class Worker:
