@@ -13,6 +13,7 @@
 #          other) | round6 (round5 again, Qwen towers with and without the patch product, SigLIP)
 #        | round7 (Qwen towers: padded MLP and varlen attention, each undone; LLaVA-OV per clip)
 #        | round8 (Qwen towers with fused RoPE and RMSNorm, each part undone)
+#        | round9 (Qwen2.5-VL-3B, Qwen3-VL-2B/4B at 1 h and in AskVideo; Qwen3-VL-4B per clip)
 #        | busyask (AskVideo p50/p99 while 4 cameras caption, against idle: 0.5B and 7B)
 #        | round3 (one 10-minute call: Qwen per clip, busyask 7B, int4 7B)
 #        | round4 (kernels, int8/int4 on the trained synthetic-world, Qwen2.5-VL-3B per clip)
@@ -208,6 +209,27 @@ for phase in "${@:-all}"; do
                      ours_unfused $q
                  run 120 python3 bench/bench_clip.py --size qwen3-vl-8b --variants ours \
                      ours_unfused $q) &
+                wait ;;
+        round9) # a 2-GPU machine: the Qwen sizes not measured yet at 1 h and in AskVideo, and
+                # Qwen3-VL-4B per clip; the plain (per-token) decode beside ours in each run
+                q="--states full --side 480 --width 640 --repeats 3 --warmup 1 --out $RES"
+                (export CUDA_VISIBLE_DEVICES=0
+                 run 110 python3 bench/bench_clip.py --size qwen3-vl-4b --variants ours \
+                     ours_stock_vision plain $q
+                 run 120 python3 bench/bench_stream.py --size qwen2.5-vl-3b --variant ours \
+                     --hours 1 --out "$RES" --json "$OUT/json/stream_q25_3b.json"
+                 run 120 python3 bench/bench_stream.py --size qwen3-vl-4b --variant ours \
+                     --hours 1 --out "$RES" --json "$OUT/json/stream_q3_4b.json"
+                 run 120 python3 bench/bench_ask.py --size qwen3-vl-8b --repeats 3 \
+                     --out "$RES") &
+                (export CUDA_VISIBLE_DEVICES=1
+                 run 120 python3 bench/bench_stream.py --size qwen3-vl-2b --variant ours \
+                     --hours 1 --out "$RES" --json "$OUT/json/stream_q3_2b.json"
+                 for size in qwen2.5-vl-3b qwen3-vl-2b qwen3-vl-4b; do
+                     run 90 python3 bench/bench_ask.py --size "$size" --repeats 3 --out "$RES"
+                 done
+                 run 100 python3 bench/bench_clip.py --size qwen2.5-vl-3b --variants ours \
+                     plain $q) &
                 wait ;;
         busyask) for size in 0.5b 7b; do  # AskVideo while 4 cameras caption, against idle
                      run 420 python3 bench/bench_busy_ask.py --size "$size" --cameras 4 \
