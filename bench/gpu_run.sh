@@ -14,6 +14,7 @@
 #        | round7 (Qwen towers: padded MLP and varlen attention, each undone; LLaVA-OV per clip)
 #        | round8 (Qwen towers with fused RoPE and RMSNorm, each part undone)
 #        | round9 (Qwen2.5-VL-3B, Qwen3-VL-2B/4B at 1 h and in AskVideo; Qwen3-VL-4B per clip)
+#        | round10 (cameras together with the packed prefill: 0.5B, 7B, Qwen3-VL-2B)
 #        | busyask (AskVideo p50/p99 while 4 cameras caption, against idle: 0.5B and 7B)
 #        | round3 (one 10-minute call: Qwen per clip, busyask 7B, int4 7B)
 #        | round4 (kernels, int8/int4 on the trained synthetic-world, Qwen2.5-VL-3B per clip)
@@ -231,6 +232,17 @@ for phase in "${@:-all}"; do
                  run 100 python3 bench/bench_clip.py --size qwen2.5-vl-3b --variants ours \
                      plain $q) &
                 wait ;;
+        round10) # a 2-GPU machine: cameras captioned together with the packed prefill
+                 (export CUDA_VISIBLE_DEVICES=0
+                  run 90 python3 -m pytest -q -rs -p no:cacheprovider test/test_batch_decode.py \
+                      -k cuda
+                  run 150 python3 bench/bench_cameras.py --size 0.5b --rounds 4 --out "$RES"
+                  run 150 python3 bench/bench_cameras.py --size qwen3-vl-2b --rounds 2 \
+                      --cameras 1,4,8 --out "$RES") &
+                 (export CUDA_VISIBLE_DEVICES=1
+                  run 200 python3 bench/bench_cameras.py --size 7b --rounds 2 --cameras 1,4,8 \
+                      --out "$RES") &
+                 wait ;;
         busyask) for size in 0.5b 7b; do  # AskVideo while 4 cameras caption, against idle
                      run 420 python3 bench/bench_busy_ask.py --size "$size" --cameras 4 \
                          --out "$RES"

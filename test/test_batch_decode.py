@@ -7,6 +7,7 @@ from rats_ros.errors import ConfigError, ModelError
 from rats_ros.models import load_backend
 from rats_ros.models.fast import batch as fast_batch
 from rats_ros.models.fast import decode as fast_decode
+from rats_ros.models.fast import prefill as fast_prefill
 from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner, step_many
 from rats_ros.stream.clips import Clip, Frame
 
@@ -43,6 +44,20 @@ def test_each_row_decodes_as_the_prompt_alone(backend):
     assert together[1].token_ids[-1] == stop and len(together[1].token_ids) <= 4  # stopped
     again = batch.run(inputs[:2], 12, (stop,), spans[:2])  # another row count: its own buffers
     assert [r.token_ids for r in again] == [r.token_ids for r in alone[:2]]
+
+
+def test_prompts_over_the_token_limit_are_prefilled_in_packs(backend, monkeypatch):
+    assert fast_prefill.packs([5, 6, 7], limit=11) == [[0, 1], [2]]
+    assert fast_prefill.packs([20, 3, 4], limit=11) == [[0], [1, 2]]
+    batch = fast_batch.BatchDecoder(fast_decode.FastDecoder(backend.model, backend.readout_layers))
+    inputs, spans = prompts(backend, (37, 90, 61)), [(5, 30), None, (0, 61)]
+    whole = batch.run(inputs, 6, (), spans)
+    monkeypatch.setattr(fast_prefill, "MAX_PACKED_TOKENS", 100)  # packs [0], [1], [2]
+    packed = batch.run(inputs, 6, (), spans)
+    for mine, theirs in zip(packed, whole, strict=True):
+        assert mine.token_ids == theirs.token_ids
+        if theirs.sums is not None:
+            torch.testing.assert_close(mine.sums, theirs.sums, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (bench device)")
@@ -106,3 +121,21 @@ def test_captioners_that_differ_are_not_batched(backend):
         step_many([a, b], [clip(0, 0), clip(1, 0)])
     with pytest.raises(ConfigError):
         step_many([a], [])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the varlen kernel needs CUDA")
+@pytest.mark.parametrize("name", FAMILIES)
+def test_cuda_bf16_packed_prefill_is_each_prompts_own(model_cache, name):
+    """What a GPU runs for cameras captioned together (varlen causal attention over the packed
+    prompts) against each prompt's own prefill: same first token, same read-out up to bf16."""
+    backend = load_backend(name, device="cuda", dtype="bfloat16")
+    single = fast_decode.FastDecoder(backend.model, backend.readout_layers)
+    assert fast_prefill.CAUSAL is not None  # the varlen path is the one under test
+    batch = fast_batch.BatchDecoder(single)
+    inputs = [p.to("cuda", torch.bfloat16) for p in prompts(backend, (300, 120, 700))]
+    spans = [(10, 200), (0, 100), (50, 650)]
+    together = batch.run(inputs, 1, (), spans)
+    for mine, p, span in zip(together, inputs, spans, strict=True):
+        theirs = single.run(p, 1, (), span)
+        assert mine.token_ids == theirs.token_ids
+        assert float(torch.nn.functional.cosine_similarity(mine.sums, theirs.sums, dim=0)) > 0.999

@@ -1,11 +1,12 @@
 """Several cameras' captions decoded together: one decode step for B prompts.
 
 A decode step is launch- and bandwidth-bound (every weight streamed once per step), so B rows
-cost little more than one. :class:`BatchDecoder` prefills each prompt into its own row of a
-static KV cache (prompts differ in length; a prefill is compute-bound, batching it buys little)
-and then decodes all rows together, each with its own position, key mask, read-out sum and end
-of sequence. Per row it computes what :class:`~rats_ros.models.fast.decode.FastDecoder` computes
-for that prompt alone (tested against it), reusing its packed weights and prefill.
+cost little more than one. :class:`BatchDecoder` prefills the prompts together into their own
+rows of a static KV cache (:mod:`rats_ros.models.fast.prefill`: one pass over the layers for all
+their tokens, attention within each prompt) and then decodes all rows together, each with its
+own position, key mask, read-out sum and end of sequence. Per row it computes what
+:class:`~rats_ros.models.fast.decode.FastDecoder` computes for that prompt alone (tested against
+it), reusing its packed weights.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 from rats_ros.errors import ModelError
 from rats_ros.models.fast.decode import FastDecoder, FastResult
 from rats_ros.models.fast.layers import PackedLayer
+from rats_ros.models.fast.prefill import prefill_many
 from rats_ros.models.fast.priority import Pacer
 from rats_ros.models.fast.static import (
     capture_graph,
@@ -98,13 +100,11 @@ class BatchDecoder:
         pace = Pacer(single.gate, single.device)  # answers first, as for one caption
         t0 = single._now()
         single._reset(st, eos)  # masks, read-out sums and end ids, as for one prompt
-        for b, (embeds, span, deepstack) in enumerate(zip(prompts, ranges, deepstacks,
-                                                          strict=True)):
-            first = single._prefill(st.row(b), embeds.to(single.device, single.dtype),
-                                    span is not None, deepstack, pace)  # (1,)
-            st.tok[b:b + 1].copy_(first)
-            st.out[b, 0:1].copy_(first)
-            st.pos[b] = int(embeds.shape[0])
+        first = prefill_many(single, [st.row(b) for b in range(count)], prompts,
+                             [span is not None for span in ranges], deepstacks, pace)  # (B,)
+        st.tok.copy_(first)
+        st.out[:, 0].copy_(first)
+        st.pos.copy_(torch.tensor([int(p.shape[0]) for p in prompts], device=st.pos.device))
         st.step.fill_(1)
         st.rows.fill_(1.0)
         st.alive.copy_(1.0 - single._is_eos(st, st.tok))
