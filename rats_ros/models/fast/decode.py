@@ -38,10 +38,10 @@ from rats_ros.models.base import clock
 from rats_ros.models.fast.layers import PackedLayer, rotate_half_matrix
 from rats_ros.models.fast.priority import AnswerFirst, Pacer
 from rats_ros.models.fast.static import (
+    DecodeState,
     capture_graph,
     grown_capacity,
     recent_graph,
-    rope_tables,
 )
 from rats_ros.models.fast.support import (  # noqa: F401 (SUPPORTED_LM_CLASSES: re-exported)
     SUPPORTED_LM_CLASSES,
@@ -54,27 +54,6 @@ from rats_ros.models.fast.support import (  # noqa: F401 (SUPPORTED_LM_CLASSES: 
 # prefill attention kernels in order of preference (the first usable one runs)
 _ALL_SDPA = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 SDPA_ORDER = {"flash": _ALL_SDPA, "cudnn": [SDPBackend.CUDNN_ATTENTION, *_ALL_SDPA]}
-
-
-class _State:
-    """Static device buffers for one capacity (every decode graph reads and writes only these)."""
-
-    def __init__(self, dec: FastDecoder, capacity: int):
-        dev, dt = dec.device, dec.dtype
-        self.capacity = capacity
-        # (layers, K/V, kv_heads, C, head_dim)
-        self.kv = torch.zeros(dec.n_layers, 2, dec.n_kv, capacity, dec.head_dim, device=dev,
-                              dtype=dt)
-        self.mask = torch.full((capacity,), float("-inf"), device=dev, dtype=dt)  # (C,) additive
-        self.acc = torch.zeros(capacity, device=dev)  # (C,) read-out sum over rows/heads/layers
-        self.cos, self.sin = rope_tables(dec, capacity)  # (C, d) each
-        self.tok = torch.zeros(1, device=dev, dtype=torch.long)
-        self.pos = torch.zeros(1, device=dev, dtype=torch.long)
-        self.step = torch.zeros(1, device=dev, dtype=torch.long)
-        self.alive = torch.ones(1, device=dev)
-        self.rows = torch.zeros(1, device=dev)
-        self.out = torch.zeros(capacity, device=dev, dtype=torch.long)
-        self.eos = torch.full((8,), -1, device=dev, dtype=torch.long)  # up to 8 EOS ids, -1 unused
 
 
 class FastDecoder:
@@ -127,7 +106,7 @@ class FastDecoder:
         if prefill_attention not in SDPA_ORDER:
             raise ModelError(f"prefill_attention must be one of {sorted(SDPA_ORDER)}")
         self.sdpa_backends = SDPA_ORDER[prefill_attention]
-        self._state: _State | None = None
+        self._state: DecodeState | None = None
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self._pool = None
         self._lock = threading.Lock()
@@ -208,7 +187,7 @@ class FastDecoder:
     def _now(self) -> int:
         return int(clock(self.device) * 1e9)
 
-    def _ensure_state(self, capacity: int) -> _State:
+    def _ensure_state(self, capacity: int) -> DecodeState:
         """Grow the static buffers when a prompt does not fit (by >= 25 %, so a stream whose
         memory fills up reallocates a few times, then never); graphs die with the old buffers."""
         if self._state is None or self._state.capacity < capacity:
@@ -216,10 +195,10 @@ class FastDecoder:
             self._graphs.clear()
             self._pool = None  # a pool whose graphs are all gone must not be reused
             self._state = None
-            self._state = _State(self, grown_capacity(old, capacity, self.bucket))
+            self._state = DecodeState(self, grown_capacity(old, capacity, self.bucket))
         return self._state
 
-    def _reset(self, st: _State, eos: list[int]) -> None:
+    def _reset(self, st: DecodeState, eos: list[int]) -> None:
         st.mask.fill_(float("-inf"))
         st.acc.zero_()
         st.eos.fill_(-1)
@@ -227,7 +206,7 @@ class FastDecoder:
             st.eos[: len(eos)].copy_(torch.tensor(eos, dtype=torch.long))
 
     @staticmethod
-    def _is_eos(st: _State, tok: torch.Tensor) -> torch.Tensor:
+    def _is_eos(st: DecodeState, tok: torch.Tensor) -> torch.Tensor:
         return (tok[:, None] == st.eos[None, :]).any(dim=1).float()  # (rows,)
 
     def _step_fn(self, capacity: int):
@@ -236,14 +215,14 @@ class FastDecoder:
             return lambda: self._decode_step(st, capacity)
         return recent_graph(self._graphs, capacity, lambda: self._capture(st, capacity)).replay
 
-    def _capture(self, st: _State, capacity: int) -> torch.cuda.CUDAGraph:
+    def _capture(self, st: DecodeState, capacity: int) -> torch.cuda.CUDAGraph:
         st.pos.zero_()
         st.step.zero_()
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         return capture_graph(lambda: self._decode_step(st, capacity), self.device, self._pool)
 
-    def _prefill(self, st: _State, embeds: torch.Tensor, readout: bool,
+    def _prefill(self, st: DecodeState, embeds: torch.Tensor, readout: bool,
                  deepstack=None, pace=None) -> torch.Tensor:
         """Run the prompt ``(P, D)``; fill K/V rows ``[0, P)``; read out the last row; add
         DeepStack features (:meth:`run`) after the first layers; ``pace()`` (a
@@ -285,7 +264,7 @@ class FastDecoder:
         qg = q.float().reshape(self.n_kv, self.n_heads // self.n_kv, self.head_dim)
         return torch.softmax(torch.matmul(qg, keys.float().transpose(1, 2)) * self.scale, dim=-1)
 
-    def _decode_step(self, st: _State, capacity: int) -> None:
+    def _decode_step(self, st: DecodeState, capacity: int) -> None:
         """One token: static shapes, device-side indices only (CUDA-graph capturable).
 
         ~14 kernels per layer (see :mod:`fast_layers`); the scores are rounded to the model dtype

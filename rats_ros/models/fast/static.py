@@ -1,5 +1,6 @@
 """What the single and the batched decoder share: static-buffer sizing, RoPE tables and
-their CUDA graphs (captured once per buffer shape, replayed per token)."""
+their CUDA graphs (captured once per buffer shape, replayed per token); the single decoder's
+buffers (:class:`DecodeState`)."""
 from __future__ import annotations
 
 import torch
@@ -53,3 +54,25 @@ def recent_graph(graphs: dict, key, capture):
     while len(graphs) > MAX_GRAPHS:
         graphs.pop(next(iter(graphs)))
     return graph
+
+
+class DecodeState:
+    """A :class:`~rats_ros.models.fast.decode.FastDecoder`'s device buffers for one capacity
+    (every decode graph reads and writes only these)."""
+
+    def __init__(self, dec, capacity: int):
+        dev, dt = dec.device, dec.dtype
+        self.capacity = capacity
+        # (layers, K/V, kv_heads, C, head_dim)
+        self.kv = torch.zeros(dec.n_layers, 2, dec.n_kv, capacity, dec.head_dim, device=dev,
+                              dtype=dt)
+        self.mask = torch.full((capacity,), float("-inf"), device=dev, dtype=dt)  # (C,) additive
+        self.acc = torch.zeros(capacity, device=dev)  # (C,) read-out sum over rows/heads/layers
+        self.cos, self.sin = rope_tables(dec, capacity)  # (C, d) each
+        self.tok = torch.zeros(1, device=dev, dtype=torch.long)
+        self.pos = torch.zeros(1, device=dev, dtype=torch.long)
+        self.step = torch.zeros(1, device=dev, dtype=torch.long)
+        self.alive = torch.ones(1, device=dev)
+        self.rows = torch.zeros(1, device=dev)
+        self.out = torch.zeros(capacity, device=dev, dtype=torch.long)
+        self.eos = torch.full((8,), -1, device=dev, dtype=torch.long)  # up to 8 EOS ids, -1 unused

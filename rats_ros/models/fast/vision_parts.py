@@ -117,6 +117,13 @@ def _widened(linear: torch.nn.Linear, rows: int = 0, cols: int = 0) -> None:
     linear.out_features, linear.in_features = weight.shape
 
 
+def _linears(mlp) -> tuple[tuple, torch.nn.Linear]:
+    """The MLP's input projections and its output projection."""
+    if hasattr(mlp, "gate_proj"):  # Qwen2.5-VL: gated SiLU
+        return (mlp.gate_proj, mlp.up_proj), mlp.down_proj
+    return (mlp.linear_fc1,), mlp.linear_fc2  # Qwen3-VL: GELU
+
+
 def pad_mlp(mlp, multiple: int = 64, force: bool = False) -> int:
     """Widen a vision MLP whose width is not a multiple of 8 (cuBLAS's alignment) to a multiple
     of ``multiple`` with zero weights: same outputs (``act(0) == 0`` for SiLU and GELU).
@@ -125,8 +132,7 @@ def pad_mlp(mlp, multiple: int = 64, force: bool = False) -> int:
     :param force: pad even an aligned width (tests).
     :returns: the columns added (0: left alone).
     """
-    ins, out = ((mlp.gate_proj, mlp.up_proj), mlp.down_proj) if hasattr(mlp, "gate_proj") else \
-        ((mlp.linear_fc1,), mlp.linear_fc2)
+    ins, out = _linears(mlp)
     width = out.in_features
     extra = -width % multiple
     if not extra or (width % 8 == 0 and not force):
@@ -143,8 +149,7 @@ def unpad_mlp(mlp) -> None:
     extra = getattr(mlp, "_rats_padding", 0)
     if not extra:
         return
-    ins, out = ((mlp.gate_proj, mlp.up_proj), mlp.down_proj) if hasattr(mlp, "gate_proj") else \
-        ((mlp.linear_fc1,), mlp.linear_fc2)
+    ins, out = _linears(mlp)
     for linear in ins:
         _widened(linear, rows=-extra)
     _widened(out, cols=-extra)
