@@ -15,6 +15,7 @@
 #        | round8 (Qwen towers with fused RoPE and RMSNorm, each part undone)
 #        | round9 (Qwen2.5-VL-3B, Qwen3-VL-2B/4B at 1 h and in AskVideo; Qwen3-VL-4B per clip)
 #        | round10 (cameras together with the packed prefill: 0.5B, 7B, Qwen3-VL-2B)
+#        | closing (every CUDA test; LLaVA-OV 0.5B / 7B and Qwen2.5-VL-7B per clip)
 #        | busyask (AskVideo p50/p99 while 4 cameras caption, against idle: 0.5B and 7B)
 #        | round3 (one 10-minute call: Qwen per clip, busyask 7B, int4 7B)
 #        | round4 (kernels, int8/int4 on the trained synthetic-world, Qwen2.5-VL-3B per clip)
@@ -242,6 +243,19 @@ for phase in "${@:-all}"; do
                  (export CUDA_VISIBLE_DEVICES=1
                   run 200 python3 bench/bench_cameras.py --size 7b --rounds 2 --cameras 1,4,8 \
                       --out "$RES") &
+                 wait ;;
+        closing) # a 2-GPU machine: every CUDA test at the closing commit, and the headline clips
+                 q="--states full --side 480 --width 640 --repeats 3 --warmup 1 --out $RES"
+                 (export CUDA_VISIBLE_DEVICES=0
+                  run 200 python3 -m pytest -q -rs -p no:cacheprovider test/test_fast_decode.py \
+                      test/test_batch_decode.py test/test_fast_vision.py test/test_quant.py \
+                      test/test_readout.py -k "cuda or aside or patch or padded"
+                  run 100 python3 bench/bench_clip.py --size 0.5b --variants ours --states full \
+                      --repeats 5 --warmup 2 --out "$RES") &
+                 (export CUDA_VISIBLE_DEVICES=1
+                  run 120 python3 bench/bench_clip.py --size qwen2.5-vl-7b --variants ours $q
+                  run 100 python3 bench/bench_clip.py --size 7b --variants ours --states full \
+                      --repeats 3 --warmup 2 --out "$RES") &
                  wait ;;
         busyask) for size in 0.5b 7b; do  # AskVideo while 4 cameras caption, against idle
                      run 420 python3 bench/bench_busy_ask.py --size "$size" --cameras 4 \
