@@ -249,7 +249,7 @@ for phase in "${@:-all}"; do
                  (export CUDA_VISIBLE_DEVICES=0
                   run 200 python3 -m pytest -q -rs -p no:cacheprovider test/test_fast_decode.py \
                       test/test_batch_decode.py test/test_fast_vision.py test/test_quant.py \
-                      test/test_readout.py -k "cuda or aside or patch or padded"
+                      test/test_backends.py -k "cuda or aside or patch or padded"
                   run 100 python3 bench/bench_clip.py --size 0.5b --variants ours --states full \
                       --repeats 5 --warmup 2 --out "$RES") &
                  (export CUDA_VISIBLE_DEVICES=1
