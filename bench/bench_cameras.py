@@ -6,7 +6,9 @@ a time) and ``batched`` (one clip of every camera per round through ``step_many`
 encoded and prefilled on its own, the captions decoded together by ``fast.batch``). Each camera
 contributes ``--rounds`` clips. Per-clip latency in ``batched`` is the round's time (every clip
 of the round waits for the batch). Each line also gives the memory cost of the cameras (their
-token memories when full) against the model's weights, which all cameras share.
+token memories when full) against the model's weights, which all cameras share, and the GPU
+memory allocated after each round once the memories are full (``--rounds 112``: one hour per
+camera at 0.5 fps; flat is the goal).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from common import (
     frame_pool,
     load_bench_backend,
     make_clip,
+    memory_mb,
     model_parser,
     parse_args,
     summary,
@@ -68,12 +71,14 @@ def run(args) -> None:
                           [make_clip(pool[i % len(pool)], 0) for i in range(n)])
         for n in [int(c) for c in args.cameras.split(",")]:
             captioners = [RecurrentCaptioner(backend, config) for _ in range(n)]
-            latencies = []
+            latencies, allocated = [], []
             started = sync(backend.device)
             for index in range(args.rounds):
                 clips = [make_clip(pool[(index + camera) % len(pool)], index)
                          for camera in range(n)]
                 latencies += one_round(mode, captioners, clips)
+                if index >= config.memory_clips:  # memories full: steady state
+                    allocated.append(memory_mb(backend.device)["allocated_mb"])
             clips_per_s = n * args.rounds / (sync(backend.device) - started)
             baseline = baseline or clips_per_s
             memory = sum(c.memory.tokens().numel() * c.memory.tokens().element_size()
@@ -82,7 +87,9 @@ def run(args) -> None:
                   "family": backend.model.config.model_type, "cameras": n,
                   "clips_per_s": clips_per_s, "vs_one_camera": clips_per_s / baseline,
                   "per_clip_ms": summary(latencies), "camera_memory_mb": memory / 2**20,
-                  "weights_mb": weights / 2**20, **environment(args.device)})
+                  "weights_mb": weights / 2**20, "steady_allocated_mb_min_max":
+                      [min(allocated), max(allocated)] if allocated else None,
+                  **environment(args.device)})
 
 
 main = entry_point(parse, run)

@@ -16,6 +16,7 @@
 #        | round9 (Qwen2.5-VL-3B, Qwen3-VL-2B/4B at 1 h and in AskVideo; Qwen3-VL-4B per clip)
 #        | round10 (cameras together with the packed prefill: 0.5B, 7B, Qwen3-VL-2B)
 #        | closing (every CUDA test; LLaVA-OV 0.5B / 7B and Qwen2.5-VL-7B per clip)
+#        | camerahour (8 / 4 cameras together for an hour each: memory flat?)
 #        | busyask (AskVideo p50/p99 while 4 cameras caption, against idle: 0.5B and 7B)
 #        | round3 (one 10-minute call: Qwen per clip, busyask 7B, int4 7B)
 #        | round4 (kernels, int8/int4 on the trained synthetic-world, Qwen2.5-VL-3B per clip)
@@ -257,6 +258,15 @@ for phase in "${@:-all}"; do
                   run 100 python3 bench/bench_clip.py --size 7b --variants ours --states full \
                       --repeats 3 --warmup 2 --out "$RES") &
                  wait ;;
+        camerahour) # a 2-GPU machine: 8 cameras (0.5B) and 4 (7B) captioned together for one
+                    # hour each (112 clips a camera): GPU memory after every round
+                    (export CUDA_VISIBLE_DEVICES=0
+                     run 250 python3 bench/bench_cameras.py --size 0.5b --rounds 112 \
+                         --cameras 8 --modes batched --out "$RES") &
+                    (export CUDA_VISIBLE_DEVICES=1
+                     run 300 python3 bench/bench_cameras.py --size 7b --rounds 112 \
+                         --cameras 4 --modes batched --out "$RES") &
+                    wait ;;
         busyask) for size in 0.5b 7b; do  # AskVideo while 4 cameras caption, against idle
                      run 420 python3 bench/bench_busy_ask.py --size "$size" --cameras 4 \
                          --out "$RES"
