@@ -6,7 +6,7 @@ them. Each answers a measured cost (H200, bench/RESULTS.md):
   stride, which is one matrix product over flattened patches; cuDNN has no good algorithm for
   that shape and can be far slower than the product (transformers issue #45750: ~62x, ~50,000x on
   Blackwell in bf16; sglang-omni PR #539: 3.7 s a call on an H100 in bf16). transformers 5 offers
-  the same swap as an opt-in fusion (PR #45041). On the H200 it bought ~1 ms.
+  the same swap as an opt-in fusion (PR #45041). On the H200 it bought 1-4 ms of encode.
 - :func:`pad_mlp`: Qwen2.5-VL's MLP width of 3,420 is not a multiple of 8: its rows are not
   16-byte aligned, and cuBLAS falls back from Hopper's kernels to an sm80 one (45.6 of 110.8 ms of
   a 7B clip's encode). Zero rows and columns take it to 3,456; ``act(0) == 0``, so the output is
