@@ -2,8 +2,9 @@
 
 One backend, one ``RecurrentCaptioner`` (own FIFO memory, own clip indices) per camera. Two
 modes, each against its own N = 1 in the same run: ``round_robin`` (cameras served one clip at
-a time) and ``batched`` (one clip of every camera per round through ``step_many``: each clip
-encoded and prefilled on its own, the captions decoded together by ``fast.batch``). Each camera
+a time) and ``batched`` (one clip of every camera per round through ``step_many``: clips of one
+shape encoded in one forward where the family can (LLaVA-OV), the prompts prefilled in one pass
+and the captions decoded together by ``fast.batch``). Each camera
 contributes ``--rounds`` clips. Per-clip latency in ``batched`` is the round's time (every clip
 of the round waits for the batch). Each line also gives the memory cost of the cameras (their
 token memories when full) against the model's weights, which all cameras share, and the GPU

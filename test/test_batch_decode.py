@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from rats_ros.errors import ConfigError, ModelError
+from rats_ros.errors import ConfigError, FrameError, ModelError
 from rats_ros.models import load_backend
 from rats_ros.models.fast import batch as fast_batch
 from rats_ros.models.fast import decode as fast_decode
@@ -139,3 +139,21 @@ def test_cuda_bf16_packed_prefill_is_each_prompts_own(model_cache, name):
         theirs = single.run(p, 1, (), span)
         assert mine.token_ids == theirs.token_ids
         assert float(torch.nn.functional.cosine_similarity(mine.sums, theirs.sums, dim=0)) > 0.999
+
+
+def test_clips_of_one_shape_are_encoded_in_one_forward(model_cache):
+    """LLaVA-OV's tower encodes frames independently: several clips in one forward give each
+    clip's own tokens; a clip of another shape, or one bad clip, falls back or fails whole."""
+    backend = load_backend("tiny-random")
+    rng = np.random.default_rng(4)
+    pixels = [rng.integers(0, 256, (8, 48, 64, 3), dtype=np.uint8) for _ in range(3)]
+    together = backend.encode_clips(pixels)
+    for mine, alone in zip(together, pixels, strict=True):
+        torch.testing.assert_close(mine, backend.encode_clip(alone), rtol=1e-5, atol=1e-6)
+    odd = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    mixed = backend.encode_clips([pixels[0], odd])  # two shapes: one by one
+    torch.testing.assert_close(mixed[1], backend.encode_clip(odd), rtol=1e-5, atol=1e-6)
+    with pytest.raises(FrameError):
+        backend.encode_clips([pixels[0], pixels[1][..., :2]])  # a clip without 3 channels
+    with pytest.raises(FrameError):  # same shape, not uint8: the batched path refuses it
+        backend.encode_clips([pixels[0], pixels[1].astype(np.float32)])

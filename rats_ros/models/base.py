@@ -124,6 +124,14 @@ class VideoBackend(ABC):
         :returns: ``(N, D)`` visual tokens in LLM embedding space, temporal/raster order.
         """
 
+    def encode_clips(self, clips: list) -> list[torch.Tensor]:
+        """:meth:`encode_clip` of each clip (cameras captioned together); a family whose tower
+        takes several clips in one forward overrides this, with the same results.
+
+        :raises FrameError: when any clip's pixels are unusable (none is encoded then).
+        """
+        return [self.encode_clip(pixels) for pixels in clips]
+
     #: frames that share one grid of tokens (1; Qwen2.5-VL pairs frames: 2).
     frames_per_group: int = 1
 

@@ -4,8 +4,9 @@ import math
 import torch
 from transformers import LlavaOnevisionForConditionalGeneration
 
+from rats_ros.models.fast import hook as fast_hook
 from rats_ros.models.fast.layers import install_fast_pooling
-from rats_ros.models.hf import HFVideoBackend
+from rats_ros.models.hf import HFVideoBackend, model_errors
 from rats_ros.models.preprocess import (
     pixel_norm,
     read_preprocessor_config,
@@ -47,6 +48,17 @@ class LlavaOnevisionBackend(HFVideoBackend):
     def vision_inputs(self, pixels) -> tuple[torch.Tensor, None]:
         """``(T, H, W, 3)`` uint8 frames -> ``(T, 3, S, S)`` normalised (no patch grid)."""
         return self._normalized(upload(pixels, self.device)), None
+
+    def encode_clips(self, clips: list) -> list[torch.Tensor]:
+        """Clips of one shape in one forward of the tower (frames are encoded independently, so
+        each clip's tokens are :meth:`encode_clip`'s); others one by one."""
+        if len(clips) < 2 or self.engine is not None or len({tuple(getattr(p, "shape", ()))
+                                                              for p in clips}) > 1:
+            return super().encode_clips(clips)
+        with model_errors("encoding clips"), torch.inference_mode():
+            fast_hook.step_aside(self)  # an answer in flight goes first
+            frames = torch.stack([self._normalized(upload(p, self.device)) for p in clips])
+            return list(self._features(frames))  # B x (N, D)
 
     def vision_tower(self, frames: torch.Tensor, grid=None,
                      plan=None) -> tuple[torch.Tensor, None]:

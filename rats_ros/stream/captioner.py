@@ -112,14 +112,12 @@ class RecurrentCaptioner:
         """
         return step_many([self], [clip])[0]
 
-    def _prepare(self, clip) -> _Pending:
-        """Encode ``clip``: the first half of :meth:`step`."""
-        started = time.perf_counter()
-        pixels = clip.pixels()  # (T, H, W, 3)
-        visual = self.backend.encode_clip(pixels)  # (N, D)
+    def _prepare(self, clip, pixels, visual, started: float, encoded: float) -> _Pending:
+        """``clip`` encoded (``visual`` ``(N, D)`` from its ``pixels``) with this camera's
+        memory in front: the first half of :meth:`step`."""
         memory = (self.memory.tokens() if self.config.recurrence
                   else visual.new_empty(0, visual.shape[1]))
-        return _Pending(clip, pixels, visual, memory, started, self._sync())
+        return _Pending(clip, pixels, visual, memory, started, encoded)
 
     def _finish(self, pending: _Pending, out) -> ClipCaption:
         """Select the kept tokens from ``out`` (a ``CaptionOutput``), update the memory and
@@ -177,7 +175,12 @@ def step_many(captioners: list[RecurrentCaptioner], clips: list) -> list[ClipCap
            or c.config.selection != cfg.selection for c in captioners):
         raise ConfigError("captioners batched together must share the backend, the prompt, "
                           "max_new_tokens and the selection method")
-    pending = [c._prepare(clip) for c, clip in zip(captioners, clips, strict=True)]
+    started = time.perf_counter()
+    pixels = [clip.pixels() for clip in clips]  # each (T, H, W, 3)
+    visuals = backend.encode_clips(pixels)  # each (N, D); one forward where the family can
+    encoded = captioners[0]._sync()
+    pending = [c._prepare(clip, p, v, started, encoded)
+               for c, clip, p, v in zip(captioners, clips, pixels, visuals, strict=True)]
     outputs = backend.caption_many([(p.memory, p.visual) for p in pending], cfg.prompt,
                                    cfg.max_new_tokens, readout=cfg.selection == "attention")
     return [c._finish(p, out) for c, p, out in zip(captioners, pending, outputs, strict=True)]
