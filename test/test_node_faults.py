@@ -325,6 +325,21 @@ def _frames_received(diagnostics) -> int:
                 if kv.key == "frames_received")
 
 
+def _settled_frames(diagnostics, quiet_s: float = 2.0) -> int:
+    """The node's frame count once it has not moved for ``quiet_s`` (/diagnostics come once a
+    second, so the newest message may predate the last frames and their caption)."""
+    seen = {"count": _frames_received(diagnostics), "since": time.monotonic()}
+
+    def quiet() -> bool:
+        now = _frames_received(diagnostics)
+        if now != seen["count"]:
+            seen.update(count=now, since=time.monotonic())
+        return time.monotonic() - seen["since"] >= quiet_s
+
+    wait_for(quiet, timeout=60)
+    return seen["count"]
+
+
 def _within(condition, timeout: float) -> bool:
     try:
         return bool(wait_for(condition, timeout=timeout))
@@ -341,8 +356,9 @@ def test_a_memory_shortage_mid_stream_is_reported_and_captioning_goes_on(
     continues the stream). Either way: never silent, no traceback, no repeated clip index.
     Before, any of them ended the captioner thread while the node stayed active. In some runs
     the DDS layer's receive allocations fail first and no frame reaches the node, which then
-    has nothing to report (checked from its frame count): that node is replaced and the cap
-    tried again."""
+    has nothing to report (checked from its frame count); in others the few frames that do
+    reach it are captioned in memory the allocators reuse, so nothing fails (checked from the
+    captions): either way that node is replaced and the cap tried again."""
     captions = ros_client.collect(Caption, "/captions")
     diagnostics = ros_client.collect(DiagnosticArray, "/diagnostics")
     params = dict(qos_reliability="reliable", remaps={"image": "/camera/image_raw"},
@@ -354,21 +370,25 @@ def test_a_memory_shortage_mid_stream_is_reported_and_captioning_goes_on(
             replay = start_replay(bag, domain_id, "--rate", "4", "--wait-subscribers", "1")
             wait_for(lambda seen=before: len(captions) > seen, timeout=90)
             replay.communicate(timeout=60)
-            received = _frames_received(diagnostics)
+            received = _settled_frames(diagnostics)
             subprocess.run(["prlimit", f"--pid={node.proc.pid}",
                             f"--as={_address_space(node.proc.pid)}"], check=True)
+            capped_captions = len(captions)
             replay = start_replay(bag, domain_id, "--rate", "4")
             replay.communicate(timeout=60)
             if _within(lambda capped=node: _error_says(diagnostics, "out of memory")
                        or not capped.alive(), 60):
                 break
-            # not reported: then no frame may have reached the node under the cap
-            assert _frames_received(diagnostics) == received, node.log()[-3000:]
+            # not reported: then the cap did not bite (the frames that reached the node were
+            # captioned) or no frame reached it; a frame lost in silence fails here
+            captioned = _within(lambda n=capped_captions: len(captions) > n, 10)
+            assert captioned or _frames_received(diagnostics) == received, node.log()[-3000:]
             node.proc.kill()  # deaf under its cap (which cannot be lifted again here)
             node.proc.wait(timeout=30)
             node = start_node(tmp_path, domain_id, **params)
         else:
-            pytest.fail("in 3 tries the frames were lost in DDS under the cap, before the node")
+            pytest.fail("in 3 tries the cap never bit the node: the frames were lost in DDS "
+                        "before it, or captioned in reused memory")
         if node.alive():  # reported: memory returns and the same process goes on
             subprocess.run(["prlimit", f"--pid={node.proc.pid}", "--as=unlimited"], check=True)
             assert "smaller model" in _error_says(diagnostics, "out of memory").message
