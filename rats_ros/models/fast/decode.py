@@ -30,12 +30,12 @@ import threading
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention import SDPBackend
 
 from rats_ros.errors import ModelError
 from rats_ros.models.base import clock
 from rats_ros.models.fast.layers import PackedLayer, rotate_half_matrix
+from rats_ros.models.fast.prefill import prefill_many
 from rats_ros.models.fast.priority import AnswerFirst, Pacer
 from rats_ros.models.fast.static import (
     DecodeState,
@@ -222,38 +222,16 @@ class FastDecoder:
             self._pool = torch.cuda.graph_pool_handle()
         return capture_graph(lambda: self._decode_step(st, capacity), self.device, self._pool)
 
-    def _prefill(self, st: DecodeState, embeds: torch.Tensor, readout: bool,
-                 deepstack=None, pace=None) -> torch.Tensor:
+    def _prefill(self, st: DecodeState, embeds: torch.Tensor, readout: bool, deepstack,
+                 pace) -> torch.Tensor:
         """Run the prompt ``(P, D)``; fill K/V rows ``[0, P)``; read out the last row; add
         DeepStack features (:meth:`run`) after the first layers; ``pace()`` (a
-        :class:`~rats_ros.models.fast.priority.Pacer`) before each layer."""
-        positions, features = deepstack if deepstack is not None else (None, [])
-        p = embeds.shape[0]
-        cos, sin = st.cos[:p], st.sin[:p]  # (P, d)
-        group = self.n_heads // self.n_kv
-        x = embeds  # (P, D)
-        for idx, layer in enumerate(self.packed):
-            if pace is not None:
-                pace()
-            q, k, v = layer.prefill_qkv(x, cos, sin)  # (P, H, d), (P, Hkv, d), (P, Hkv, d)
-            st.kv[idx, 0, :, :p].copy_(k.transpose(0, 1))
-            st.kv[idx, 1, :, :p].copy_(v.transpose(0, 1))
-            q, k, v = (t.transpose(0, 1)[None] for t in (q, k, v))  # (1, heads, P, d)
-            # K/V expanded to H heads so SDPA takes its flash kernel
-            with sdpa_kernel(self.sdpa_backends, set_priority=True):
-                o = F.scaled_dot_product_attention(q, k.repeat_interleave(group, 1),
-                                                   v.repeat_interleave(group, 1), is_causal=True,
-                                                   scale=self.scale)  # (1, H, P, d)
-            if readout and idx in self.readout_layers:
-                probs = self._last_row_probs(q[0, :, -1], k[0])  # (Hkv, G, P)
-                st.acc[:p] += probs.sum(dim=(0, 1))
-            x = layer.attn_out(x, o[0].transpose(0, 1).reshape(p, -1))
-            x = layer.mlp(x)
-            if idx < len(features):
-                x = x.index_add(0, positions, features[idx].to(x.dtype))
-        st.mask[:p] = 0.0
-        last = PackedLayer.norm(self.decoder.norm, x[-1:])  # (1, D)
-        return self.head(last).argmax(dim=-1)  # (1,)
+        :class:`~rats_ros.models.fast.priority.Pacer`) before each layer. The batched
+        decoder's prefill with one prompt (:func:`~rats_ros.models.fast.prefill.prefill_many`).
+
+        :returns: ``(1,)`` the first generated token.
+        """
+        return prefill_many(self, [st], [embeds], [readout], [deepstack], pace)
 
     def _last_row_probs(self, q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """Softmax of the prompt's last query row per head (prefill read-out), in float32.

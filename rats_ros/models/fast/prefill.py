@@ -4,11 +4,12 @@ Why: cameras whose clips are ready together (:mod:`rats_ros.models.fast.batch`) 
 one after the other, each a pass of ~15 kernels per layer over its own tokens; a small model's
 prefill is launch-bound (0.5B: 23.7 ms for 6.3k tokens against a 7.7 ms FLOP floor, H200). Here
 the prompts are packed into one sequence: every projection, norm and MLP runs once over all
-their tokens, and attention stays within each prompt (causal, positions restarting at 0), on
-CUDA in half precision through torch's ``varlen_attn``, elsewhere one SDPA per prompt. Per
-prompt it computes what :meth:`FastDecoder._prefill` computes for that prompt alone (the
-read-out of its last row, its K/V rows, Qwen3-VL's DeepStack additions at its positions);
-``test/test_batch_decode.py`` checks the decoded rows against the single decoder.
+their tokens, and attention stays within each prompt (causal, positions restarting at 0): for
+several prompts on CUDA in half precision through torch's ``varlen_attn``, else one SDPA per
+prompt (with the decoder's ``prefill_attention`` kernels). One prompt is the single decoder's
+prefill (:meth:`FastDecoder._prefill` calls this). Per prompt: the read-out of its last row, its
+K/V rows, Qwen3-VL's DeepStack additions at its positions; ``test/test_batch_decode.py`` checks
+the decoded rows of several prompts against each prompt decoded alone.
 """
 from __future__ import annotations
 
@@ -67,11 +68,10 @@ def prefill_many(dec, rows, prompts, readouts, deepstacks, pace) -> torch.Tensor
 def _prefill_pack(dec, rows, prompts, readouts, deepstacks, pace) -> torch.Tensor:
     lengths = [int(p.shape[0]) for p in prompts]
     starts = [sum(lengths[:b]) for b in range(len(lengths))]
-    x = torch.cat([p.to(dec.device, dec.dtype) for p in prompts])  # (T, D)
+    x = torch.cat([p.to(dec.device, dec.dtype) for p in prompts]) if len(prompts) > 1 else \
+        prompts[0].to(dec.device, dec.dtype)  # (T, D)
     position = torch.cat([torch.arange(n, device=dec.device) for n in lengths])  # (T,)
     cos, sin = rows[0].cos[position], rows[0].sin[position]  # (T, d): one table for all rows
-    bounds = torch.tensor([0, *(s + n for s, n in zip(starts, lengths, strict=True))],
-                          device=dec.device, dtype=torch.int32)
     extras = _deepstack_index(deepstacks, starts)
     group = dec.n_heads // dec.n_kv
     for idx, layer in enumerate(dec.packed):
@@ -86,21 +86,22 @@ def _prefill_pack(dec, rows, prompts, readouts, deepstacks, pace) -> torch.Tenso
                     keys = k[s:s + n].transpose(0, 1)
                     row.acc[:n] += dec._last_row_probs(q[s + n - 1], keys).sum(dim=(0, 1))
         k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)  # (T, H, d)
-        o = _causal(dec, q, k, v, bounds, starts, lengths)  # (T, H, d)
+        o = _causal(dec, q, k, v, starts, lengths)  # (T, H, d)
         x = layer.mlp(layer.attn_out(x, o.reshape(x.shape[0], -1)))
         if extras is not None and idx < len(extras[1]):
             x = x.index_add(0, extras[0], extras[1][idx].to(x.dtype))
     for row, n in zip(rows, lengths, strict=True):
         row.mask[:n] = 0.0
-    last = torch.tensor([s + n - 1 for s, n in zip(starts, lengths, strict=True)],
-                        device=dec.device)
-    return dec.head(PackedLayer.norm(dec.decoder.norm, x[last])).argmax(dim=-1)  # (B,)
+    last = torch.cat([x[s + n - 1:s + n] for s, n in zip(starts, lengths, strict=True)])  # (B, D)
+    return dec.head(PackedLayer.norm(dec.decoder.norm, last)).argmax(dim=-1)  # (B,)
 
 
-def _causal(dec, q, k, v, bounds, starts, lengths) -> torch.Tensor:
+def _causal(dec, q, k, v, starts, lengths) -> torch.Tensor:
     """Causal attention within each prompt of the packed sequence: ``(T, H, d)``."""
-    if (varlen_attn is not None and CAUSAL is not None and q.is_cuda
+    if (len(lengths) > 1 and varlen_attn is not None and CAUSAL is not None and q.is_cuda
             and q.dtype in (torch.bfloat16, torch.float16)):
+        bounds = torch.tensor([0, *(s + n for s, n in zip(starts, lengths, strict=True))],
+                              device=q.device, dtype=torch.int32)
         longest = max(lengths)
         return varlen_attn(q, k.contiguous(), v.contiguous(), bounds, bounds, longest, longest,
                            **CAUSAL)
