@@ -8,6 +8,8 @@ Variants (each one JSON line per memory state, medians over ``--repeats`` clips)
 
 - ``ours``: the captioner with the fast path (static KV cache, in-step read-out, CUDA graph);
 - ``fast_nograph``: the same decode step without the CUDA graph (what the graph buys);
+- ``ours_torch_step``: ``ours`` with the decode step in torch ops instead of the fused Triton
+  kernels (``rats_ros.models.fast.fused``: what the fused step buys);
 - ``plain``: the backend's plain loop (SDPA + registered read-out attention, dynamic cache);
 - ``stock``: stock transformers calls: HF video processor on the CPU, eager attention,
   ``generate(output_attentions=True)``, scores from the returned attention maps;
@@ -53,7 +55,7 @@ from rats_ros.stream.selection import keep_count
 
 VARIANTS = ("ours", "fast_nograph", "plain", "stock", "full", "ours_cudnn", "full_cudnn",
             "ours_stock_vision", "plain_stock_vision", "ours_conv3d", "ours_unpadded",
-            "ours_unfused", "ours_grouped")
+            "ours_unfused", "ours_grouped", "ours_torch_step")
 PHASES = ("encode", "prefill", "decode", "select")
 VISION_UNDO = {  # fast_vision.PARTS each Qwen vision variant undoes (None: all)
     "_stock_vision": None, "_conv3d": ("projection",), "_unpadded": ("mlp",),
@@ -77,7 +79,8 @@ def set_decoder(backend, variant: str) -> None:
     backend._fast_decoder = None  # drop the last variant's static buffers before measuring
     backend._fast_decoder = fast_decode.FastDecoder(
         backend.model, backend.readout_layers, use_cuda_graph=graph,
-        prefill_attention="cudnn" if variant.endswith("_cudnn") else "flash")
+        prefill_attention="cudnn" if variant.endswith("_cudnn") else "flash",
+        fused_step=False if variant == "ours_torch_step" else None)
 
 
 def captioner_for(backend, variant: str, state: str, tokens: int, visual):
@@ -209,7 +212,8 @@ def kernel_profile(fn, label: str) -> dict:
 
 
 def profile_phases(backend, pool) -> list[dict]:
-    """Kernel counts of a clip encode and of one eager decode step (what the graph replays)."""
+    """Kernel counts of a clip encode and of one eager decode step (what the graph replays),
+    fused and in torch ops."""
     out = [kernel_profile(lambda: backend.encode_clip(pool[0]), "encode")]
     dec = fast_decode.FastDecoder(backend.model, backend.readout_layers, use_cuda_graph=False)
     visual = backend.encode_clip(pool[0])
@@ -219,6 +223,10 @@ def profile_phases(backend, pool) -> list[dict]:
     dec.run(embeds[0], 2, (), (start, start + visual.shape[0]))
     st = dec._state
     out.append(kernel_profile(lambda: dec._decode_step(st, st.capacity), "decode_step"))
+    if dec.fused_step:  # the same step in torch ops (what the fused kernels replace)
+        dec.fused_step = False
+        out.append(kernel_profile(lambda: dec._decode_step(st, st.capacity), "decode_step_torch"))
+        dec.fused_step = True
     out.append(kernel_profile(lambda: dec.run(embeds[0], 1, (), (start, start + visual.shape[0])),
                               "prefill"))
     return out

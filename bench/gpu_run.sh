@@ -15,6 +15,7 @@
 #        | round8 (Qwen towers with fused RoPE and RMSNorm, each part undone)
 #        | round9 (Qwen2.5-VL-3B, Qwen3-VL-2B/4B at 1 h and in AskVideo; Qwen3-VL-4B per clip)
 #        | round10 (cameras together with the packed prefill: 0.5B, 7B, Qwen3-VL-2B)
+#        | round11 (the fused decode step against the torch step: tests, per clip, profiles)
 #        | closing (every CUDA test; LLaVA-OV 0.5B / 7B and Qwen2.5-VL-7B per clip)
 #        | camerahour (8 / 4 cameras together for an hour each: memory flat?)
 #        | busyask (AskVideo p50/p99 while 4 cameras caption, against idle: 0.5B and 7B)
@@ -244,6 +245,24 @@ for phase in "${@:-all}"; do
                  (export CUDA_VISIBLE_DEVICES=1
                   run 200 python3 bench/bench_cameras.py --size 7b --rounds 2 --cameras 1,4,8 \
                       --out "$RES") &
+                 wait ;;
+        round11) # a 2-GPU machine: the fused decode step (Triton) against the torch step, in the
+                 # same run: CUDA tests, per clip with kernel profiles (Qwen3-VL-2B, Qwen2.5-VL-3B,
+                 # LLaVA-OV 0.5B / 7B, Qwen2.5-VL-7B)
+                 q="--states full --side 480 --width 640 --repeats 3 --warmup 1 --out $RES"
+                 v="--variants ours ours_torch_step"
+                 python3 -c "import triton; print('triton', triton.__version__)" | tee -a "$LOG"
+                 (export CUDA_VISIBLE_DEVICES=0
+                  run 150 python3 -m pytest -q -rs -p no:cacheprovider test/test_fused_decode.py \
+                      test/test_fast_decode.py test/test_batch_decode.py -k "cuda or fused"
+                  run 100 python3 bench/bench_clip.py --size qwen3-vl-2b --profile $v $q
+                  run 100 python3 bench/bench_clip.py --size 0.5b $v --states full --repeats 5 \
+                      --warmup 2 --out "$RES") &
+                 (export CUDA_VISIBLE_DEVICES=1
+                  run 110 python3 bench/bench_clip.py --size qwen2.5-vl-3b --profile $v $q
+                  run 120 python3 bench/bench_clip.py --size qwen2.5-vl-7b $v $q
+                  run 100 python3 bench/bench_clip.py --size 7b $v --states full --repeats 3 \
+                      --warmup 2 --out "$RES") &
                  wait ;;
         closing) # a 2-GPU machine: every CUDA test at the closing commit, and the headline clips
                  q="--states full --side 480 --width 640 --repeats 3 --warmup 1 --out $RES"

@@ -2,6 +2,7 @@
 import os
 
 import pytest
+import torch
 
 # Network rule: every rclpy context in this test process stays on loopback, in its own domain.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -11,6 +12,10 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # Two cores are shared by pytest and the node processes it starts: one BLAS thread each avoids
 # oversubscription (measured 3-4x slower model tests without it on the CI machine size).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Without a GPU the fused decode kernels (Triton) run in Triton's interpreter, which Triton reads
+# from the environment when it is first imported (rats_ros.models.fast.fused).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")
@@ -31,8 +36,6 @@ def model_cache(tmp_path_factory):
 def one_torch_thread():
     """Tiny models are overhead-bound: one intra-op thread avoids OpenMP spin-waits, which slow
     model tests several-fold on a busy 2-core machine (OMP_NUM_THREADS covers child processes)."""
-    import torch
-
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

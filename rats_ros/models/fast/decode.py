@@ -34,6 +34,7 @@ from torch.nn.attention import SDPBackend
 
 from rats_ros.errors import ModelError
 from rats_ros.models.base import clock
+from rats_ros.models.fast import fused
 from rats_ros.models.fast.layers import PackedLayer, rotate_half_matrix
 from rats_ros.models.fast.prefill import prefill_many
 from rats_ros.models.fast.priority import AnswerFirst, Pacer
@@ -66,6 +67,8 @@ class FastDecoder:
     :param use_cuda_graph: capture the decode step in a CUDA graph; default: when on CUDA.
     :param bucket: capacity granularity in tokens (one graph per capacity bucket).
     :param weights: ``native``, or weight-only ``int8`` / ``int4`` projections (:mod:`quant`).
+    :param fused_step: decode each layer with the Triton kernels of :mod:`fused` (9 kernels
+        instead of ~22); default: on CUDA when Triton is installed and the weights are native.
     :param prefill_attention: ``"flash"`` (default) or ``"cudnn"`` (cuDNN attention first, then
         flash). Measured on an H100 (bench/RESULTS.md): cuDNN saves ~13 ms of a 7B prefill of
         6.3k tokens but builds a plan per new prompt length (~50-100 ms: slower answers, whose
@@ -75,7 +78,8 @@ class FastDecoder:
 
     def __init__(self, model, readout_layers: Sequence[int] = (),
                  use_cuda_graph: bool | None = None, bucket: int = 512,
-                 prefill_attention: str = "flash", weights: str = "native"):
+                 prefill_attention: str = "flash", weights: str = "native",
+                 fused_step: bool | None = None):
         if not supports(model):
             raise ModelError("fast decoding supports Qwen2, Qwen2.5-VL and Qwen3-VL language "
                              "models with full attention and default RoPE only; "
@@ -101,6 +105,11 @@ class FastDecoder:
                                      weights)
         self.rot_half = rotate_half_matrix(self.head_dim, self.device, self.dtype)  # (d, d)
         on_cuda = self.device.type == "cuda"
+        can_fuse = fused.available(self.device) and fused.supports(self.packed, self.head_dim)
+        if fused_step and not can_fuse:
+            raise ModelError("the fused decode step needs Triton, native weights and a power of "
+                             "two head dim; pass fused_step=False")
+        self.fused_step = (on_cuda and can_fuse) if fused_step is None else bool(fused_step)
         self.use_cuda_graph = on_cuda if use_cuda_graph is None else bool(use_cuda_graph)
         self.bucket = bucket
         if prefill_attention not in SDPA_ORDER:
@@ -233,33 +242,47 @@ class FastDecoder:
         """
         return prefill_many(self, [st], [embeds], [readout], [deepstack], pace)
 
-    def _last_row_probs(self, q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """Softmax of the prompt's last query row per head (prefill read-out), in float32.
+    def _rotation(self, st: DecodeState) -> torch.Tensor:
+        """:returns: ``(d, d)`` RoPE at this position as a matrix: ``x @ rot == RoPE(x)``."""
+        cos, sin = st.cos.index_select(0, st.pos), st.sin.index_select(0, st.pos)  # (1, d)
+        rot = self.rot_half * sin  # x @ rot == rotate_half(x) * sin
+        rot.diagonal().add_(cos[0])  # + diag(cos)
+        return rot
 
-        :param q: ``(H, d)``; :param keys: ``(Hkv, P, d)``, all visible to the last row.
-        :returns: ``(Hkv, G, P)`` probabilities (G = H / Hkv query heads per KV head).
-        """
-        qg = q.float().reshape(self.n_kv, self.n_heads // self.n_kv, self.head_dim)
-        return torch.softmax(torch.matmul(qg, keys.float().transpose(1, 2)) * self.scale, dim=-1)
+    def _step_q(self, layer, x: torch.Tensor, rot, st: DecodeState, idx: int) -> torch.Tensor:
+        """Layer ``idx``'s q/k/v of the token ``x`` ``(1, D)``: K and V written into the cache at
+        ``st.pos``. :returns: ``q`` ``(H, d)`` after RoPE."""
+        if self.fused_step:
+            qkv = fused.norm_gemv(x, layer.qkv, norm=layer.ln1)  # (1, (H + 2 Hkv) d)
+            return fused.rope_store(qkv, layer, st.cos, st.sin, st.pos, st.kv[idx])
+        q, k, v = layer.step_qkv(x, rot)  # (H, d), (Hkv, d), (Hkv, d)
+        st.kv[idx, 0].index_copy_(1, st.pos, k[:, None])
+        st.kv[idx, 1].index_copy_(1, st.pos, v[:, None])
+        return q
+
+    def _step_out(self, layer, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(1, D)`` after the layer's o projection of ``o`` ``(1, H d)`` and its MLP."""
+        if not self.fused_step:
+            return layer.mlp(layer.attn_out(x, o))
+        x = fused.norm_gemv(o, layer.o, residual=x)
+        hidden = fused.norm_gemv(x, layer.gu, norm=layer.ln2, glu=layer.inter)  # (1, I)
+        return fused.norm_gemv(hidden, layer.down, residual=x)
 
     def _decode_step(self, st: DecodeState, capacity: int) -> None:
         """One token: static shapes, device-side indices only (CUDA-graph capturable).
 
-        ~14 kernels per layer (see :mod:`fast_layers`); the scores are rounded to the model dtype
-        before a float32 softmax, as transformers' eager attention does.
+        ~22 kernels per layer in torch (see :mod:`layers`), 9 with the fused step (:mod:`fused`);
+        the scores are rounded to the model dtype before a float32 softmax, as transformers'
+        eager attention does.
         """
         st.mask.index_fill_(0, st.pos, 0.0)
         mask = st.mask[:capacity]  # (C,) broadcast over (Hkv, G, C)
-        cos, sin = st.cos.index_select(0, st.pos), st.sin.index_select(0, st.pos)  # (1, d)
-        rot = self.rot_half * sin  # (d, d): x @ rot == rotate_half(x) * sin
-        rot.diagonal().add_(cos[0])  # + diag(cos): x @ rot == RoPE(x) at this position
+        rot = None if self.fused_step else self._rotation(st)
         x = self.decoder.embed_tokens(st.tok)  # (1, D)
         row = torch.zeros(capacity, device=self.device)
         nkv, group = self.n_kv, self.n_heads // self.n_kv
         for idx, layer in enumerate(self.packed):
-            q, k, v = layer.step_qkv(x, rot)  # (H, d), (Hkv, d), (Hkv, d)
-            st.kv[idx, 0].index_copy_(1, st.pos, k[:, None])
-            st.kv[idx, 1].index_copy_(1, st.pos, v[:, None])
+            q = self._step_q(layer, x, rot, st, idx)  # (H, d); this position's K/V written
             keys, values = st.kv[idx, 0, :, :capacity], st.kv[idx, 1, :, :capacity]
             scores = torch.baddbmm(mask, q.view(nkv, group, -1), keys.transpose(1, 2),
                                    alpha=self.scale)  # (Hkv, G, C)
@@ -269,8 +292,8 @@ class FastDecoder:
                 probs = probs.to(self.dtype)
             else:  # same values as float32 softmax then rounding, one kernel
                 probs = torch.softmax(scores, dim=-1)
-            o = torch.matmul(probs, values)  # (Hkv, G, d)
-            x = layer.mlp(layer.attn_out(x, o.view(1, -1)))
+            o = torch.matmul(probs, values).view(1, -1)  # (1, H d)
+            x = self._step_out(layer, x, o)
         nxt = self.head(PackedLayer.norm(self.decoder.norm, x)).argmax(dim=-1)  # (1,)
         st.acc[:capacity] += st.alive * row
         st.rows += st.alive

@@ -84,7 +84,7 @@ def _prefill_pack(dec, rows, prompts, readouts, deepstacks, pace) -> torch.Tenso
             for row, s, n, wanted in zip(rows, starts, lengths, readouts, strict=True):
                 if wanted:  # the prompt's last query row over its own keys (Hkv, P, d)
                     keys = k[s:s + n].transpose(0, 1)
-                    row.acc[:n] += dec._last_row_probs(q[s + n - 1], keys).sum(dim=(0, 1))
+                    row.acc[:n] += _last_row_probs(dec, q[s + n - 1], keys).sum(dim=(0, 1))
         k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)  # (T, H, d)
         o = _causal(dec, q, k, v, starts, lengths)  # (T, H, d)
         x = layer.mlp(layer.attn_out(x, o.reshape(x.shape[0], -1)))
@@ -94,6 +94,16 @@ def _prefill_pack(dec, rows, prompts, readouts, deepstacks, pace) -> torch.Tenso
         row.mask[:n] = 0.0
     last = torch.cat([x[s + n - 1:s + n] for s, n in zip(starts, lengths, strict=True)])  # (B, D)
     return dec.head(PackedLayer.norm(dec.decoder.norm, last)).argmax(dim=-1)  # (B,)
+
+
+def _last_row_probs(dec, q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Softmax of the prompt's last query row per head (prefill read-out), in float32.
+
+    :param q: ``(H, d)``; :param keys: ``(Hkv, P, d)``, all visible to the last row.
+    :returns: ``(Hkv, G, P)`` probabilities (G = H / Hkv query heads per KV head).
+    """
+    qg = q.float().reshape(dec.n_kv, dec.n_heads // dec.n_kv, dec.head_dim)
+    return torch.softmax(torch.matmul(qg, keys.float().transpose(1, 2)) * dec.scale, dim=-1)
 
 
 def _causal(dec, q, k, v, starts, lengths) -> torch.Tensor:

@@ -1,0 +1,116 @@
+"""The fused decode kernels (Triton) compute what the torch decode step computes.
+
+On a CPU machine the kernels run in Triton's interpreter (conftest sets ``TRITON_INTERPRET``), in
+float32, where the fused and the torch step must agree to float32 rounding and give the same
+tokens. On the GPU the same kernels run compiled inside the CUDA graph, in bf16; those tests are
+skipped (and reported as skipped) where there is no CUDA.
+"""
+import pytest
+import torch
+
+from rats_ros.errors import ModelError
+from rats_ros.models import load_backend
+from rats_ros.models.fast import decode as fast_decode
+from rats_ros.models.fast import fused
+from rats_ros.models.fast.quant import Dense
+
+FAMILIES = ("tiny-random", "tiny-random-qwen2_5_vl", "tiny-random-qwen3_vl")
+ON_CPU = torch.device("cpu")
+
+
+class Norm(torch.nn.Module):
+    """An RMSNorm with the attributes the kernels read (``weight``, ``variance_epsilon``)."""
+
+    def __init__(self, dim: int, generator):
+        super().__init__()
+        self.weight = torch.nn.Parameter(1 + 0.1 * torch.randn(dim, generator=generator))
+        self.variance_epsilon = 1e-6
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def backend(request, model_cache):
+    return load_backend(request.param)
+
+
+@pytest.mark.skipif(not fused.available(ON_CPU), reason="Triton is interpreted on CPU runs only")
+@pytest.mark.parametrize("with_norm", [False, True])
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("mode", ["plain", "residual", "glu"])
+def test_norm_gemv_equals_the_torch_ops(with_norm, with_bias, mode):
+    g = torch.Generator().manual_seed(0)
+    k_in, n_out = 300, 44  # K not a multiple of the kernel's column block: masked tail
+    w = torch.randn(n_out, k_in, generator=g) / k_in ** 0.5
+    b = torch.randn(n_out, generator=g) if with_bias and mode != "glu" else None
+    x, res = torch.randn(1, k_in, generator=g), torch.randn(1, n_out, generator=g)
+    norm = Norm(k_in, g) if with_norm else None
+    h = torch.nn.functional.rms_norm(x, (k_in,), norm.weight, 1e-6) if with_norm else x
+    want = torch.nn.functional.linear(h, w, b)
+    kwargs = {}
+    if mode == "residual":
+        want, kwargs = want + res, {"residual": res}
+    elif mode == "glu":
+        want, kwargs = torch.nn.functional.silu(want[:, :22]) * want[:, 22:], {"glu": 22}
+    got = fused.norm_gemv(x, Dense(w, b), norm=norm, **kwargs)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not fused.available(ON_CPU), reason="Triton is interpreted on CPU runs only")
+@torch.inference_mode()
+def test_rope_store_equals_the_torch_step(backend):
+    """q after RoPE, and K / V written at the position, as the torch step's ``step_qkv``."""
+    dec = fast_decode.FastDecoder(backend.model, fused_step=True)
+    dec.run(torch.randn(5, backend.hidden_size) * 0.1, 2)  # buffers and RoPE tables
+    st, layer = dec._state, dec.packed[0]
+    st.pos.fill_(3)
+    x = torch.randn(1, backend.hidden_size) * 0.1
+    q, k, v = layer.step_qkv(x, dec._rotation(st))
+    qkv = layer.qkv(layer.norm(layer.ln1, x))
+    got_q = fused.rope_store(qkv, layer, st.cos, st.sin, st.pos, st.kv[0])
+    torch.testing.assert_close(got_q, q, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(st.kv[0, 0, :, 3], k, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(st.kv[0, 1, :, 3], v)
+
+
+@pytest.mark.skipif(not fused.available(ON_CPU), reason="Triton is interpreted on CPU runs only")
+def test_fused_decoder_gives_the_torch_steps_tokens_and_scores(backend):
+    embeds = torch.randn(40, backend.hidden_size, generator=torch.Generator().manual_seed(1))
+    runs = []
+    for fused_step in (False, True):
+        dec = fast_decode.FastDecoder(backend.model, backend.readout_layers,
+                                      fused_step=fused_step)
+        assert dec.fused_step is fused_step
+        runs.append(dec.run(embeds * 0.1, 8, (), (4, 30)))
+    assert runs[1].token_ids == runs[0].token_ids
+    torch.testing.assert_close(runs[1].scores, runs[0].scores, rtol=1e-5, atol=1e-7)
+
+
+def test_fused_step_is_refused_where_it_cannot_run(backend):
+    """Quantized weights keep the torch step; asking for the fused one says what to do."""
+    assert not fast_decode.FastDecoder(backend.model).fused_step  # CPU default: torch step
+    quantized = load_backend(backend.name)  # quantizing rewrites the model: its own copy
+    with pytest.raises(ModelError, match="fused_step=False"):
+        fast_decode.FastDecoder(quantized.model, weights="int8", fused_step=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (bench device)")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_cuda_fused_graph_matches_the_torch_step(model_cache, name, dtype):
+    """Compiled kernels inside the CUDA graph: fp32 gives the torch step's tokens; bf16 rounds
+    in another order (the products' sums), so its scores agree to bf16 precision."""
+    backend = load_backend(name, device="cuda", dtype=dtype)
+    assert fused.available(backend.device)
+    embeds = torch.randn(300, backend.hidden_size, device="cuda",
+                         generator=torch.Generator("cuda").manual_seed(2)) * 0.1
+    runs = []
+    for fused_step in (False, True):
+        dec = fast_decode.FastDecoder(backend.model, backend.readout_layers, bucket=64,
+                                      fused_step=fused_step)
+        assert dec.use_cuda_graph and dec.fused_step is fused_step
+        runs.append(dec.run(embeds.to(dec.dtype), 12, (), (10, 200)))
+    scores = [r.scores.float() for r in runs]
+    error = (scores[1] - scores[0]).norm() / scores[0].norm()
+    if dtype == "float32":
+        assert runs[1].token_ids == runs[0].token_ids and error < 1e-4
+    else:
+        assert runs[1].token_ids[:2] == runs[0].token_ids[:2] and error < 5e-2
