@@ -16,6 +16,7 @@
 #        | round9 (Qwen2.5-VL-3B, Qwen3-VL-2B/4B at 1 h and in AskVideo; Qwen3-VL-4B per clip)
 #        | round10 (cameras together with the packed prefill: 0.5B, 7B, Qwen3-VL-2B)
 #        | round11 (the fused decode step against the torch step: tests, per clip, profiles)
+#        | round12 (round11 with the fused products' tiles swept per shape: bench_fused)
 #        | closing (every CUDA test; LLaVA-OV 0.5B / 7B and Qwen2.5-VL-7B per clip)
 #        | camerahour (8 / 4 cameras together for an hour each: memory flat?)
 #        | busyask (AskVideo p50/p99 while 4 cameras caption, against idle: 0.5B and 7B)
@@ -261,6 +262,22 @@ for phase in "${@:-all}"; do
                  (export CUDA_VISIBLE_DEVICES=1
                   run 110 python3 bench/bench_clip.py --size qwen2.5-vl-3b --profile $v $q
                   run 120 python3 bench/bench_clip.py --size qwen2.5-vl-7b $v $q
+                  run 100 python3 bench/bench_clip.py --size 7b $v --states full --repeats 3 \
+                      --warmup 2 --out "$RES") &
+                 wait ;;
+        round12) # a 2-GPU machine: the fused products' tiles swept per shape (bench_fused), the
+                 # CUDA tests, and per clip with the default tiles against the torch step
+                 q="--states full --side 480 --width 640 --repeats 3 --warmup 1 --out $RES"
+                 v="--variants ours ours_torch_step"
+                 (export CUDA_VISIBLE_DEVICES=0
+                  run 100 python3 -m pytest -q -rs -p no:cacheprovider test/test_fused_decode.py \
+                      test/test_fast_decode.py -k "cuda or fused"
+                  run 240 python3 bench/bench_fused.py --sweep --sizes 0.5b qwen3-vl-2b \
+                      qwen2.5-vl-3b --out "$RES"
+                  run 90 python3 bench/bench_clip.py --size qwen3-vl-2b --profile $v $q) &
+                 (export CUDA_VISIBLE_DEVICES=1
+                  run 240 python3 bench/bench_fused.py --sweep --sizes 7b qwen3-vl-8b --out "$RES"
+                  run 100 python3 bench/bench_clip.py --size qwen2.5-vl-3b --profile $v $q
                   run 100 python3 bench/bench_clip.py --size 7b $v --states full --repeats 3 \
                       --warmup 2 --out "$RES") &
                  wait ;;

@@ -35,8 +35,8 @@ except ImportError:  # no Triton (a Jetson without its wheel, a CPU-only install
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # read by Triton when it is imported
 
-GEMV_BLOCK_K = 256  # input columns per loop iteration
-PROGRAMS = 512  # aim: this many programs per product (~4 per H200 SM) for latency hiding
+TILE = 8192  # weights a program loads per loop step (bf16: 16 KB)
+PROGRAMS = 264  # at least this many programs per product while rows allow (2 per H200 SM)
 
 
 def available(device: torch.device) -> bool:
@@ -49,9 +49,12 @@ def available(device: torch.device) -> bool:
 
 def _gemv(x, w, bias, res, lnw, out, n_out, glu_offset, stride_w, eps, K_IN: tl.constexpr,
           HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
-          GLU: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+          GLU: tl.constexpr, EVEN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """``out[n] = (norm(x) W^T)[n] (+ bias[n]) (+ res[n])``, or ``silu(g[n]) * u[n]`` with
-    ``g``, ``u`` rows ``n`` and ``n + glu_offset`` when GLU; x ``(K,)``, W ``(N, K)``."""
+    ``g``, ``u`` rows ``n`` and ``n + glu_offset`` when GLU; x ``(K,)``, W ``(N, K)``.
+
+    Products accumulate in a ``(BLOCK_N, BLOCK_K)`` float32 tile, summed once at the end (no
+    reduction inside the loop); EVEN: N and K are whole blocks (no masks)."""
     rows = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     row_ok = rows < n_out
     cols = tl.arange(0, BLOCK_K)
@@ -63,31 +66,39 @@ def _gemv(x, w, bias, res, lnw, out, n_out, glu_offset, stride_w, eps, K_IN: tl.
             xk = tl.load(x + k0 + cols, mask=k0 + cols < K_IN, other=0.0).to(tl.float32)
             squares += xk * xk
         rstd = tl.rsqrt(tl.sum(squares, axis=0) / K_IN + eps)
-    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
-    acc_up = tl.zeros([BLOCK_N], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+    acc_up = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+    gate_rows = w + rows[:, None] * stride_w + cols[None, :]  # (BLOCK_N, BLOCK_K) pointers
     for k0 in range(0, K_IN, BLOCK_K):
         kk = k0 + cols
-        k_ok = kk < K_IN
-        xk = tl.load(x + kk, mask=k_ok, other=0.0).to(tl.float32)
+        if EVEN:
+            xk = tl.load(x + kk).to(tl.float32)
+        else:
+            xk = tl.load(x + kk, mask=kk < K_IN, other=0.0).to(tl.float32)
         if HAS_NORM:  # F.rms_norm: weight applied in float32, one rounding
-            xk = (xk * rstd * tl.load(lnw + kk, mask=k_ok, other=0.0).to(tl.float32))
+            xk = (xk * rstd * tl.load(lnw + kk, mask=kk < K_IN, other=0.0).to(tl.float32))
             xk = xk.to(dt).to(tl.float32)
-        tile_ok = row_ok[:, None] & k_ok[None, :]
-        wt = tl.load(w + rows[:, None] * stride_w + kk[None, :], mask=tile_ok, other=0.0)
-        acc += tl.sum(wt.to(tl.float32) * xk[None, :], axis=1)
+        tile_ok = row_ok[:, None] & (kk < K_IN)[None, :]
+        if EVEN:
+            acc += tl.load(gate_rows + k0).to(tl.float32) * xk[None, :]
+        else:
+            acc += tl.load(gate_rows + k0, mask=tile_ok, other=0.0).to(tl.float32) * xk[None, :]
         if GLU:
-            wu = tl.load(w + (rows[:, None] + glu_offset) * stride_w + kk[None, :],
-                         mask=tile_ok, other=0.0)
-            acc_up += tl.sum(wu.to(tl.float32) * xk[None, :], axis=1)
+            up_rows = gate_rows + glu_offset * stride_w + k0
+            if EVEN:
+                acc_up += tl.load(up_rows).to(tl.float32) * xk[None, :]
+            else:
+                acc_up += tl.load(up_rows, mask=tile_ok, other=0.0).to(tl.float32) * xk[None, :]
+    total = tl.sum(acc, axis=1)  # (BLOCK_N,)
     if HAS_BIAS:
-        acc += tl.load(bias + rows, mask=row_ok, other=0.0).to(tl.float32)
+        total += tl.load(bias + rows, mask=row_ok, other=0.0).to(tl.float32)
     if HAS_RES:  # addmm: the add in float32 before the one rounding
-        acc += tl.load(res + rows, mask=row_ok, other=0.0).to(tl.float32)
+        total += tl.load(res + rows, mask=row_ok, other=0.0).to(tl.float32)
     if GLU:  # torch: the product rounded, SiLU rounded, the gate product rounded
-        gate = acc.to(dt).to(tl.float32)
-        up = acc_up.to(dt).to(tl.float32)
-        acc = (gate / (1.0 + tl.exp(-gate))).to(dt).to(tl.float32) * up
-    tl.store(out + rows, acc.to(dt), mask=row_ok)
+        gate = total.to(dt).to(tl.float32)
+        up = tl.sum(acc_up, axis=1).to(dt).to(tl.float32)
+        total = (gate / (1.0 + tl.exp(-gate))).to(dt).to(tl.float32) * up
+    tl.store(out + rows, total.to(dt), mask=row_ok)
 
 
 def _rope_store(qkv, q_norm, k_norm, cos, sin, pos, kv, q_out, n_heads, n_kv, stride_pair,
@@ -129,19 +140,22 @@ if triton is not None:
     _gemv_kernel, _rope_store_kernel = triton.jit(_gemv), triton.jit(_rope_store)
 
 
-def _block_rows(n_out: int) -> int:
-    """Rows per program: a power of two in 1..16 giving about :data:`PROGRAMS` programs; all
-    rows in one program when interpreted (each program is a Python loop there)."""
+def gemv_config(n_out: int, k_in: int, glu: bool) -> tuple[int, int, int]:
+    """``(BLOCK_N, BLOCK_K, num_warps)`` of a product: tiles of ~:data:`TILE` weights a loop
+    step (one load of ~16 KB in flight per program: a loop of small loads is latency-bound), and
+    at least :data:`PROGRAMS` programs while rows allow. One program holds all rows when
+    interpreted (each program is a Python loop there)."""
     if INTERPRETED:
-        return triton.next_power_of_2(n_out)
-    block = 1
-    while block < 16 and n_out // (block * 2) >= PROGRAMS:
-        block *= 2
-    return block
+        return triton.next_power_of_2(n_out), min(256, triton.next_power_of_2(k_in)), 4
+    block_k = min(1024, triton.next_power_of_2(k_in))
+    block_n = max(1, TILE // block_k // (2 if glu else 1))
+    while block_n > 1 and n_out // block_n < PROGRAMS:
+        block_n //= 2
+    return block_n, block_k, 4
 
 
 def norm_gemv(x: torch.Tensor, matrix, norm=None, residual: torch.Tensor | None = None,
-              glu: int = 0) -> torch.Tensor:
+              glu: int = 0, config: tuple[int, int, int] | None = None) -> torch.Tensor:
     """One row through a projection, fused with what surrounds it.
 
     :param x: ``(1, K)`` the row (model dtype, contiguous).
@@ -150,19 +164,21 @@ def norm_gemv(x: torch.Tensor, matrix, norm=None, residual: torch.Tensor | None 
     :param residual: ``(1, N)`` added to the product (the o/down projections), or None.
     :param glu: ``I`` > 0: the matrix is gate rows ``[0, I)`` then up rows ``[I, 2I)``; returns
         ``silu(gate) * up`` ``(1, I)``.
+    :param config: ``(BLOCK_N, BLOCK_K, num_warps)``; default :func:`gemv_config`.
     :returns: ``(1, N)`` (``(1, I)`` with ``glu``).
     """
     w = matrix.weight
     n_out, k_in = (glu, w.shape[1]) if glu else tuple(w.shape)
     out = torch.empty(1, n_out, device=x.device, dtype=x.dtype)
-    block = _block_rows(n_out)
-    _gemv_kernel[(triton.cdiv(n_out, block),)](
+    block_n, block_k, warps = config or gemv_config(n_out, k_in, glu > 0)
+    _gemv_kernel[(triton.cdiv(n_out, block_n),)](
         x, w, matrix.bias if matrix.bias is not None else w,
         residual if residual is not None else x, norm.weight if norm is not None else x, out,
         n_out, glu, w.stride(0), float(norm.variance_epsilon) if norm is not None else 0.0,
         K_IN=k_in, HAS_NORM=norm is not None, HAS_BIAS=matrix.bias is not None,
-        HAS_RES=residual is not None, GLU=glu > 0, BLOCK_N=block,
-        BLOCK_K=min(GEMV_BLOCK_K, triton.next_power_of_2(k_in)))
+        HAS_RES=residual is not None, GLU=glu > 0,
+        EVEN=n_out % block_n == 0 and k_in % block_k == 0, BLOCK_N=block_n, BLOCK_K=block_k,
+        num_warps=warps)
     return out
 
 
