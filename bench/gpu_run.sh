@@ -17,6 +17,7 @@
 #        | round10 (cameras together with the packed prefill: 0.5B, 7B, Qwen3-VL-2B)
 #        | round11 (the fused decode step against the torch step: tests, per clip, profiles)
 #        | round12 (round11 with the fused products' tiles swept per shape: bench_fused)
+#        | round13 (the fused step with timed tiles against the torch step, every size)
 #        | closing (every CUDA test; LLaVA-OV 0.5B / 7B and Qwen2.5-VL-7B per clip)
 #        | camerahour (8 / 4 cameras together for an hour each: memory flat?)
 #        | busyask (AskVideo p50/p99 while 4 cameras caption, against idle: 0.5B and 7B)
@@ -280,6 +281,25 @@ for phase in "${@:-all}"; do
                   run 100 python3 bench/bench_clip.py --size qwen2.5-vl-3b --profile $v $q
                   run 100 python3 bench/bench_clip.py --size 7b $v --states full --repeats 3 \
                       --warmup 2 --out "$RES") &
+                 wait ;;
+        round13) # a 2-GPU machine: the fused step with tiles timed per GPU (tiles.py) against the
+                 # torch step, per clip, every size; the CUDA tests; bench_fused beyond L2
+                 q="--states full --side 480 --width 640 --repeats 3 --warmup 1 --out $RES"
+                 v="--variants ours ours_torch_step"
+                 (export CUDA_VISIBLE_DEVICES=0
+                  run 120 python3 -m pytest -q -rs -p no:cacheprovider test/test_fused_decode.py \
+                      test/test_fast_decode.py test/test_batch_decode.py -k "cuda or fused"
+                  run 90 python3 bench/bench_clip.py --size qwen3-vl-2b --profile $v $q
+                  run 90 python3 bench/bench_clip.py --size qwen2.5-vl-3b --profile $v $q
+                  run 90 python3 bench/bench_clip.py --size 0.5b $v --states full --repeats 5 \
+                      --warmup 2 --out "$RES"
+                  run 120 python3 bench/bench_fused.py --out "$RES") &
+                 (export CUDA_VISIBLE_DEVICES=1
+                  run 100 python3 bench/bench_clip.py --size 7b $v --states full --repeats 3 \
+                      --warmup 2 --out "$RES"
+                  run 120 python3 bench/bench_clip.py --size qwen2.5-vl-7b $v $q
+                  run 120 python3 bench/bench_clip.py --size qwen3-vl-8b $v $q
+                  run 100 python3 bench/bench_clip.py --size qwen3-vl-4b $v $q) &
                  wait ;;
         closing) # a 2-GPU machine: every CUDA test at the closing commit, and the headline clips
                  q="--states full --side 480 --width 640 --repeats 3 --warmup 1 --out $RES"

@@ -11,7 +11,7 @@ import torch
 from rats_ros.errors import ModelError
 from rats_ros.models import load_backend
 from rats_ros.models.fast import decode as fast_decode
-from rats_ros.models.fast import fused
+from rats_ros.models.fast import fused, tiles
 from rats_ros.models.fast.quant import Dense
 
 FAMILIES = ("tiny-random", "tiny-random-qwen2_5_vl", "tiny-random-qwen3_vl")
@@ -117,8 +117,17 @@ def test_cuda_fused_graph_matches_the_torch_step(model_cache, name, dtype):
         dec = fast_decode.FastDecoder(backend.model, backend.readout_layers, bucket=64,
                                       fused_step=fused_step)
         assert dec.use_cuda_graph and dec.fused_step is fused_step
+        assert set(dec.tiles) == (set(tiles.PRODUCTS) if fused_step else set())  # timed here
         runs.append(dec.run(embeds.to(dec.dtype), tokens, (), (10, 200)))
     scores = [r.scores.float() for r in runs]
     error = (scores[1] - scores[0]).norm() / scores[0].norm()
     assert runs[1].token_ids == runs[0].token_ids
     assert error < (1e-4 if dtype == "float32" else 5e-2)
+
+
+def test_tile_candidates_fit_the_input_width():
+    """Column blocks wider than the row are capped (and the duplicates dropped)."""
+    narrow = tiles.candidates(896)
+    assert {k for _, k, _ in narrow} == {512, 1024}
+    assert len(narrow) == len(set(narrow))
+    assert len(tiles.candidates(18944)) == len(tiles.CANDIDATES)

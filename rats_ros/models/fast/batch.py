@@ -26,6 +26,7 @@ from rats_ros.models.fast.static import (
     recent_graph,
     rope_tables,
 )
+from rats_ros.models.fast.support import fast_result
 
 
 class _BatchState:
@@ -117,7 +118,7 @@ class BatchDecoder:
             if eos and done % 8 == 0 and float(st.alive.sum()) == 0.0:
                 break
         t2 = single._now()
-        return [single._result(st.out[b], st.rows[b], st.acc[b], done, eos, ranges[b],
+        return [fast_result(single, st.out[b], st.rows[b], st.acc[b], done, eos, ranges[b],
                                (t1 - t0) // count, t2 - t1) for b in range(count)]
 
     def _state(self, count: int, capacity: int) -> _BatchState:

@@ -35,8 +35,6 @@ except ImportError:  # no Triton (a Jetson without its wheel, a CPU-only install
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # read by Triton when it is imported
 
-TILE = 8192  # weights a program loads per loop step (bf16: 16 KB)
-PROGRAMS = 264  # at least this many programs per product while rows allow (2 per H200 SM)
 
 
 def available(device: torch.device) -> bool:
@@ -141,17 +139,12 @@ if triton is not None:
 
 
 def gemv_config(n_out: int, k_in: int, glu: bool) -> tuple[int, int, int]:
-    """``(BLOCK_N, BLOCK_K, num_warps)`` of a product: tiles of ~:data:`TILE` weights a loop
-    step (one load of ~16 KB in flight per program: a loop of small loads is latency-bound), and
-    at least :data:`PROGRAMS` programs while rows allow. One program holds all rows when
-    interpreted (each program is a Python loop there)."""
+    """``(BLOCK_N, BLOCK_K, num_warps)`` of a product when none is given: 4 rows x 1,024 columns
+    (the best tile of the H200 sweep most often; the decoder times its own, :mod:`tiles`). One
+    program holds all rows when interpreted (each program is a Python loop there)."""
     if INTERPRETED:
         return triton.next_power_of_2(n_out), min(256, triton.next_power_of_2(k_in)), 4
-    block_k = min(1024, triton.next_power_of_2(k_in))
-    block_n = max(1, TILE // block_k // (2 if glu else 1))
-    while block_n > 1 and n_out // block_n < PROGRAMS:
-        block_n //= 2
-    return block_n, block_k, 4
+    return 4, min(1024, triton.next_power_of_2(k_in)), 4
 
 
 def norm_gemv(x: torch.Tensor, matrix, norm=None, residual: torch.Tensor | None = None,

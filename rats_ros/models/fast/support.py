@@ -79,3 +79,18 @@ def packed_layers(model, layers, heads: int, kv_heads: int, head_dim: int,
     packed = [PackedLayer(layer, heads, kv_heads, head_dim, weights) for layer in layers]
     model._rats_packed = (key, packed)
     return packed
+
+
+def fast_result(dec, out, rows, acc, done: int, eos: list[int], readout_range,
+                prefill_ns: int, decode_ns: int) -> FastResult:
+    """Decoder ``dec``'s result of one caption from its buffers: ``out`` ``(C,)`` tokens,
+    ``rows`` (one element) read-out rows summed, ``acc`` ``(C,)`` read-out sums."""
+    tokens = out[:done].tolist()
+    if eos:
+        hit = [i for i, t in enumerate(tokens) if t in eos]
+        tokens = tokens[: hit[0] + 1] if hit else tokens
+    sums, count = None, 0
+    if readout_range is not None and dec.readout_layers:
+        count = round(float(rows)) * dec.n_heads * len(dec.readout_layers)
+        sums = acc[readout_range[0]:readout_range[1]].clone()
+    return FastResult(tokens, sums, count, prefill_ns, decode_ns)

@@ -1,0 +1,81 @@
+"""Each fused product's tile, chosen by timing on the GPU the decoder runs on.
+
+Why timed, not a rule: on the H200 the best tile of a one-row product ranged from 1 row x 512
+columns with 8 warps (7B down projection: thousands of small programs) to 8 rows x 2,048 columns
+(Qwen3-VL-2B gate/up), and the default rule's tile was up to 2x slower than the best
+(``bench_fused --sweep``, bench/RESULTS.md). Other GPUs (an Orin's 16 SMs) differ again.
+
+Each candidate runs the product of every layer once, back to back, replayed from one CUDA graph:
+the decode step's access pattern (each layer's weights read once; the whole model does not fit
+in L2), without launch gaps. Choices are cached per shape and GPU, so the answer decoder and a
+reloaded decoder reuse them; Triton caches the compiled kernels on disk across runs.
+"""
+from __future__ import annotations
+
+import torch
+
+from rats_ros.models.fast import fused
+from rats_ros.models.fast.static import capture_graph
+
+# (BLOCK_N, BLOCK_K, num_warps): the winners of the H200 sweep, and their neighbours
+CANDIDATES = ((1, 512, 8), (1, 1024, 4), (1, 2048, 4), (2, 1024, 4), (4, 512, 4), (4, 1024, 4),
+              (4, 2048, 4), (8, 1024, 4), (8, 2048, 4))
+PRODUCTS = ("qkv", "o", "gate_up", "down")
+
+_chosen: dict = {}  # (GPU name, product, shape) -> tile
+
+
+def product_calls(layers, dtype, device) -> dict:
+    """``product -> call(layer, tile)`` of one decode step's products on random rows."""
+    first = layers[0]
+    dim, heads_out = first.o.weight.shape
+    x = torch.randn(1, dim, device=device, dtype=dtype) * 0.1
+    attn = torch.randn(1, heads_out, device=device, dtype=dtype) * 0.1
+    hidden = torch.randn(1, first.inter, device=device, dtype=dtype) * 0.1
+    return {
+        "qkv": lambda layer, t: fused.norm_gemv(x, layer.qkv, norm=layer.ln1, config=t),
+        "o": lambda layer, t: fused.norm_gemv(attn, layer.o, residual=x, config=t),
+        "gate_up": lambda layer, t: fused.norm_gemv(x, layer.gu, norm=layer.ln2,
+                                                    glu=layer.inter, config=t),
+        "down": lambda layer, t: fused.norm_gemv(hidden, layer.down, residual=x, config=t),
+    }
+
+
+def candidates(k_in: int) -> list[tuple[int, int, int]]:
+    """:data:`CANDIDATES` whose column block does not exceed the input width."""
+    widest = 1 << max(0, (k_in - 1).bit_length())
+    return sorted({(n, min(k, widest), w) for n, k, w in CANDIDATES})
+
+
+def tuned_tiles(layers, dtype, device) -> dict[str, tuple[int, int, int]]:
+    """:returns: ``product -> (BLOCK_N, BLOCK_K, num_warps)``, the fastest candidate for each
+    product of ``layers`` (:class:`~rats_ros.models.fast.layers.PackedLayer`) on ``device``."""
+    if device.type != "cuda":  # interpreted: one program holds all rows (fused.gemv_config)
+        return {}
+    first, gpu = layers[0], torch.cuda.get_device_name(device)
+    shapes = {"qkv": first.qkv.weight.shape, "o": first.o.weight.shape,
+              "gate_up": first.gu.weight.shape, "down": first.down.weight.shape}
+    calls = product_calls(layers, dtype, device)
+    tiles = {}
+    for name in PRODUCTS:
+        key = (gpu, name, tuple(shapes[name]), len(layers), first.qkv.bias is not None)
+        if key not in _chosen:
+            call = calls[name]
+            timings = {t: _replay_ms(lambda t=t, c=call: [c(layer, t) for layer in layers],
+                                     device) for t in candidates(int(shapes[name][1]))}
+            _chosen[key] = min(timings, key=timings.get)
+        tiles[name] = _chosen[key]
+    return tiles
+
+
+def _replay_ms(step, device, replays: int = 5) -> float:
+    """Milliseconds of one replay of ``step`` captured in a CUDA graph (mean of ``replays``)."""
+    graph = capture_graph(step, device, None)
+    graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(replays):
+        graph.replay()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / replays
