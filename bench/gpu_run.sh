@@ -18,6 +18,7 @@
 #        | round11 (the fused decode step against the torch step: tests, per clip, profiles)
 #        | round12 (round11 with the fused products' tiles swept per shape: bench_fused)
 #        | round13 (the fused step with timed tiles against the torch step, every size)
+#        | round14 (round13 with the fused decode attention)
 #        | closing (every CUDA test; LLaVA-OV 0.5B / 7B and Qwen2.5-VL-7B per clip)
 #        | camerahour (8 / 4 cameras together for an hour each: memory flat?)
 #        | busyask (AskVideo p50/p99 while 4 cameras caption, against idle: 0.5B and 7B)
@@ -282,8 +283,9 @@ for phase in "${@:-all}"; do
                   run 100 python3 bench/bench_clip.py --size 7b $v --states full --repeats 3 \
                       --warmup 2 --out "$RES") &
                  wait ;;
-        round13) # a 2-GPU machine: the fused step with tiles timed per GPU (tiles.py) against the
-                 # torch step, per clip, every size; the CUDA tests; bench_fused beyond L2
+        round13|round14) # a 2-GPU machine (round14: again, with the fused decode attention):
+                 # the fused step with tiles timed per GPU (tiles.py) against the torch step, per
+                 # clip, every size; the CUDA tests; bench_fused beyond L2
                  q="--states full --side 480 --width 640 --repeats 3 --warmup 1 --out $RES"
                  v="--variants ours ours_torch_step"
                  (export CUDA_VISIBLE_DEVICES=0

@@ -1,5 +1,7 @@
 """The fused decode kernels (Triton) compute what the torch decode step computes.
 
+The tiny models read out layers 0, 2, 3 and 5 of 8: the others take the fused attention.
+
 On a CPU machine the kernels run in Triton's interpreter (conftest sets ``TRITON_INTERPRET``), in
 float32, where the fused and the torch step must agree to float32 rounding and give the same
 tokens. On the GPU the same kernels run compiled inside the CUDA graph, in bf16; those tests are
@@ -11,7 +13,7 @@ import torch
 from rats_ros.errors import ModelError
 from rats_ros.models import load_backend
 from rats_ros.models.fast import decode as fast_decode
-from rats_ros.models.fast import fused, tiles
+from rats_ros.models.fast import fused, fused_attention, tiles
 from rats_ros.models.fast.quant import Dense
 
 FAMILIES = ("tiny-random", "tiny-random-qwen2_5_vl", "tiny-random-qwen3_vl")
@@ -60,6 +62,24 @@ def test_norm_gemv_equals_the_torch_ops(shape, with_norm, with_bias, mode):
     got = fused.norm_gemv(x.to(DEVICE), Dense(w.to(DEVICE), None if b is None else b.to(DEVICE)),
                           norm=None if norm is None else norm.to(DEVICE), config=config,
                           **kwargs)
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not fused.available(DEVICE), reason="Triton is not installed")
+@pytest.mark.parametrize("heads,kv_heads,position", [(14, 2, 600), (4, 2, 0), (16, 8, 255)])
+def test_decode_attention_equals_softmax_attention(heads, kv_heads, position):
+    """Split-K attention over keys ``0..pos`` of a larger cache (slices past ``pos`` and a
+    non-power-of-two group of 7 query heads per KV head), float32, against torch's softmax."""
+    g = torch.Generator().manual_seed(position)
+    d, capacity = 64, 768
+    q = torch.randn(heads, d, generator=g)
+    kv = torch.randn(2, kv_heads, 1024, d, generator=g)
+    keys = kv[:, :, :position + 1].repeat_interleave(heads // kv_heads, 1)  # (2, H, P, d)
+    probs = torch.softmax(torch.einsum("hd,hpd->hp", q, keys[0]) * d ** -0.5, dim=-1)
+    want = torch.einsum("hp,hpd->hd", probs, keys[1]).reshape(1, -1)
+    got = fused_attention.decode_attention(q.to(DEVICE), kv.to(DEVICE),
+                                           torch.tensor([position], device=DEVICE), capacity,
+                                           d ** -0.5)
     torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-5)
 
 

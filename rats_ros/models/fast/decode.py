@@ -1,9 +1,8 @@
 """Fast greedy decoding with the attention read-out, for Qwen2-family language models.
 
-Why: with stock calls, caption decoding costs ~30 ms per token on an H100 at both 0.5B and 7B
-size (per-step Python and launch overhead, far above the weight-streaming floor). This module
-runs the model's own weights (packed per layer by :mod:`fast_layers`; the transformers modules
-keep working on views of the packed tensors) with static shapes:
+Why: stock calls cost ~30 ms a token on an H100 at 0.5B and 7B alike (per-step Python and
+launches). This module runs the model's own weights (packed per layer by :mod:`layers`; the
+transformers modules keep working on views of them) with static shapes:
 
 - one static KV buffer ``(layers, 2, kv_heads, capacity, head_dim)`` reused across calls and grown
   in a few steps, so GPU memory is flat over a stream;
@@ -22,9 +21,7 @@ caption token pay to the candidate range, averaged over heads, read-out layers a
 (rows: the last prompt position and tokens 1..n-1; token n is never fed), exactly as
 :mod:`rats_ros.stream.readout` computes them on the plain path.
 
-The backend seam (:mod:`rats_ros.models.fast.hook`): ``HFVideoBackend.greedy`` calls
-``hook.maybe_greedy`` first; ``backend.fast_decode`` (None: on for CUDA, off for CPU; True;
-False) decides per backend.
+The backend seam is :mod:`rats_ros.models.fast.hook` (``backend.fast_decode``: None = on CUDA).
 """
 from __future__ import annotations
 
@@ -36,7 +33,7 @@ from torch.nn.attention import SDPBackend
 
 from rats_ros.errors import ModelError
 from rats_ros.models.base import clock
-from rats_ros.models.fast import fused, tiles
+from rats_ros.models.fast import fused, fused_attention, tiles
 from rats_ros.models.fast.layers import PackedLayer, rotate_half_matrix
 from rats_ros.models.fast.prefill import prefill_many
 from rats_ros.models.fast.priority import AnswerFirst, Pacer
@@ -264,32 +261,38 @@ class FastDecoder:
                                  config=tile("gate_up"))  # (1, I)
         return fused.norm_gemv(hidden, layer.down, residual=x, config=tile("down"))
 
+    def _attend(self, st: DecodeState, idx: int, q: torch.Tensor, mask: torch.Tensor,
+                capacity: int, row: torch.Tensor) -> torch.Tensor:
+        """Layer ``idx``'s attention of ``q`` ``(H, d)`` over the cache: ``(1, H d)``. A read-out
+        layer adds its float32 softmax rows, summed over heads, to ``row`` ``(C,)``; its scores
+        are rounded to the model dtype first, as transformers' eager attention does."""
+        if self.fused_step and idx not in self.readout_layers:
+            return fused_attention.decode_attention(q, st.kv[idx], st.pos, capacity, self.scale)
+        keys, values = st.kv[idx, 0, :, :capacity], st.kv[idx, 1, :, :capacity]
+        scores = torch.baddbmm(mask, q.view(self.n_kv, -1, self.head_dim), keys.transpose(1, 2),
+                               alpha=self.scale)  # (Hkv, G, C)
+        if idx in self.readout_layers:
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
+            row += probs.sum(dim=(0, 1))
+            probs = probs.to(self.dtype)
+        else:  # same values as float32 softmax then rounding, one kernel
+            probs = torch.softmax(scores, dim=-1)
+        return torch.matmul(probs, values).view(1, -1)  # (1, H d)
+
     def _decode_step(self, st: DecodeState, capacity: int) -> None:
         """One token: static shapes, device-side indices only (CUDA-graph capturable).
 
-        ~22 kernels per layer in torch (see :mod:`layers`), 9 with the fused step (:mod:`fused`);
-        the scores are rounded to the model dtype before a float32 softmax, as transformers'
-        eager attention does.
+        ~22 kernels per layer in torch (see :mod:`layers`), 7-10 with the fused step
+        (:mod:`fused`, :mod:`fused_attention` where the layer is not read out).
         """
         st.mask.index_fill_(0, st.pos, 0.0)
         mask = st.mask[:capacity]  # (C,) broadcast over (Hkv, G, C)
         rot = None if self.fused_step else self._rotation(st)
         x = self.decoder.embed_tokens(st.tok)  # (1, D)
         row = torch.zeros(capacity, device=self.device)
-        nkv, group = self.n_kv, self.n_heads // self.n_kv
         for idx, layer in enumerate(self.packed):
             q = self._step_q(layer, x, rot, st, idx)  # (H, d); this position's K/V written
-            keys, values = st.kv[idx, 0, :, :capacity], st.kv[idx, 1, :, :capacity]
-            scores = torch.baddbmm(mask, q.view(nkv, group, -1), keys.transpose(1, 2),
-                                   alpha=self.scale)  # (Hkv, G, C)
-            if idx in self.readout_layers:
-                probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
-                row += probs.sum(dim=(0, 1))
-                probs = probs.to(self.dtype)
-            else:  # same values as float32 softmax then rounding, one kernel
-                probs = torch.softmax(scores, dim=-1)
-            o = torch.matmul(probs, values).view(1, -1)  # (1, H d)
-            x = self._step_out(layer, x, o)
+            x = self._step_out(layer, x, self._attend(st, idx, q, mask, capacity, row))
         nxt = self.head(PackedLayer.norm(self.decoder.norm, x)).argmax(dim=-1)  # (1,)
         st.acc[:capacity] += st.alive * row
         st.rows += st.alive
