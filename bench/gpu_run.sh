@@ -19,6 +19,7 @@
 #        | round12 (round11 with the fused products' tiles swept per shape: bench_fused)
 #        | round13 (the fused step with timed tiles against the torch step, every size)
 #        | round14 (round13 with the fused decode attention)
+#        | closing2 (the fused step: every CUDA test, 1 h streams, AskVideo, the 3B clip again)
 #        | closing (every CUDA test; LLaVA-OV 0.5B / 7B and Qwen2.5-VL-7B per clip)
 #        | camerahour (8 / 4 cameras together for an hour each: memory flat?)
 #        | busyask (AskVideo p50/p99 while 4 cameras caption, against idle: 0.5B and 7B)
@@ -316,6 +317,24 @@ for phase in "${@:-all}"; do
                   run 100 python3 bench/bench_clip.py --size 7b --variants ours --states full \
                       --repeats 3 --warmup 2 --out "$RES") &
                  wait ;;
+        closing2) # a 2-GPU machine, the fused step's closing run: every CUDA test, 1 h streams
+                  # (memory flat?), AskVideo at 1 h (answers decode fused too), the 3B clip again
+                  q="--states full --side 480 --width 640 --repeats 5 --warmup 2 --out $RES"
+                  (export CUDA_VISIBLE_DEVICES=0
+                   run 200 python3 -m pytest -q -rs -p no:cacheprovider test/test_fused_decode.py \
+                       test/test_fast_decode.py test/test_batch_decode.py test/test_fast_vision.py \
+                       test/test_quant.py test/test_backends.py \
+                       -k "cuda or aside or patch or padded or fused"
+                   run 150 python3 bench/bench_stream.py --size 0.5b --variant ours --hours 1 \
+                       --out "$RES" --json "$OUT/json/stream_05b.json") &
+                  (export CUDA_VISIBLE_DEVICES=1
+                   run 150 python3 bench/bench_stream.py --size qwen3-vl-2b --variant ours \
+                       --hours 1 --out "$RES" --json "$OUT/json/stream_q3_2b.json"
+                   run 150 python3 bench/bench_ask.py --size qwen2.5-vl-7b --variants ours \
+                       --repeats 3 --out "$RES"
+                   run 100 python3 bench/bench_clip.py --size qwen2.5-vl-3b --variants ours \
+                       ours_torch_step $q) &
+                  wait ;;
         camerahour) # a 2-GPU machine: 8 cameras (0.5B) and 4 (7B) captioned together for one
                     # hour each (112 clips a camera): GPU memory after every round
                     (export CUDA_VISIBLE_DEVICES=0
