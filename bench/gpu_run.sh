@@ -19,6 +19,7 @@
 #        | round12 (round11 with the fused products' tiles swept per shape: bench_fused)
 #        | round13 (the fused step with timed tiles against the torch step, every size)
 #        | round14 (round13 with the fused decode attention)
+#        | round15 (the Qwen towers' RoPE kernel against the torch RoPE)
 #        | closing2 (the fused step: every CUDA test, 1 h streams, AskVideo, the 3B clip again)
 #        | closing (every CUDA test; LLaVA-OV 0.5B / 7B and Qwen2.5-VL-7B per clip)
 #        | camerahour (8 / 4 cameras together for an hour each: memory flat?)
@@ -335,6 +336,20 @@ for phase in "${@:-all}"; do
                    run 100 python3 bench/bench_clip.py --size qwen2.5-vl-3b --variants ours \
                        ours_torch_step $q) &
                   wait ;;
+        round15) # a 2-GPU machine: the Qwen towers' RoPE as one Triton kernel against the torch
+                 # RoPE (same run), per clip and profiled; the CUDA tests of the towers
+                 q="--states full --side 480 --width 640 --repeats 3 --warmup 1 --out $RES"
+                 v="--variants ours ours_torch_rope"
+                 (export CUDA_VISIBLE_DEVICES=0
+                  run 100 python3 -m pytest -q -rs -p no:cacheprovider test/test_fast_vision.py \
+                      test/test_fused_decode.py -k "cuda or rope or fused"
+                  run 90 python3 bench/bench_clip.py --size qwen3-vl-2b --profile $v $q
+                  run 90 python3 bench/bench_clip.py --size qwen2.5-vl-3b --profile $v $q) &
+                 (export CUDA_VISIBLE_DEVICES=1
+                  run 120 python3 bench/bench_clip.py --size qwen2.5-vl-7b --profile $v $q
+                  run 120 python3 bench/bench_clip.py --size qwen3-vl-8b --profile $v $q
+                  run 100 python3 bench/bench_clip.py --size qwen3-vl-4b $v $q) &
+                 wait ;;
         camerahour) # a 2-GPU machine: 8 cameras (0.5B) and 4 (7B) captioned together for one
                     # hour each (112 clips a camera): GPU memory after every round
                     (export CUDA_VISIBLE_DEVICES=0

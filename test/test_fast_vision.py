@@ -5,8 +5,10 @@ import torch
 import torch.nn.functional as F
 
 from rats_ros.models import load_backend
+from rats_ros.models.fast import fused, vision_parts, vision_rope
 from rats_ros.models.fast import vision as fast_vision
-from rats_ros.models.fast import vision_parts
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def per_segment(query, key, value, cu_seqlens, scaling):
@@ -138,6 +140,23 @@ def test_rotary_of_q_and_k_together_is_transformers_rotary():
     exact = vision_parts.rotary_qk(qk.float(), cos, sin)  # float32: the same formula
     q, k = apply_rotary_pos_emb_vision(qk[:, 0].float(), qk[:, 1].float(), cos, sin)
     torch.testing.assert_close(exact, torch.stack((q, k), dim=1), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(not fused.available(DEVICE), reason="Triton is not installed")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_rope_kernel_is_the_torch_rope(dtype):
+    """The Triton RoPE (CPU: interpreted; CUDA: compiled) on a strided q/k/v of 3 heads of 80
+    dims (Qwen2.5-VL's head size: masked, not a power of two) against :func:`rotary_qk`."""
+    torch.manual_seed(0)
+    qkv = torch.randn(12, 3 * 3 * 80 + 16, dtype=dtype)[:, :720].view(12, 3, 3, 80)  # row gap
+    angles = torch.randn(12, 40)
+    cos, sin = torch.cat((angles, angles), -1).cos(), torch.cat((angles, angles), -1).sin()
+    q, k, v = vision_rope.rope_qkv(qkv.to(DEVICE), cos.to(DEVICE), sin.to(DEVICE))
+    both = vision_parts.rotary_qk(qkv[:, :2], cos, sin)
+    tol = {} if dtype == torch.float32 else {"rtol": 8e-3, "atol": 1e-2}
+    torch.testing.assert_close(q.cpu(), both[:, 0], **tol)
+    torch.testing.assert_close(k.cpu(), both[:, 1], **tol)
+    assert torch.equal(v.cpu(), qkv[:, 2]) and q.is_contiguous() and v.is_contiguous()
 
 
 def test_the_fused_rms_norm_is_transformers_rms_norm(model_cache):

@@ -13,12 +13,15 @@ them. Each answers a measured cost (H200, bench/RESULTS.md):
   unchanged.
 - :class:`FusedRMSNorm` (Qwen2.5-VL) and :class:`SegmentAttention` (both): transformers' RMSNorm
   and vision RoPE run in float32 as ~5 and ~14 elementwise kernels over the whole clip per
-  layer; here one fused ``rms_norm`` and a RoPE of q and k together in 5 kernels.
+  layer; here one fused ``rms_norm`` and a RoPE of q and k together in 5 kernels, or in one
+  Triton kernel on CUDA (:mod:`vision_rope`).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from rats_ros.models.fast import vision_rope
 
 
 class PatchProjection(torch.nn.Module):
@@ -95,8 +98,12 @@ class SegmentAttention(torch.nn.Module):
                 position_embeddings=None, **kwargs) -> torch.Tensor:
         n = hidden_states.shape[0]
         qkv = self.qkv(hidden_states).view(n, 3, self.heads, -1)  # (n, 3, H, d)
-        qk = rotary_qk(qkv[:, :2], *position_embeddings)  # (n, 2, H, d)
-        out = self.attend(qk[:, 0], qk[:, 1], qkv[:, 2], cu_seqlens, self.scaling)  # (n, H, d)
+        if vision_rope.usable(qkv):  # one Triton kernel; q, k, v contiguous
+            q, k, v = vision_rope.rope_qkv(qkv, *position_embeddings)
+        else:
+            qk = rotary_qk(qkv[:, :2], *position_embeddings)  # (n, 2, H, d)
+            q, k, v = qk[:, 0], qk[:, 1], qkv[:, 2]
+        out = self.attend(q, k, v, cu_seqlens, self.scaling)  # (n, H, d)
         return self.proj(out.reshape(n, -1))
 
 
