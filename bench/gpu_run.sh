@@ -20,6 +20,7 @@
 #        | round13 (the fused step with timed tiles against the torch step, every size)
 #        | round14 (round13 with the fused decode attention)
 #        | round15 (the Qwen towers' RoPE kernel against the torch RoPE)
+#        | round16 (cameras together again, one camera's decode now fused)
 #        | closing2 (the fused step: every CUDA test, 1 h streams, AskVideo, the 3B clip again)
 #        | closing (every CUDA test; LLaVA-OV 0.5B / 7B and Qwen2.5-VL-7B per clip)
 #        | camerahour (8 / 4 cameras together for an hour each: memory flat?)
@@ -349,6 +350,17 @@ for phase in "${@:-all}"; do
                   run 120 python3 bench/bench_clip.py --size qwen2.5-vl-7b --profile $v $q
                   run 120 python3 bench/bench_clip.py --size qwen3-vl-8b --profile $v $q
                   run 100 python3 bench/bench_clip.py --size qwen3-vl-4b $v $q) &
+                 wait ;;
+        round16) # a 2-GPU machine: cameras captioned together again, now that one camera's
+                 # decode is the fused step (batched rounds keep the torch step)
+                 (export CUDA_VISIBLE_DEVICES=0
+                  run 150 python3 bench/bench_cameras.py --size 0.5b --rounds 4 --cameras 1,8 \
+                      --out "$RES"
+                  run 150 python3 bench/bench_cameras.py --size qwen3-vl-2b --rounds 2 \
+                      --cameras 1,8 --out "$RES") &
+                 (export CUDA_VISIBLE_DEVICES=1
+                  run 250 python3 bench/bench_cameras.py --size 7b --rounds 2 --cameras 1,8 \
+                      --out "$RES") &
                  wait ;;
         camerahour) # a 2-GPU machine: 8 cameras (0.5B) and 4 (7B) captioned together for one
                     # hour each (112 clips a camera): GPU memory after every round
