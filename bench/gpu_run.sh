@@ -354,6 +354,8 @@ for phase in "${@:-all}"; do
         round16) # a 2-GPU machine: cameras captioned together again, now that one camera's
                  # decode is the fused step (batched rounds keep the torch step)
                  (export CUDA_VISIBLE_DEVICES=0
+                  run 100 python3 -m pytest -q -rs -p no:cacheprovider test/test_batch_decode.py \
+                      -k cuda
                   run 150 python3 bench/bench_cameras.py --size 0.5b --rounds 4 --cameras 1,8 \
                       --out "$RES"
                   run 150 python3 bench/bench_cameras.py --size qwen3-vl-2b --rounds 2 \

@@ -78,6 +78,21 @@ def test_cuda_graphed_rows_equal_the_single_decoder(model_cache, name):
                 torch.testing.assert_close(mine.sums, theirs.sums, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (bench device)")
+def test_cuda_buffers_grow_under_a_single_batch_size(model_cache):
+    """One batch size whose prompts outgrow its buffers (a node whose cameras' memories fill):
+    its graphs are dropped and captured again. Found on the H200: with no other batch size's
+    graph left in the pool, capturing into the emptied pool failed PyTorch's allocator assert
+    (``use_count > 0``) and would have stopped the worker."""
+    backend = load_backend("tiny-random", device="cuda", dtype="float32")
+    batch = fast_batch.BatchDecoder(fast_decode.FastDecoder(backend.model, bucket=64))
+    for length in (100, 100, 700, 2000, 700):  # grows twice, then reuses
+        inputs = [p.cuda() for p in prompts(backend, (length, length // 2))]
+        together = batch.run(inputs, 8, ())
+        alone = [batch.single.run(p, 8, ()) for p in inputs]
+        assert [r.token_ids for r in together] == [r.token_ids for r in alone]
+
+
 def test_bad_batches_are_refused(backend):
     batch = fast_batch.BatchDecoder(fast_decode.FastDecoder(backend.model))
     with pytest.raises(ModelError):

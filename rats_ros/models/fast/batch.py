@@ -126,6 +126,8 @@ class BatchDecoder:
         if st is None or st.capacity < capacity:
             old = st.capacity if st is not None else 0
             self._graphs = {k: g for k, g in self._graphs.items() if k[0] != count}
+            if not self._graphs:  # a pool whose graphs are all gone must not be captured into
+                self._pool = None  # again (PyTorch's allocator asserts: use_count > 0)
             self._states[count] = None
             st = self._states[count] = _BatchState(
                 self.single, count, grown_capacity(old, capacity, self.single.bucket))
