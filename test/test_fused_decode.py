@@ -151,3 +151,18 @@ def test_tile_candidates_fit_the_input_width():
     assert {k for _, k, _ in narrow} == {512, 1024}
     assert len(narrow) == len(set(narrow))
     assert len(tiles.candidates(18944)) == len(tiles.CANDIDATES)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (bench device)")
+def test_a_gpu_that_compiles_no_tile_keeps_the_torch_step(model_cache, monkeypatch, caplog):
+    """Real Triton compile failures (a column block of 300 is not a power of two): the default
+    decoder logs and takes the torch step; one that asked for the fused step gets ModelError."""
+    backend = load_backend("tiny-random", device="cuda", dtype="bfloat16")
+    monkeypatch.setattr(tiles, "CANDIDATES", ((4, 300, 4),))
+    monkeypatch.setattr(tiles, "_chosen", {})
+    dec = fast_decode.FastDecoder(backend.model, backend.readout_layers)
+    assert not dec.fused_step and dec.tiles == {}
+    assert "fused decode step off" in caplog.text
+    assert dec.run(torch.randn(40, backend.hidden_size, device="cuda").bfloat16(), 4).token_ids
+    with pytest.raises(ModelError, match="no tile"):
+        fast_decode.FastDecoder(backend.model, fused_step=True)

@@ -110,9 +110,7 @@ class FastDecoder:
             raise ModelError("the fused decode step needs Triton, native weights and a power of "
                              "two head dim; pass fused_step=False")
         self.fused_step = (on_cuda and can_fuse) if fused_step is None else bool(fused_step)
-        # each fused product's tile, timed on this GPU (:mod:`tiles`); {}: the default tiles
-        self.tiles = tiles.tuned_tiles(self.packed, self.dtype, self.device) \
-            if self.fused_step else {}
+        self.tiles = tiles.for_decoder(self, asked=fused_step is not None)  # {}: torch step
         self.use_cuda_graph = on_cuda if use_cuda_graph is None else bool(use_cuda_graph)
         self.bucket = bucket
         if prefill_attention not in SDPA_ORDER:

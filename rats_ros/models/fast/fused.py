@@ -1,4 +1,4 @@
-"""Fused decode kernels (Triton): one token through a decoder layer in 9 kernels instead of ~22.
+"""Fused decode kernels (Triton): one token through a decoder layer in 7-10 kernels, not ~22.
 
 Why: a decode step of a small model is bound by kernel count, not bytes. On the H200, Qwen3-VL-2B's
 step was 628 kernels taking 2.5 ms of device time where streaming its weights takes ~1 ms
@@ -11,7 +11,8 @@ layer these kernels replace the torch sequence with:
 - :func:`rope_store`: Qwen3's per-head q/k RMSNorm, RoPE of this position, and the K/V writes
   into the static cache: 1 kernel where torch launches 6 (norms, cat, rotation, two copies).
 
-Attention over the cache stays in torch (its read-out rows are the method's scores). The
+Attention over the cache is :mod:`fused_attention` (torch ops in read-out layers: their softmax
+rows are the method's scores); each product's tile is timed per GPU (:mod:`tiles`). The
 arithmetic follows the torch path's roundings (RMSNorm in float32 with one rounding, the product
 accumulated in float32, SiLU and the gate product each rounded to the model dtype), so the CUDA
 tests compare the two paths token by token.
@@ -30,11 +31,14 @@ import torch
 try:
     import triton
     import triton.language as tl
+    from triton.compiler.errors import CompilationError
+    from triton.runtime.errors import OutOfResources
+
+    KERNEL_ERRORS: tuple = (CompilationError, OutOfResources)  # a kernel this GPU cannot run
 except ImportError:  # no Triton (a Jetson without its wheel, a CPU-only install): torch step
-    triton = None
+    triton, KERNEL_ERRORS = None, ()
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # read by Triton when it is imported
-
 
 
 def available(device: torch.device) -> bool:
@@ -140,7 +144,7 @@ if triton is not None:
 
 def gemv_config(n_out: int, k_in: int, glu: bool) -> tuple[int, int, int]:
     """``(BLOCK_N, BLOCK_K, num_warps)`` of a product when none is given: 4 rows x 1,024 columns
-    (the best tile of the H200 sweep most often; the decoder times its own, :mod:`tiles`). One
+    (a middle tile of the H200 sweep; the decoder times its own, :mod:`tiles`). One
     program holds all rows when interpreted (each program is a Python loop there)."""
     if INTERPRETED:
         return triton.next_power_of_2(n_out), min(256, triton.next_power_of_2(k_in)), 4

@@ -12,8 +12,11 @@ reloaded decoder reuse them; Triton caches the compiled kernels on disk across r
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 
+from rats_ros.errors import ModelError
 from rats_ros.models.fast import fused
 from rats_ros.models.fast.static import capture_graph
 
@@ -23,6 +26,23 @@ CANDIDATES = ((1, 512, 8), (1, 1024, 4), (1, 2048, 4), (2, 1024, 4), (4, 512, 4)
 PRODUCTS = ("qkv", "o", "gate_up", "down")
 
 _chosen: dict = {}  # (GPU name, product, shape) -> tile
+log = logging.getLogger(__name__)
+
+
+def for_decoder(dec, asked: bool) -> dict:
+    """The tiles of decoder ``dec`` (a ``FastDecoder``; {} when its step is not fused). A GPU
+    where a product has no tile that compiles turns the fused step off (logged) unless it was
+    ``asked`` for explicitly, which raises :class:`ModelError`."""
+    if not dec.fused_step:
+        return {}
+    try:
+        return tuned_tiles(dec.packed, dec.dtype, dec.device)
+    except ModelError as err:
+        if asked:
+            raise
+        log.warning("fused decode step off, the torch step runs: %s", err)
+        dec.fused_step = False
+        return {}
 
 
 def product_calls(layers, dtype, device) -> dict:
@@ -49,7 +69,9 @@ def candidates(k_in: int) -> list[tuple[int, int, int]]:
 
 def tuned_tiles(layers, dtype, device) -> dict[str, tuple[int, int, int]]:
     """:returns: ``product -> (BLOCK_N, BLOCK_K, num_warps)``, the fastest candidate for each
-    product of ``layers`` (:class:`~rats_ros.models.fast.layers.PackedLayer`) on ``device``."""
+    product of ``layers`` (:class:`~rats_ros.models.fast.layers.PackedLayer`) on ``device``;
+    candidates this GPU cannot compile are skipped.
+    :raises ModelError: when no candidate of a product compiles."""
     if device.type != "cuda":  # interpreted: one program holds all rows (fused.gemv_config)
         return {}
     first, gpu = layers[0], torch.cuda.get_device_name(device)
@@ -60,9 +82,16 @@ def tuned_tiles(layers, dtype, device) -> dict[str, tuple[int, int, int]]:
     for name in PRODUCTS:
         key = (gpu, name, tuple(shapes[name]), len(layers), first.qkv.bias is not None)
         if key not in _chosen:
-            call = calls[name]
-            timings = {t: _replay_ms(lambda t=t, c=call: [c(layer, t) for layer in layers],
-                                     device) for t in candidates(int(shapes[name][1]))}
+            timings = {}
+            for tile in candidates(int(shapes[name][1])):
+                try:
+                    timings[tile] = _replay_ms(
+                        lambda t=tile, c=calls[name]: [c(layer, t) for layer in layers], device)
+                except fused.KERNEL_ERRORS:  # too many registers for this GPU: not a candidate
+                    continue
+            if not timings:
+                raise ModelError(f"no tile of the fused {name} product compiles on {gpu}; "
+                                 "use the torch step (FastDecoder(fused_step=False))")
             _chosen[key] = min(timings, key=timings.get)
         tiles[name] = _chosen[key]
     return tiles
