@@ -21,6 +21,7 @@
 #        | round14 (round13 with the fused decode attention)
 #        | round15 (the Qwen towers' RoPE kernel against the torch RoPE)
 #        | round16 (cameras together again, one camera's decode now fused)
+#        | closing3 (every CUDA test; per clip with the decoder's build time)
 #        | closing2 (the fused step: every CUDA test, 1 h streams, AskVideo, the 3B clip again)
 #        | closing (every CUDA test; LLaVA-OV 0.5B / 7B and Qwen2.5-VL-7B per clip)
 #        | camerahour (8 / 4 cameras together for an hour each: memory flat?)
@@ -364,6 +365,23 @@ for phase in "${@:-all}"; do
                   run 250 python3 bench/bench_cameras.py --size 7b --rounds 2 --cameras 1,8 \
                       --out "$RES") &
                  wait ;;
+        closing3) # a 2-GPU machine, this session's closing commit: every CUDA test; per clip for
+                  # the goal sizes with the decoder's build time (tile timing, cold Triton cache)
+                  q="--states full --side 480 --width 640 --repeats 3 --warmup 1 --out $RES"
+                  (export CUDA_VISIBLE_DEVICES=0
+                   run 200 python3 -m pytest -q -rs -p no:cacheprovider test/test_fused_decode.py \
+                       test/test_fast_decode.py test/test_batch_decode.py test/test_fast_vision.py \
+                       test/test_quant.py test/test_backends.py \
+                       -k "cuda or aside or patch or padded or fused or rope"
+                   run 90 python3 bench/bench_clip.py --size 0.5b --variants ours --states full \
+                       --repeats 5 --warmup 2 --out "$RES") &
+                  (export CUDA_VISIBLE_DEVICES=1
+                   run 90 python3 bench/bench_clip.py --size qwen3-vl-2b --variants ours $q
+                   run 90 python3 bench/bench_clip.py --size qwen2.5-vl-3b --variants ours $q
+                   run 100 python3 bench/bench_clip.py --size qwen2.5-vl-7b --variants ours $q
+                   run 100 python3 bench/bench_clip.py --size 7b --variants ours --states full \
+                       --repeats 3 --warmup 2 --out "$RES") &
+                  wait ;;
         camerahour) # a 2-GPU machine: 8 cameras (0.5B) and 4 (7B) captioned together for one
                     # hour each (112 clips a camera): GPU memory after every round
                     (export CUDA_VISIBLE_DEVICES=0
