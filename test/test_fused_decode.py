@@ -155,10 +155,10 @@ def test_tile_candidates_fit_the_input_width():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (bench device)")
 def test_a_gpu_that_compiles_no_tile_keeps_the_torch_step(model_cache, monkeypatch, caplog):
-    """Real Triton compile failures (a column block of 300 is not a power of two): the default
+    """Real Triton compile failures (a block of 3 rows is not a power of two): the default
     decoder logs and takes the torch step; one that asked for the fused step gets ModelError."""
     backend = load_backend("tiny-random", device="cuda", dtype="bfloat16")
-    monkeypatch.setattr(tiles, "CANDIDATES", ((4, 300, 4),))
+    monkeypatch.setattr(tiles, "CANDIDATES", ((3, 64, 4),))
     monkeypatch.setattr(tiles, "_chosen", {})
     dec = fast_decode.FastDecoder(backend.model, backend.readout_layers)
     assert not dec.fused_step and dec.tiles == {}
