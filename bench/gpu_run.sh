@@ -22,6 +22,7 @@
 #        | round15 (the Qwen towers' RoPE kernel against the torch RoPE)
 #        | round16 (cameras together again, one camera's decode now fused)
 #        | closing3 (every CUDA test; per clip with the decoder's build time)
+#        | qwen25hour (Qwen2.5-VL 3B / 7B for an hour on the fused step)
 #        | closing2 (the fused step: every CUDA test, 1 h streams, AskVideo, the 3B clip again)
 #        | closing (every CUDA test; LLaVA-OV 0.5B / 7B and Qwen2.5-VL-7B per clip)
 #        | camerahour (8 / 4 cameras together for an hour each: memory flat?)
@@ -382,6 +383,14 @@ for phase in "${@:-all}"; do
                    run 100 python3 bench/bench_clip.py --size 7b --variants ours --states full \
                        --repeats 3 --warmup 2 --out "$RES") &
                   wait ;;
+        qwen25hour) # a 2-GPU machine: Qwen2.5-VL 3B / 7B for an hour on the fused step (memory flat?)
+                    (export CUDA_VISIBLE_DEVICES=0
+                     run 150 python3 bench/bench_stream.py --size qwen2.5-vl-3b --variant ours \
+                         --hours 1 --out "$RES" --json "$OUT/json/stream_q25_3b.json") &
+                    (export CUDA_VISIBLE_DEVICES=1
+                     run 150 python3 bench/bench_stream.py --size qwen2.5-vl-7b --variant ours \
+                         --hours 1 --out "$RES" --json "$OUT/json/stream_q25_7b.json") &
+                    wait ;;
         camerahour) # a 2-GPU machine: 8 cameras (0.5B) and 4 (7B) captioned together for one
                     # hour each (112 clips a camera): GPU memory after every round
                     (export CUDA_VISIBLE_DEVICES=0
