@@ -2,7 +2,7 @@
 
 Why timed, not a rule: on the H200 the best tile of a one-row product ranged from 1 row x 512
 columns with 8 warps (7B down projection: thousands of small programs) to 8 rows x 2,048 columns
-(Qwen3-VL-2B gate/up), and the default rule's tile was up to 2x slower than the best
+(Qwen3-VL-2B gate/up), and a fixed rule's tile was up to 2x slower than the best
 (``bench_fused --sweep``, bench/RESULTS.md). Other GPUs (an Orin's 16 SMs) differ again.
 
 Each candidate runs the product of every layer once, back to back, replayed from one CUDA graph:
