@@ -30,7 +30,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from common import Emitter, entry_point, environment, model_parser, parse_args  # noqa: E402
 
-from rats_ros.models.fast import fused  # noqa: E402
+from rats_ros.models.fast import fused, tiles  # noqa: E402
 from rats_ros.models.fast.quant import Dense  # noqa: E402
 
 SHAPES = {**models.TEXT_SIZES, **models.QWEN25_VL_SIZES,
@@ -99,31 +99,15 @@ def projections(size: str, device, dtype) -> dict:
 
 
 def timed_us(fn, device, reps: int) -> float:
-    """Mean microseconds of ``fn`` over ``reps`` calls replayed from one CUDA graph (CPU: a
-    plain loop)."""
+    """Mean microseconds of ``fn`` over ``reps`` calls replayed from one CUDA graph (the
+    decoder's tile timer, :func:`~rats_ros.models.fast.tiles.replay_ms`); CPU: a plain loop."""
+    if device.type == "cuda":
+        return tiles.replay_ms(lambda: [fn() for _ in range(reps)], device) * 1e3 / reps
     fn()
-    if device.type != "cuda":
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        return (time.perf_counter() - t0) / reps * 1e6
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
+    t0 = time.perf_counter()
+    for _ in range(reps):
         fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(reps):
-            fn()
-    graph.replay()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(5):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) * 1e3 / (5 * reps)
+    return (time.perf_counter() - t0) / reps * 1e6
 
 
 def run(args) -> None:

@@ -14,7 +14,8 @@ transformers modules keep working on views of them) with static shapes:
   query is summed over heads into a preallocated ``(capacity,)`` accumulator (weighted by an
   "alive" flag that turns 0 after EOS); the visual range is sliced only after decoding;
 - on CUDA with Triton, the step's norms, products, RoPE and cache writes run as the fused
-  kernels of :mod:`fused` (9 kernels a layer instead of ~22), tiles timed on the GPU (:mod:`tiles`).
+  kernels of :mod:`fused` (7-10 kernels a layer instead of ~22), tiles timed on the GPU
+  (:mod:`tiles`).
 
 Scores follow the captioner contract: attention that the last prompt position and every fed-back
 caption token pay to the candidate range, averaged over heads, read-out layers and query rows
@@ -67,7 +68,7 @@ class FastDecoder:
     :param use_cuda_graph: capture the decode step in a CUDA graph; default: when on CUDA.
     :param bucket: capacity granularity in tokens (one graph per capacity bucket).
     :param weights: ``native``, or weight-only ``int8`` / ``int4`` projections (:mod:`quant`).
-    :param fused_step: decode each layer with the Triton kernels of :mod:`fused` (9 kernels
+    :param fused_step: decode each layer with the Triton kernels of :mod:`fused` (7-10 kernels
         instead of ~22); default: on CUDA when Triton is installed and the weights are native.
     :param prefill_attention: ``"flash"`` (default) or ``"cudnn"`` (cuDNN attention first, then
         flash). Measured on an H100 (bench/RESULTS.md): cuDNN saves ~13 ms of a 7B prefill of

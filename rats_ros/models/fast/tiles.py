@@ -85,7 +85,7 @@ def tuned_tiles(layers, dtype, device) -> dict[str, tuple[int, int, int]]:
             timings = {}
             for tile in candidates(int(shapes[name][1])):
                 try:
-                    timings[tile] = _replay_ms(
+                    timings[tile] = replay_ms(
                         lambda t=tile, c=calls[name]: [c(layer, t) for layer in layers], device)
                 except fused.KERNEL_ERRORS:  # too many registers for this GPU: not a candidate
                     continue
@@ -97,8 +97,9 @@ def tuned_tiles(layers, dtype, device) -> dict[str, tuple[int, int, int]]:
     return tiles
 
 
-def _replay_ms(step, device, replays: int = 5) -> float:
-    """Milliseconds of one replay of ``step`` captured in a CUDA graph (mean of ``replays``)."""
+def replay_ms(step, device, replays: int = 5) -> float:
+    """Milliseconds of one replay of ``step`` captured in a CUDA graph (mean of ``replays``,
+    after one untimed replay); ``bench_fused`` times with it too."""
     graph = capture_graph(step, device, None)
     graph.replay()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
