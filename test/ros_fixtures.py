@@ -28,7 +28,8 @@ CONFIG = ROOT / "config" / "stream.yaml"
 NS = 1_000_000_000
 # Small, fast clips for tests: 2 sampled frames per second, 4 per clip (one clip per 2 s).
 FAST_PARAMS = {"fps": 2.0, "clip_frames": 4, "max_caption_tokens": 8, "max_answer_tokens": 8,
-               "idle_flush": 2.0, "diagnostics_period": 0.5, "max_image_side": 128}
+               "idle_flush": 2.0, "diagnostics_period": 0.5, "max_image_side": 128,
+               "input_timeout_s": 0.0}  # tests of silence set it (test_node_silence.py)
 
 
 class RosClient:

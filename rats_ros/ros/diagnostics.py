@@ -6,8 +6,10 @@
 
 - ERROR when the model failed (load or inference),
 - WARN when captioning falls behind real time (average processing time per clip above the clip's
-  stream duration, clips dropped from the backlog in the last window, or the frame queue full)
-  or frames were refused in the last window,
+  stream duration, clips dropped from the backlog in the last window, or the frame queue full),
+  when a camera's topic brought no message for ``input_timeout_s`` (a driver gone, a wrong
+  remapping, or frames lost before the node: DDS out of memory), or frames were refused in the
+  last window,
 - OK otherwise.
 """
 from __future__ import annotations
@@ -68,6 +70,10 @@ class StreamStats:
         self._recent_backlog = _Rate(window_s)
         self.cameras: dict[str, Counter[str]] = {}  # named camera -> its own counters
         self.counts: Counter[str] = Counter()  # other events (captions_without_pose, poses...)
+        self._topics: dict[str, str] = {}  # camera -> its image topic, watched while active
+        self._heard: dict[str, float] = {}  # camera -> monotonic time of its last message
+        self._ever: set[str] = set()  # cameras that brought a message since listen()
+        self.input_timeout_s = 0.0
 
     def _camera(self, camera: str | None, key: str, count: int = 1) -> None:
         """Count ``key`` for a named camera too (the single unnamed camera has the totals)."""
@@ -78,6 +84,20 @@ class StreamStats:
         """Count an event that has no rate (e.g. ``captions_without_pose``)."""
         with self._lock:
             self.counts[key] += count
+
+    def listen(self, topics: dict[str, str], timeout_s: float) -> None:
+        """Watch each camera's image topic (``camera -> topic``) from now on: a camera whose
+        topic brings no message for ``timeout_s`` (0: never) is reported; ``{}`` stops."""
+        with self._lock:
+            now = time.monotonic()
+            self._topics, self.input_timeout_s = dict(topics), timeout_s
+            self._heard, self._ever = {camera: now for camera in topics}, set()
+
+    def heard(self, camera: str) -> None:
+        """A message arrived on ``camera``'s topic (usable or not: the camera is alive)."""
+        with self._lock:
+            self._heard[camera] = time.monotonic()
+            self._ever.add(camera)
 
     def frame(self, camera: str | None = None) -> None:
         """One frame decoded and queued."""
@@ -170,6 +190,10 @@ class StreamStats:
                 "warning": self.warning,
                 "cameras": {name: dict(c) for name, c in self.cameras.items()},
                 "counts": dict(self.counts),
+                "input_age": {camera: now - t for camera, t in self._heard.items()},
+                "silent": [(self._topics[camera], now - t, camera in self._ever)
+                           for camera, t in self._heard.items()
+                           if self.input_timeout_s and now - t > self.input_timeout_s],
             }
 
 
@@ -195,10 +219,20 @@ def level_and_message(snap: dict, clip_duration_s: float, queue_full: bool) -> t
         behind.append("frame queue full")
     if behind:
         return DiagnosticStatus.WARN, "captioning behind real time: " + "; ".join(behind)
+    if snap.get("silent"):
+        return DiagnosticStatus.WARN, _silence(snap["silent"])
     if snap["recent_refused"]:
         reasons = ", ".join(snap["recent_refused_reasons"])
         return DiagnosticStatus.WARN, f"refusing input frames ({reasons})"
     return DiagnosticStatus.OK, "captioning"
+
+
+def _silence(silent: list) -> str:
+    """The WARN message of cameras whose topics went quiet: ``(topic, seconds, ever)``."""
+    quiet = "; ".join(f"{topic} for {age:.0f} s" if ever else
+                      f"{topic} since activation {age:.0f} s ago" for topic, age, ever in silent)
+    return (f"no image message on {quiet}: check the camera driver, the topic remapping and "
+            "QoS (frames lost before the node, e.g. DDS short of memory, show only here)")
 
 
 def diagnostic_array(stamp, snap: dict, info: dict, clip_duration_s: float,
@@ -237,6 +271,9 @@ def diagnostic_array(stamp, snap: dict, info: dict, clip_duration_s: float,
     values.update(sorted(snap["counts"].items()))
     for camera, counts in sorted(snap["cameras"].items()):
         values.update({f"camera.{camera}.{k}": v for k, v in sorted(counts.items())})
+    for camera, age in sorted(snap.get("input_age", {}).items()):
+        values[f"camera.{camera}.seconds_since_message" if camera
+               else "seconds_since_message"] = f"{age:.1f}"
     status = DiagnosticStatus(level=level, name=STATUS_NAME, message=message,
                               hardware_id=str(info.get("device", "")),
                               values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])

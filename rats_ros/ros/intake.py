@@ -41,6 +41,7 @@ class FrameIntake:
         self._last_warning: dict[str, float] = {}
 
     def on_image(self, msg: Image) -> None:
+        self.node.stats.heard(self.camera)
         try:
             rgb = decode_raw(msg.encoding, msg.width, msg.height, msg.step, msg.data,
                              msg.is_bigendian, max_side=self.node.params.max_image_side)
@@ -53,6 +54,7 @@ class FrameIntake:
         self._queue(msg.header, rgb)
 
     def on_compressed(self, msg: CompressedImage) -> None:
+        self.node.stats.heard(self.camera)
         try:
             rgb = decode_compressed(msg.format, msg.data, max_side=self.node.params.max_image_side)
         except FrameError as error:

@@ -120,6 +120,9 @@ class StreamNode(LifecycleNode):
                              on_fatal=self._worker_died, poses=poses)
         self.worker.start()
         self._inputs = [self._subscribe_camera(lane.camera) for lane in self.parts.lanes]
+        self.stats.listen({lane.camera: sub.topic_name for lane, sub in
+                           zip(self.parts.lanes, self._inputs, strict=True)},
+                          params.input_timeout_s)
         if poses is not None:
             intake = PoseIntake(self, poses, params.pose_type)
             self._inputs.append(self.create_subscription(
@@ -178,6 +181,7 @@ class StreamNode(LifecycleNode):
         return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
 
     def _stop_io(self) -> None:
+        self.stats.listen({}, 0.0)  # an inactive node waits for no input
         if self.worker is not None:
             self.worker.stop()
             self.worker = None

@@ -118,6 +118,9 @@ SPECS: tuple[Spec, ...] = (
          "this many pixels.", low=16, high=8192),
     Spec("idle_flush", 10.0, "Caption a partial clip after this many seconds without a new "
          "frame (end of a bag, camera stopped); 0 = never.", low=0.0, high=3600.0),
+    Spec("input_timeout_s", 10.0, "WARN on /diagnostics when a camera's image topic brings no "
+         "message for this many seconds while active (a driver gone, a wrong remapping, frames "
+         "lost in DDS before the node); 0 = never.", low=0.0, high=3600.0),
     Spec("embedder", "sentence", "Question/caption embedder for retrieval: sentence "
          "(all-MiniLM-L6-v2) or model (the Video-LLM's token embeddings, as in the paper).",
          choices=("sentence", "model")),
