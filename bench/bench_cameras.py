@@ -9,7 +9,9 @@ contributes ``--rounds`` clips. Per-clip latency in ``batched`` is the round's t
 of the round waits for the batch). Each line also gives the memory cost of the cameras (their
 token memories when full) against the model's weights, which all cameras share, and the GPU
 memory allocated after each round once the memories are full (``--rounds 112``: one hour per
-camera at 0.5 fps; flat is the goal).
+camera at 0.5 fps; flat is the goal). ``batched_torch_step`` is ``batched`` with the batched
+decoder's torch step instead of the fused Triton step (``fast.batch.ENABLE_FUSED``): the
+baseline of the fused batched step, in the same run.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from common import (
     sync,
 )
 
+from rats_ros.models.fast import batch as fast_batch
 from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner, step_many
 
 
@@ -38,13 +41,13 @@ def parse(argv=None):
     ap.add_argument("--side", type=int, default=384)
     ap.add_argument("--tokens", type=int, default=40, help="caption length (EOS ignored)")
     ap.add_argument("--modes", nargs="+", default=["round_robin", "batched"],
-                    choices=("round_robin", "batched"))
+                    choices=("round_robin", "batched", "batched_torch_step"))
     return parse_args(ap, argv, cameras="1,2,4", rounds=2, frames=4, side=64, tokens=4)
 
 
 def one_round(mode: str, captioners, clips) -> list[float]:
     """:returns: per-clip latencies (ms) of one clip per camera."""
-    if mode == "batched":
+    if mode != "round_robin":
         t0 = sync(captioners[0].backend.device)
         step_many(captioners, clips)
         return [(sync(captioners[0].backend.device) - t0) * 1e3] * len(clips)
@@ -66,7 +69,9 @@ def run(args) -> None:
     RecurrentCaptioner(backend, config).step(make_clip(pool[0], 0))  # warm-up
     for mode in args.modes:
         baseline = None
-        if mode == "batched":  # warm-up: the batched decoder's buffers (and graph) per N
+        fast_batch.ENABLE_FUSED = mode != "batched_torch_step"
+        backend.__dict__.pop("_batch_decoder", None)  # the next one takes that step
+        if mode != "round_robin":  # warm-up: the batched decoder's buffers (and graph) per N
             for n in [int(c) for c in args.cameras.split(",")]:
                 step_many([RecurrentCaptioner(backend, config) for _ in range(n)],
                           [make_clip(pool[i % len(pool)], 0) for i in range(n)])

@@ -21,6 +21,7 @@
 #        | round14 (round13 with the fused decode attention)
 #        | round15 (the Qwen towers' RoPE kernel against the torch RoPE)
 #        | round16 (cameras together again, one camera's decode now fused)
+#        | round17 (cameras together on the fused batched step, against its torch step)
 #        | closing3 (every CUDA test; per clip with the decoder's build time)
 #        | qwen25hour (Qwen2.5-VL 3B / 7B for an hour on the fused step)
 #        | closing2 (the fused step: every CUDA test, 1 h streams, AskVideo, the 3B clip again)
@@ -365,6 +366,17 @@ for phase in "${@:-all}"; do
                  (export CUDA_VISIBLE_DEVICES=1
                   run 250 python3 bench/bench_cameras.py --size 7b --rounds 2 --cameras 1,8 \
                       --out "$RES") &
+                 wait ;;
+        round17) # a 2-GPU machine: the batched decode on the fused Triton step (fused_batch)
+                 # against the batched torch step, in the same run; the CUDA tests first
+                 m="--modes batched batched_torch_step --cameras 1,8 --out $RES"
+                 (export CUDA_VISIBLE_DEVICES=0
+                  run 200 python3 -m pytest -q -rs -p no:cacheprovider test/test_fused_decode.py \
+                      test/test_batch_decode.py -k cuda
+                  run 150 python3 bench/bench_cameras.py --size 0.5b --rounds 4 $m
+                  run 150 python3 bench/bench_cameras.py --size qwen3-vl-2b --rounds 2 $m) &
+                 (export CUDA_VISIBLE_DEVICES=1
+                  run 300 python3 bench/bench_cameras.py --size 7b --rounds 2 $m) &
                  wait ;;
         closing3) # a 2-GPU machine, this session's closing commit: every CUDA test; per clip for
                   # the goal sizes with the decoder's build time (tile timing, cold Triton cache)

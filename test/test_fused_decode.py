@@ -12,8 +12,9 @@ import torch
 
 from rats_ros.errors import ModelError
 from rats_ros.models import load_backend
+from rats_ros.models.fast import batch as fast_batch
 from rats_ros.models.fast import decode as fast_decode
-from rats_ros.models.fast import fused, fused_attention, tiles
+from rats_ros.models.fast import fused, fused_attention, fused_batch, tiles
 from rats_ros.models.fast.quant import Dense
 
 FAMILIES = ("tiny-random", "tiny-random-qwen2_5_vl", "tiny-random-qwen3_vl")
@@ -66,6 +67,52 @@ def test_norm_gemv_equals_the_torch_ops(shape, with_norm, with_bias, mode):
 
 
 @pytest.mark.skipif(not fused.available(DEVICE), reason="Triton is not installed")
+@pytest.mark.parametrize("shape", [(300, 44, None), (512, 64, (16, 128, 4))],
+                         ids=["masked", "whole-blocks"])
+@pytest.mark.parametrize("with_norm", [False, True])
+@pytest.mark.parametrize("mode", ["plain", "residual", "glu"])
+def test_norm_gemm_gives_each_row_the_torch_ops(shape, with_norm, mode):
+    """The batched products (3 rows of the 16 a program holds), float32, with a bias."""
+    k_in, n_out, config = shape
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(n_out, k_in, generator=g) / k_in ** 0.5
+    b = torch.randn(n_out, generator=g) if mode != "glu" else None
+    x, res = torch.randn(3, k_in, generator=g), torch.randn(3, n_out, generator=g)
+    norm = Norm(k_in, g) if with_norm else None
+    h = torch.nn.functional.rms_norm(x, (k_in,), norm.weight, 1e-6) if with_norm else x
+    want = torch.nn.functional.linear(h, w, b)
+    kwargs = {}
+    if mode == "residual":
+        want, kwargs = want + res, {"residual": res.to(DEVICE)}
+    elif mode == "glu":
+        half = n_out // 2
+        want = torch.nn.functional.silu(want[:, :half]) * want[:, half:]
+        kwargs = {"glu": half}
+    got = fused_batch.norm_gemm(x.to(DEVICE),
+                                Dense(w.to(DEVICE), None if b is None else b.to(DEVICE)),
+                                norm=None if norm is None else norm.to(DEVICE), config=config,
+                                **kwargs)
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not fused.available(DEVICE), reason="Triton is not installed")
+def test_decode_attention_takes_each_rows_own_keys_and_position():
+    """Three rows of a batched cache at positions 600, 0 and 255: each row as alone."""
+    g = torch.Generator().manual_seed(3)
+    heads, kv_heads, d, positions = 8, 2, 64, (600, 0, 255)
+    q = torch.randn(3 * heads, d, generator=g)
+    kv = torch.randn(2, 3, kv_heads, 1024, d, generator=g)
+    pos = torch.tensor(positions, device=DEVICE)
+    got = fused_attention.decode_attention(q.to(DEVICE), kv.to(DEVICE), pos, 768, d ** -0.5)
+    for r, position in enumerate(positions):  # each row against torch's softmax attention
+        keys = kv[:, r, :, :position + 1].repeat_interleave(heads // kv_heads, 1)
+        probs = torch.softmax(torch.einsum("hd,hpd->hp", q[r * heads:(r + 1) * heads], keys[0])
+                              * d ** -0.5, dim=-1)
+        want = torch.einsum("hp,hpd->hd", probs, keys[1]).reshape(1, -1)
+        torch.testing.assert_close(got[r:r + 1].cpu(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not fused.available(DEVICE), reason="Triton is not installed")
 @pytest.mark.parametrize("heads,kv_heads,position", [(14, 2, 600), (4, 2, 0), (16, 8, 255)])
 def test_decode_attention_equals_softmax_attention(heads, kv_heads, position):
     """Split-K attention over keys ``0..pos`` of a larger cache (slices past ``pos`` and a
@@ -113,6 +160,25 @@ def test_fused_decoder_gives_the_torch_steps_tokens_and_scores(backend):
     torch.testing.assert_close(runs[1].scores, runs[0].scores, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.skipif(not fused.available(ON_CPU), reason="Triton is interpreted on CPU runs only")
+def test_fused_batched_step_gives_the_torch_batched_steps_tokens_and_scores(backend):
+    """Three cameras' prompts of different lengths decoded together, one row stopping early."""
+    g = torch.Generator().manual_seed(4)
+    inputs = [torch.randn(n, backend.hidden_size, generator=g) * 0.1 for n in (37, 90, 61)]
+    spans = [(5, 30), None, (0, 61)]
+    torch_step, fused_step = (fast_batch.BatchDecoder(fast_decode.FastDecoder(
+        backend.model, backend.readout_layers, fused_step=fuse)) for fuse in (False, True))
+    assert fused_step.fused and not torch_step.fused
+    stop = torch_step.run(inputs, 8, (), spans)[1].token_ids[2]  # row 1 stops at its 3rd token
+    want = torch_step.run(inputs, 8, (stop,), spans)
+    got = fused_step.run(inputs, 8, (stop,), spans)
+    assert len(got[1].token_ids) == 3
+    for mine, theirs in zip(got, want, strict=True):
+        assert mine.token_ids == theirs.token_ids
+        if theirs.sums is not None:
+            torch.testing.assert_close(mine.sums, theirs.sums, rtol=1e-5, atol=1e-7)
+
+
 def test_fused_step_is_refused_where_it_cannot_run(backend):
     """Quantized weights keep the torch step; asking for the fused one says what to do."""
     assert not fast_decode.FastDecoder(backend.model).fused_step  # CPU default: torch step
@@ -145,12 +211,40 @@ def test_cuda_fused_graph_matches_the_torch_step(model_cache, name, dtype):
     assert error < (1e-4 if dtype == "float32" else 5e-2)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (bench device)")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_cuda_fused_batched_graph_matches_the_torch_batched_step(model_cache, name, dtype,
+                                                                 monkeypatch):
+    """Three cameras' rows on the compiled batched kernels inside the CUDA graph (captured,
+    then replayed) against the torch batched step: fp32 the same tokens, bf16 to its precision."""
+    backend = load_backend(name, device="cuda", dtype=dtype)
+    g = torch.Generator("cuda").manual_seed(5)
+    inputs = [(torch.randn(n, backend.hidden_size, device="cuda", generator=g) * 0.1).to(
+        backend.dtype) for n in (300, 120, 700)]
+    spans, tokens = [(10, 200), None, (50, 650)], 12 if dtype == "float32" else 2
+    runs = []
+    for fuse in (False, True):
+        monkeypatch.setattr(fast_batch, "ENABLE_FUSED", fuse)
+        batch = fast_batch.BatchDecoder(fast_decode.FastDecoder(backend.model,
+                                                                backend.readout_layers, bucket=64))
+        assert batch.fused is fuse and set(batch.tiles) == (set(tiles.PRODUCTS) if fuse else set())
+        runs.append([batch.run(inputs, tokens, (), spans) for _ in range(2)][-1])
+    for mine, theirs, span in zip(runs[1], runs[0], spans, strict=True):
+        assert mine.token_ids == theirs.token_ids
+        if span is not None:
+            error = (mine.sums.float() - theirs.sums.float()).norm() / theirs.sums.float().norm()
+            assert error < (1e-4 if dtype == "float32" else 5e-2)
+
+
 def test_tile_candidates_fit_the_input_width():
     """Column blocks wider than the row are capped (and the duplicates dropped)."""
     narrow = tiles.candidates(896)
     assert {k for _, k, _ in narrow} == {512, 1024}
     assert len(narrow) == len(set(narrow))
     assert len(tiles.candidates(18944)) == len(tiles.CANDIDATES)
+    assert len(tiles.candidates(18944, rows=16)) == len(tiles.ROW_CANDIDATES)
+    assert min(k for _, k, _ in tiles.candidates(8, rows=16)) == 16  # tl.dot's least
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (bench device)")

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import torch
 
 from rats_ros.errors import ModelError
+from rats_ros.models.fast import fused, fused_attention, fused_batch, tiles
 from rats_ros.models.fast.decode import FastDecoder, FastResult
 from rats_ros.models.fast.layers import PackedLayer
 from rats_ros.models.fast.prefill import prefill_many
@@ -27,6 +28,8 @@ from rats_ros.models.fast.static import (
     rope_tables,
 )
 from rats_ros.models.fast.support import fast_result
+
+ENABLE_FUSED = True  # False: batched decoders built later take the torch step (a bench baseline)
 
 
 class _BatchState:
@@ -65,6 +68,12 @@ class BatchDecoder:
 
     def __init__(self, single: FastDecoder):
         self.single = single
+        # the fused step's batched products (fused_batch), tiles timed on this GPU; without a
+        # tile that compiles, the torch step (logged)
+        self.tiles = tiles.for_decoder(single, asked=False, rows=fused_batch.ROWS) \
+            if ENABLE_FUSED else {}
+        self.fused = ENABLE_FUSED and single.fused_step and (
+            bool(self.tiles) or single.device.type != "cuda")
         self._states: dict[int, _BatchState] = {}  # per row count
         self._graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self._pool = None
@@ -147,33 +156,18 @@ class BatchDecoder:
         return capture_graph(lambda: self._decode_step(st), self.single.device, self._pool)
 
     def _decode_step(self, st: _BatchState) -> None:
-        """One token for every row: static shapes, device-side indices (capturable)."""
+        """One token for every row: static shapes, device-side indices (capturable). With the
+        fused step, 7-10 kernels a layer for all rows (:mod:`fused_batch`, :mod:`fused`,
+        :mod:`fused_attention`), as for one row."""
         single, b = self.single, st.rows_n
-        nkv, group, d = single.n_kv, single.n_heads // single.n_kv, single.head_dim
+        fuse = self.fused and b <= fused_batch.ROWS
         st.mask.index_put_((st.index, st.pos), st.zero)  # each row sees its new position
-        mask = st.mask[:, None, None, :].expand(b, nkv, 1, st.capacity).reshape(b * nkv, 1, -1)
-        cos, sin = st.cos.index_select(0, st.pos), st.sin.index_select(0, st.pos)  # (B, d)
-        rot = single.rot_half[None] * sin[:, None, :] + torch.diag_embed(cos)  # (B, d, d)
+        rot = None if fuse else self._rotations(st)
         x = single.decoder.embed_tokens(st.tok)  # (B, D)
         row = torch.zeros(b, st.capacity, device=single.device)
         for idx, layer in enumerate(single.packed):
-            qkv = layer.qkv(PackedLayer.norm(layer.ln1, x)).view(b, -1, d)  # (B, H+2Hkv, d)
-            qk = torch.bmm(layer.head_norm(qkv[:, :layer.h + layer.hkv]), rot)
-            q, k, v = qk[:, :layer.h], qk[:, layer.h:], qkv[:, layer.h + layer.hkv:]
-            st.kv[idx, 0][st.index, :, st.pos] = k  # (B, Hkv, d) at each row's position
-            st.kv[idx, 1][st.index, :, st.pos] = v
-            keys = st.kv[idx, 0].reshape(b * nkv, st.capacity, d)
-            values = st.kv[idx, 1].reshape(b * nkv, st.capacity, d)
-            scores = torch.baddbmm(mask, q.reshape(b * nkv, group, d), keys.transpose(1, 2),
-                                   alpha=single.scale)  # (B Hkv, G, C)
-            if idx in single.readout_layers:
-                probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
-                row += probs.view(b, nkv * group, -1).sum(1)
-                probs = probs.to(single.dtype)
-            else:
-                probs = torch.softmax(scores, dim=-1)
-            o = torch.bmm(probs, values)  # (B Hkv, G, d)
-            x = layer.mlp(layer.attn_out(x, o.view(b, -1)))
+            q = self._step_q(st, idx, layer, x, rot, fuse)  # (B, H, d); K/V written
+            x = self._step_out(layer, x, self._attend(st, idx, q, row, fuse), fuse)
         nxt = single.head(PackedLayer.norm(single.decoder.norm, x)).argmax(dim=-1)  # (B,)
         st.acc += st.alive[:, None] * row
         st.rows += st.alive
@@ -182,3 +176,56 @@ class BatchDecoder:
         st.tok.copy_(nxt)
         st.pos += 1
         st.step += 1
+
+    def _rotations(self, st: _BatchState) -> torch.Tensor:
+        """:returns: ``(B, d, d)`` each row's RoPE at its position as a matrix."""
+        cos, sin = st.cos.index_select(0, st.pos), st.sin.index_select(0, st.pos)  # (B, d)
+        return self.single.rot_half[None] * sin[:, None, :] + torch.diag_embed(cos)
+
+    def _step_q(self, st, idx: int, layer, x: torch.Tensor, rot, fuse: bool) -> torch.Tensor:
+        """Layer ``idx``'s queries ``(B, H, d)`` after RoPE of the rows ``x`` ``(B, D)``; each
+        row's K and V written into its cache row at its position."""
+        b, d = st.rows_n, self.single.head_dim
+        if fuse:
+            qkv = fused_batch.norm_gemm(x, layer.qkv, norm=layer.ln1,
+                                        config=self.tiles.get("qkv"))  # (B, (H + 2 Hkv) d)
+            q = fused.rope_store(qkv, layer, st.cos, st.sin, st.pos, st.kv[idx])
+            return q.view(b, layer.h, d)
+        qkv = layer.qkv(PackedLayer.norm(layer.ln1, x)).view(b, -1, d)  # (B, H+2Hkv, d)
+        qk = torch.bmm(layer.head_norm(qkv[:, :layer.h + layer.hkv]), rot)
+        k, v = qk[:, layer.h:], qkv[:, layer.h + layer.hkv:]
+        st.kv[idx, 0][st.index, :, st.pos] = k  # (B, Hkv, d) at each row's position
+        st.kv[idx, 1][st.index, :, st.pos] = v
+        return qk[:, :layer.h]
+
+    def _attend(self, st, idx: int, q: torch.Tensor, row: torch.Tensor,
+                fuse: bool) -> torch.Tensor:
+        """Each row's attention over its cache row: ``(B, H d)``; a read-out layer adds its
+        float32 softmax rows, summed over heads, to ``row`` ``(B, C)``."""
+        single, b = self.single, st.rows_n
+        nkv, group, d = single.n_kv, single.n_heads // single.n_kv, single.head_dim
+        if fuse and idx not in single.readout_layers:
+            return fused_attention.decode_attention(q.reshape(-1, d), st.kv[idx], st.pos,
+                                                    st.capacity, single.scale)
+        mask = st.mask[:, None, None, :].expand(b, nkv, 1, st.capacity).reshape(b * nkv, 1, -1)
+        keys = st.kv[idx, 0].reshape(b * nkv, st.capacity, d)
+        values = st.kv[idx, 1].reshape(b * nkv, st.capacity, d)
+        scores = torch.baddbmm(mask, q.reshape(b * nkv, group, d), keys.transpose(1, 2),
+                               alpha=single.scale)  # (B Hkv, G, C)
+        if idx in single.readout_layers:
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
+            row += probs.view(b, nkv * group, -1).sum(1)
+            probs = probs.to(single.dtype)
+        else:
+            probs = torch.softmax(scores, dim=-1)
+        return torch.bmm(probs, values).view(b, -1)  # (B Hkv, G, d) -> (B, H d)
+
+    def _step_out(self, layer, x: torch.Tensor, o: torch.Tensor, fuse: bool) -> torch.Tensor:
+        """The rows ``x`` ``(B, D)`` after the o projection of ``o`` ``(B, H d)`` and the MLP."""
+        if not fuse:
+            return layer.mlp(layer.attn_out(x, o))
+        tile = self.tiles.get
+        x = fused_batch.norm_gemm(o, layer.o, residual=x, config=tile("o"))
+        hidden = fused_batch.norm_gemm(x, layer.gu, norm=layer.ln2, glu=layer.inter,
+                                       config=tile("gate_up"))  # (B, I)
+        return fused_batch.norm_gemm(hidden, layer.down, residual=x, config=tile("down"))

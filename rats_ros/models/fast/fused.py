@@ -104,14 +104,18 @@ def _gemv(x, w, bias, res, lnw, out, n_out, glu_offset, stride_w, eps, K_IN: tl.
 
 
 def _rope_store(qkv, q_norm, k_norm, cos, sin, pos, kv, q_out, n_heads, n_kv, stride_pair,
-                stride_head, stride_pos, eps, D: tl.constexpr, HAS_NORM: tl.constexpr):
-    """Head ``program_id`` of a ``(H + 2 Hkv, D)`` q/k/v row: a query head is normed, rotated
-    and stored in ``q_out``; a key head normed, rotated and written into the K cache at ``pos``;
-    a value head copied into the V cache at ``pos``."""
-    head = tl.program_id(0)
+                stride_head, stride_pos, stride_row, eps, D: tl.constexpr,
+                HAS_NORM: tl.constexpr):
+    """Head ``program_id(0)`` of row ``program_id(1)``'s ``(H + 2 Hkv, D)`` q/k/v: a query head
+    is normed, rotated and stored in ``q_out``; a key head normed, rotated and written into the
+    row's K cache at the row's ``pos``; a value head copied into its V cache there."""
+    head, row = tl.program_id(0), tl.program_id(1)
     offs = tl.arange(0, D)
-    p = tl.load(pos).to(tl.int64)
+    p = tl.load(pos + row).to(tl.int64)
     dt = q_out.dtype.element_ty
+    qkv += row * (n_heads + 2 * n_kv) * D
+    q_out += row * n_heads * D
+    kv += row * stride_row
     x = tl.load(qkv + head * D + offs).to(tl.float32)
     if head >= n_heads + n_kv:
         v_head = head - n_heads - n_kv
@@ -181,22 +185,28 @@ def norm_gemv(x: torch.Tensor, matrix, norm=None, residual: torch.Tensor | None 
 
 def rope_store(qkv: torch.Tensor, layer, cos: torch.Tensor, sin: torch.Tensor,
                pos: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
-    """Qwen3 q/k norms (when the layer has them), RoPE at ``pos``, K/V written into the cache.
+    """Qwen3 q/k norms (when the layer has them), RoPE at ``pos``, K/V written into the cache;
+    for one token, or one token per row of the batched decoder.
 
-    :param qkv: ``(1, (H + 2 Hkv) d)`` the packed projection of this token.
+    :param qkv: ``(B, (H + 2 Hkv) d)`` the packed projection of each row's token (contiguous).
     :param layer: its :class:`~rats_ros.models.fast.layers.PackedLayer`.
-    :param cos: ``(C, d)``; :param sin: ``(C, d)`` RoPE tables; :param pos: ``(1,)`` position.
-    :param kv: ``(2, Hkv, C, d)`` this layer's cache (contiguous in its last dim).
-    :returns: ``q`` ``(H, d)`` after RoPE.
+    :param cos: ``(C, d)``; :param sin: ``(C, d)`` RoPE tables; :param pos: ``(B,)`` positions.
+    :param kv: this layer's cache, ``(2, Hkv, C, d)`` (one row) or ``(2, B, Hkv, C, d)``
+        (contiguous in its last dim).
+    :returns: ``q`` ``(B H, d)`` after RoPE (``(H, d)`` for one row).
     """
     h, hkv, d = layer.h, layer.hkv, layer.d
-    q = torch.empty(h, d, device=qkv.device, dtype=qkv.dtype)
+    rows = qkv.shape[0]
+    if kv.dim() == 4:
+        kv = kv.unsqueeze(1)  # (2, 1, Hkv, C, d)
+    q = torch.empty(rows * h, d, device=qkv.device, dtype=qkv.dtype)
     has_norm = layer.q_norm is not None
     qn = layer.q_norm.weight if has_norm else qkv
     kn = layer.k_norm.weight if has_norm else qkv
     eps = float(layer.q_norm.variance_epsilon) if has_norm else 0.0
-    _rope_store_kernel[(h + 2 * hkv,)](qkv, qn, kn, cos, sin, pos, kv, q, h, hkv, kv.stride(0),
-                                       kv.stride(1), kv.stride(2), eps, D=d, HAS_NORM=has_norm)
+    _rope_store_kernel[(h + 2 * hkv, rows)](
+        qkv, qn, kn, cos, sin, pos, kv, q, h, hkv, kv.stride(0), kv.stride(2), kv.stride(3),
+        kv.stride(1), eps, D=d, HAS_NORM=has_norm)
     return q
 
 

@@ -24,14 +24,16 @@ SPLIT = 256  # keys per program (the grid is KV heads x capacity / SPLIT: static
 BLOCK_C = 64  # keys per loop step
 
 
-def _split_kernel(q, kv, pos, part_o, part_ml, scale, n_splits, stride_pair, stride_head,
-                  GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, D: tl.constexpr,
+def _split_kernel(q, kv, pos, part_o, part_ml, scale, n_splits, n_kv, stride_pair, stride_row,
+                  stride_head, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, D: tl.constexpr,
                   SPLIT_KEYS: tl.constexpr, BLOCK: tl.constexpr, IEEE: tl.constexpr):
-    """Partial attention of KV head ``program_id(0)``'s query heads over keys
-    ``[split * SPLIT_KEYS, (split + 1) * SPLIT_KEYS)``: ``(GROUP_PAD, D)`` unnormalised output,
-    running max and sum (float32). IEEE: float32 products (no TF32) for a float32 cache."""
+    """Partial attention of KV head ``program_id(0)``'s query heads (head ``program_id(0) %
+    n_kv`` of row ``program_id(0) // n_kv``) over that row's keys ``[split * SPLIT_KEYS, (split
+    + 1) * SPLIT_KEYS)``: ``(GROUP_PAD, D)`` unnormalised output, running max and sum (float32).
+    IEEE: float32 products (no TF32) for a float32 cache."""
     head, split = tl.program_id(0), tl.program_id(1)
-    valid = tl.load(pos).to(tl.int32) + 1
+    row = head // n_kv
+    valid = tl.load(pos + row).to(tl.int32) + 1
     rows, dims = tl.arange(0, GROUP_PAD), tl.arange(0, D)
     qs = tl.load(q + (head * GROUP + rows[:, None]) * D + dims[None, :],
                  mask=rows[:, None] < GROUP, other=0.0)  # (G, D)
@@ -40,7 +42,7 @@ def _split_kernel(q, kv, pos, part_o, part_ml, scale, n_splits, stride_pair, str
     acc = tl.zeros([GROUP_PAD, D], dtype=tl.float32)
     start = split * SPLIT_KEYS
     if start < valid:  # a slice past the last key leaves m = -inf (weight 0 in the merge)
-        keys = kv + head * stride_head
+        keys = kv + row * stride_row + (head % n_kv) * stride_head
         for c0 in range(0, SPLIT_KEYS, BLOCK):
             cols = start + c0 + tl.arange(0, BLOCK)
             ok = cols < valid
@@ -90,26 +92,31 @@ if triton is not None:
 
 def decode_attention(q: torch.Tensor, kv: torch.Tensor, pos: torch.Tensor, capacity: int,
                      scale: float) -> torch.Tensor:
-    """Softmax attention of one token over the keys ``0..pos`` of one layer's cache.
+    """Softmax attention of one token (per row of the batched decoder) over the keys
+    ``0..pos`` of its row of one layer's cache.
 
-    :param q: ``(H, d)`` after RoPE; :param kv: ``(2, Hkv, C, d)`` the layer's cache (K, V).
-    :param pos: ``(1,)`` this token's position (its K/V already written).
+    :param q: ``(B H, d)`` after RoPE (``(H, d)`` for one row).
+    :param kv: the layer's cache (K, V), ``(2, Hkv, C, d)`` or ``(2, B, Hkv, C, d)``.
+    :param pos: ``(B,)`` each row's position (its K/V already written).
     :param capacity: keys to cover (the graph's capacity bucket, ``<= C``).
-    :returns: ``(1, H d)``.
+    :returns: ``(B, H d)``.
     """
-    heads, d = q.shape
-    kv_heads = kv.shape[1]
-    assert kv.stride(2) == d and kv.stride(3) == 1, "the cache rows must be contiguous"
+    if kv.dim() == 4:
+        kv = kv.unsqueeze(1)  # (2, 1, Hkv, C, d)
+    rows, kv_heads, d = kv.shape[1], kv.shape[2], q.shape[1]
+    heads = q.shape[0] // rows
+    assert kv.stride(3) == d and kv.stride(4) == 1, "the cache rows must be contiguous"
     group = heads // kv_heads
     group_pad = max(16, triton.next_power_of_2(group))  # tl.dot needs 16 rows
     n_splits = triton.cdiv(capacity, SPLIT)
-    part_o = torch.empty(kv_heads * n_splits * group_pad, d, device=q.device, dtype=torch.float32)
-    part_ml = torch.empty(kv_heads * n_splits * group_pad, 2, device=q.device,
-                          dtype=torch.float32)
-    _split[(kv_heads, n_splits)](q, kv, pos, part_o, part_ml, scale, n_splits, kv.stride(0),
-                                 kv.stride(1), GROUP=group, GROUP_PAD=group_pad, D=d,
-                                 SPLIT_KEYS=SPLIT, BLOCK=BLOCK_C, IEEE=q.dtype == torch.float32)
-    out = torch.empty(1, heads * d, device=q.device, dtype=q.dtype)
-    _merge[(heads,)](part_o, part_ml, out, n_splits, GROUP=group, GROUP_PAD=group_pad, D=d,
-                     SPLITS_PAD=triton.next_power_of_2(n_splits))
+    parts = rows * kv_heads * n_splits * group_pad
+    part_o = torch.empty(parts, d, device=q.device, dtype=torch.float32)
+    part_ml = torch.empty(parts, 2, device=q.device, dtype=torch.float32)
+    _split[(rows * kv_heads, n_splits)](
+        q, kv, pos, part_o, part_ml, scale, n_splits, kv_heads, kv.stride(0), kv.stride(1),
+        kv.stride(2), GROUP=group, GROUP_PAD=group_pad, D=d, SPLIT_KEYS=SPLIT, BLOCK=BLOCK_C,
+        IEEE=q.dtype == torch.float32)
+    out = torch.empty(rows, heads * d, device=q.device, dtype=q.dtype)
+    _merge[(rows * heads,)](part_o, part_ml, out, n_splits, GROUP=group, GROUP_PAD=group_pad,
+                            D=d, SPLITS_PAD=triton.next_power_of_2(n_splits))
     return out

@@ -17,73 +17,87 @@ import logging
 import torch
 
 from rats_ros.errors import ModelError
-from rats_ros.models.fast import fused
+from rats_ros.models.fast import fused, fused_batch
 from rats_ros.models.fast.static import capture_graph
 
 # (BLOCK_N, BLOCK_K, num_warps): the winners of the H200 sweep, and their neighbours
 CANDIDATES = ((1, 512, 8), (1, 1024, 4), (1, 2048, 4), (2, 1024, 4), (4, 512, 4), (4, 1024, 4),
               (4, 2048, 4), (8, 1024, 4), (8, 2048, 4))
+# the batched products' (fused_batch.norm_gemm: tl.dot of 16 rows, so 16 columns at least)
+ROW_CANDIDATES = ((16, 64, 4), (16, 128, 4), (16, 256, 4), (32, 64, 4), (32, 128, 4),
+                  (32, 256, 4), (64, 64, 4), (64, 128, 4), (64, 128, 8))
+TUNING_ROWS = 8  # rows of the batched products while timed (their cost hardly depends on it)
 PRODUCTS = ("qkv", "o", "gate_up", "down")
 
 _chosen: dict = {}  # (GPU name, product, shape) -> tile
 log = logging.getLogger(__name__)
 
 
-def for_decoder(dec, asked: bool) -> dict:
-    """The tiles of decoder ``dec`` (a ``FastDecoder``; {} when its step is not fused). A GPU
-    where a product has no tile that compiles turns the fused step off (logged) unless it was
-    ``asked`` for explicitly, which raises :class:`ModelError`."""
+def for_decoder(dec, asked: bool, rows: int = 1) -> dict:
+    """The tiles of decoder ``dec`` (a ``FastDecoder``; {} when its step is not fused), for
+    its one-row products or (``rows`` > 1) the batched decoder's. A GPU where a product has no
+    tile that compiles turns the fused step off (logged) unless it was ``asked`` for
+    explicitly, which raises :class:`ModelError`; a batched decoder then keeps its torch step."""
     if not dec.fused_step:
         return {}
     try:
-        return tuned_tiles(dec.packed, dec.dtype, dec.device)
+        return tuned_tiles(dec.packed, dec.dtype, dec.device, rows)
     except ModelError as err:
         if asked:
             raise
         log.warning("fused decode step off, the torch step runs: %s", err)
-        dec.fused_step = False
+        if rows == 1:
+            dec.fused_step = False
         return {}
 
 
-def product_calls(layers, dtype, device) -> dict:
-    """``product -> call(layer, tile)`` of one decode step's products on random rows."""
+def product_calls(layers, dtype, device, rows: int = 1) -> dict:
+    """``product -> call(layer, tile)`` of one decode step's products on ``rows`` random rows
+    (:func:`fused.norm_gemv` for one, :func:`fused_batch.norm_gemm` for more)."""
     first = layers[0]
     dim, heads_out = first.o.weight.shape
-    x = torch.randn(1, dim, device=device, dtype=dtype) * 0.1
-    attn = torch.randn(1, heads_out, device=device, dtype=dtype) * 0.1
-    hidden = torch.randn(1, first.inter, device=device, dtype=dtype) * 0.1
+    x = torch.randn(rows, dim, device=device, dtype=dtype) * 0.1
+    attn = torch.randn(rows, heads_out, device=device, dtype=dtype) * 0.1
+    hidden = torch.randn(rows, first.inter, device=device, dtype=dtype) * 0.1
+    product = fused.norm_gemv if rows == 1 else fused_batch.norm_gemm
     return {
-        "qkv": lambda layer, t: fused.norm_gemv(x, layer.qkv, norm=layer.ln1, config=t),
-        "o": lambda layer, t: fused.norm_gemv(attn, layer.o, residual=x, config=t),
-        "gate_up": lambda layer, t: fused.norm_gemv(x, layer.gu, norm=layer.ln2,
-                                                    glu=layer.inter, config=t),
-        "down": lambda layer, t: fused.norm_gemv(hidden, layer.down, residual=x, config=t),
+        "qkv": lambda layer, t: product(x, layer.qkv, norm=layer.ln1, config=t),
+        "o": lambda layer, t: product(attn, layer.o, residual=x, config=t),
+        "gate_up": lambda layer, t: product(x, layer.gu, norm=layer.ln2, glu=layer.inter,
+                                            config=t),
+        "down": lambda layer, t: product(hidden, layer.down, residual=x, config=t),
     }
 
 
-def candidates(k_in: int) -> list[tuple[int, int, int]]:
-    """:data:`CANDIDATES` whose column block does not exceed the input width."""
+def candidates(k_in: int, rows: int = 1) -> list[tuple[int, int, int]]:
+    """:data:`CANDIDATES` (:data:`ROW_CANDIDATES` for several rows) whose column block does
+    not exceed the input width."""
     widest = 1 << max(0, (k_in - 1).bit_length())
-    return sorted({(n, min(k, widest), w) for n, k, w in CANDIDATES})
+    if rows > 1:
+        widest = max(widest, 16)
+    return sorted({(n, min(k, widest), w)
+                   for n, k, w in (CANDIDATES if rows == 1 else ROW_CANDIDATES)})
 
 
-def tuned_tiles(layers, dtype, device) -> dict[str, tuple[int, int, int]]:
+def tuned_tiles(layers, dtype, device, rows: int = 1) -> dict[str, tuple[int, int, int]]:
     """:returns: ``product -> (BLOCK_N, BLOCK_K, num_warps)``, the fastest candidate for each
-    product of ``layers`` (:class:`~rats_ros.models.fast.layers.PackedLayer`) on ``device``;
-    candidates this GPU cannot compile are skipped.
+    product of ``layers`` (:class:`~rats_ros.models.fast.layers.PackedLayer`) on ``device``,
+    for one row or (``rows`` > 1) the batched products; candidates this GPU cannot compile
+    are skipped.
     :raises ModelError: when no candidate of a product compiles."""
     if device.type != "cuda":  # interpreted: one program holds all rows (fused.gemv_config)
         return {}
     first, gpu = layers[0], torch.cuda.get_device_name(device)
     shapes = {"qkv": first.qkv.weight.shape, "o": first.o.weight.shape,
               "gate_up": first.gu.weight.shape, "down": first.down.weight.shape}
-    calls = product_calls(layers, dtype, device)
+    batched = rows > 1
+    calls = product_calls(layers, dtype, device, TUNING_ROWS if batched else 1)
     tiles = {}
     for name in PRODUCTS:
-        key = (gpu, name, tuple(shapes[name]), len(layers), first.qkv.bias is not None)
+        key = (gpu, name, tuple(shapes[name]), len(layers), first.qkv.bias is not None, batched)
         if key not in _chosen:
             timings = {}
-            for tile in candidates(int(shapes[name][1])):
+            for tile in candidates(int(shapes[name][1]), rows):
                 try:
                     timings[tile] = replay_ms(
                         lambda t=tile, c=calls[name]: [c(layer, t) for layer in layers], device)
