@@ -10,8 +10,9 @@ of the round waits for the batch). Each line also gives the memory cost of the c
 token memories when full) against the model's weights, which all cameras share, and the GPU
 memory allocated after each round once the memories are full (``--rounds 112``: one hour per
 camera at 0.5 fps; flat is the goal). ``batched_torch_step`` is ``batched`` with the batched
-decoder's torch step instead of the fused Triton step (``fast.batch.ENABLE_FUSED``): the
-baseline of the fused batched step, in the same run.
+decoder's torch step instead of the fused Triton step (``fast.batch.ENABLE_FUSED``), and
+``batched_encode_apart`` ``batched`` with each clip encoded alone (``models.hf.ENCODE_TOGETHER``):
+the baselines of the fused batched step and of the towers' batched encode, in the same run.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from common import (
     sync,
 )
 
+from rats_ros.models import hf
 from rats_ros.models.fast import batch as fast_batch
 from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner, step_many
 
@@ -41,7 +43,8 @@ def parse(argv=None):
     ap.add_argument("--side", type=int, default=384)
     ap.add_argument("--tokens", type=int, default=40, help="caption length (EOS ignored)")
     ap.add_argument("--modes", nargs="+", default=["round_robin", "batched"],
-                    choices=("round_robin", "batched", "batched_torch_step"))
+                    choices=("round_robin", "batched", "batched_torch_step",
+                             "batched_encode_apart"))
     return parse_args(ap, argv, cameras="1,2,4", rounds=2, frames=4, side=64, tokens=4)
 
 
@@ -70,6 +73,7 @@ def run(args) -> None:
     for mode in args.modes:
         baseline = None
         fast_batch.ENABLE_FUSED = mode != "batched_torch_step"
+        hf.ENCODE_TOGETHER = mode != "batched_encode_apart"
         backend.__dict__.pop("_batch_decoder", None)  # the next one takes that step
         if mode != "round_robin":  # warm-up: the batched decoder's buffers (and graph) per N
             for n in [int(c) for c in args.cameras.split(",")]:

@@ -22,6 +22,7 @@
 #        | round15 (the Qwen towers' RoPE kernel against the torch RoPE)
 #        | round16 (cameras together again, one camera's decode now fused)
 #        | round17 (cameras together on the fused batched step, against its torch step)
+#        | round18 (Qwen clips encoded together, against one by one; an hour of 8 cameras)
 #        | closing3 (every CUDA test; per clip with the decoder's build time)
 #        | qwen25hour (Qwen2.5-VL 3B / 7B for an hour on the fused step)
 #        | closing2 (the fused step: every CUDA test, 1 h streams, AskVideo, the 3B clip again)
@@ -377,6 +378,23 @@ for phase in "${@:-all}"; do
                   run 150 python3 bench/bench_cameras.py --size qwen3-vl-2b --rounds 2 $m) &
                  (export CUDA_VISIBLE_DEVICES=1
                   run 300 python3 bench/bench_cameras.py --size 7b --rounds 2 $m) &
+                 wait ;;
+        round18) # a 2-GPU machine: Qwen towers encode the cameras' clips in one forward,
+                 # against clip by clip in the same run; 8 cameras for an hour on the fused
+                 # batched step (memory after every round)
+                 m="--modes batched batched_encode_apart --cameras 1,8 --out $RES"
+                 (export CUDA_VISIBLE_DEVICES=0
+                  run 200 python3 -m pytest -q -rs -p no:cacheprovider test/test_batch_decode.py \
+                      test/test_fast_vision.py -k cuda
+                  run 150 python3 bench/bench_cameras.py --size qwen3-vl-2b --rounds 4 $m
+                  run 200 python3 bench/bench_cameras.py --size qwen2.5-vl-3b --rounds 2 $m) &
+                 (export CUDA_VISIBLE_DEVICES=1
+                  run 150 python3 bench/bench_cameras.py --size 0.5b --rounds 8 --cameras 1,8 \
+                      --modes batched batched_torch_step --out "$RES"
+                  run 200 python3 bench/bench_cameras.py --size qwen3-vl-2b --rounds 112 \
+                      --cameras 8 --modes batched --out "$RES"
+                  run 200 python3 bench/bench_cameras.py --size 0.5b --rounds 112 --cameras 8 \
+                      --modes batched --out "$RES") &
                  wait ;;
         closing3) # a 2-GPU machine, this session's closing commit: every CUDA test; per clip for
                   # the goal sizes with the decoder's build time (tile timing, cold Triton cache)

@@ -156,15 +156,22 @@ def test_cuda_bf16_packed_prefill_is_each_prompts_own(model_cache, name):
         assert float(torch.nn.functional.cosine_similarity(mine.sums, theirs.sums, dim=0)) > 0.999
 
 
-def test_clips_of_one_shape_are_encoded_in_one_forward(model_cache):
-    """LLaVA-OV's tower encodes frames independently: several clips in one forward give each
-    clip's own tokens; a clip of another shape, or one bad clip, falls back or fails whole."""
-    backend = load_backend("tiny-random")
+@pytest.mark.parametrize("name", FAMILIES)
+def test_clips_of_one_shape_are_encoded_in_one_forward(model_cache, name):
+    """Every family's tower attends within a clip's frames (and windows): several clips in one
+    forward give each clip's own tokens (and Qwen3-VL's DeepStack features); a clip of another
+    shape, or one bad clip, falls back or fails whole."""
+    backend = load_backend(name)
     rng = np.random.default_rng(4)
     pixels = [rng.integers(0, 256, (8, 48, 64, 3), dtype=np.uint8) for _ in range(3)]
     together = backend.encode_clips(pixels)
     for mine, alone in zip(together, pixels, strict=True):
-        torch.testing.assert_close(mine, backend.encode_clip(alone), rtol=1e-5, atol=1e-6)
+        theirs = backend.encode_clip(alone)
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+        assert len(getattr(mine, "deepstack", [])) == len(getattr(theirs, "deepstack", []))
+        for feature, own in zip(getattr(mine, "deepstack", []), getattr(theirs, "deepstack", []),
+                                strict=True):
+            torch.testing.assert_close(feature, own, rtol=1e-5, atol=1e-5)
     odd = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     mixed = backend.encode_clips([pixels[0], odd])  # two shapes: one by one
     torch.testing.assert_close(mixed[1], backend.encode_clip(odd), rtol=1e-5, atol=1e-6)
@@ -172,3 +179,17 @@ def test_clips_of_one_shape_are_encoded_in_one_forward(model_cache):
         backend.encode_clips([pixels[0], pixels[1][..., :2]])  # a clip without 3 channels
     with pytest.raises(FrameError):  # same shape, not uint8: the batched path refuses it
         backend.encode_clips([pixels[0], pixels[1].astype(np.float32)])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (bench device)")
+@pytest.mark.parametrize("name", FAMILIES)
+def test_cuda_bf16_clips_encoded_together_are_each_clips_own(model_cache, name):
+    """On the GPU's kernels (varlen attention, the RoPE kernel), bf16: the same tokens to bf16
+    precision (the packed products may sum in another order)."""
+    backend = load_backend(name, device="cuda", dtype="bfloat16")
+    rng = np.random.default_rng(5)
+    pixels = [rng.integers(0, 256, (8, 96, 128, 3), dtype=np.uint8) for _ in range(4)]
+    for mine, alone in zip(backend.encode_clips(pixels), pixels, strict=True):
+        theirs = backend.encode_clip(alone)
+        cosine = torch.nn.functional.cosine_similarity(mine.float(), theirs.float(), dim=-1)
+        assert float(cosine.min()) > 0.99

@@ -24,6 +24,7 @@ from rats_ros.testing import tiny
 
 #: what torch's CPU allocator says when an allocation fails (alloc_cpu.cpp)
 _CPU_OOM = "DefaultCPUAllocator: can't allocate memory"
+ENCODE_TOGETHER = True  # False: encode_clips goes clip by clip (a bench baseline)
 
 
 @contextmanager
@@ -179,6 +180,12 @@ class HFVideoBackend(ChatPrompts, VideoBackend):
             if deepstack is not None and len(deepstack):
                 tokens.deepstack = list(deepstack)  # each (N, D): build_inputs hands them over
             return tokens
+
+    def _one_forward(self, clips: list) -> bool:
+        """Whether ``clips`` go through the tower in one forward (:meth:`encode_clips`): two or
+        more, of one shape, on the torch engine."""
+        return ENCODE_TOGETHER and len(clips) > 1 and self.engine is None and \
+            len({tuple(getattr(p, "shape", ())) for p in clips}) == 1
 
     def _clip_trailer(self) -> torch.Tensor:
         """``(0 or 1, D)`` embeddings that follow the current clip (LLaVA-OV's newline)."""

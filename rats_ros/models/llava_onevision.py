@@ -52,8 +52,7 @@ class LlavaOnevisionBackend(HFVideoBackend):
     def encode_clips(self, clips: list) -> list[torch.Tensor]:
         """Clips of one shape in one forward of the tower (frames are encoded independently, so
         each clip's tokens are :meth:`encode_clip`'s); others one by one."""
-        if len(clips) < 2 or self.engine is not None or len({tuple(getattr(p, "shape", ()))
-                                                              for p in clips}) > 1:
+        if not self._one_forward(clips):
             return super().encode_clips(clips)
         with model_errors("encoding clips"), torch.inference_mode():
             fast_hook.step_aside(self)  # an answer in flight goes first

@@ -9,8 +9,9 @@ from transformers.vision_utils import (
     get_vision_window_index,
 )
 
+from rats_ros.models.fast import hook as fast_hook
 from rats_ros.models.fast import vision as fast_vision
-from rats_ros.models.hf import HFVideoBackend
+from rats_ros.models.hf import HFVideoBackend, model_errors
 from rats_ros.models.preprocess import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
@@ -25,7 +26,7 @@ from rats_ros.testing.tiny import QWEN_VIDEO_MARKUP
 
 # The reference video processor's per-frame pixel bounds.
 VIDEO_MIN_PIXELS, VIDEO_MAX_PIXELS = 128 * 28 * 28, 768 * 28 * 28
-MAX_PLANS = 8  # clip shapes whose vision plan is kept (cameras of different resolutions)
+MAX_PLANS = 16  # (clip shape, clips together) whose vision plan is kept
 
 
 class Qwen2VLBackend(HFVideoBackend):
@@ -58,7 +59,7 @@ class Qwen2VLBackend(HFVideoBackend):
         self.vision_start = ids("<|vision_start|>")
         self.vision_end = ids("<|vision_end|>")
         fast_vision.install(self.model)  # segment attention batched (fast/vision.py)
-        self._plans: dict[tuple[int, int, int], dict] = {}  # vision_plan per clip shape
+        self._plans: dict[tuple, dict] = {}  # vision_plan per (clip shape, clips encoded)
 
     def _pixel_bounds(self, pre: dict, size: dict) -> tuple[int, int]:
         """Qwen2-VL's video processor: each frame's least and most pixels."""
@@ -86,32 +87,55 @@ class Qwen2VLBackend(HFVideoBackend):
         frames = resize_normalize(frames, h, w, self.norm, self.dtype)
         return qwen_patchify(frames, self.patch, self.merge, self.temporal)
 
-    def vision_tower(self, patches: torch.Tensor, grid: tuple[int, int, int],
-                     plan: dict | None = None):
-        """:param plan: :meth:`vision_plan` of ``grid``, or None to derive it on the fly.
-        :returns: ``(N, D)`` merged tokens, temporal then raster order, and no DeepStack."""
-        return self._visual(patches, grid, plan).pooler_output, None
+    def encode_clips(self, clips: list) -> list[torch.Tensor]:
+        """Clips of one shape in one forward of the tower: their patches packed, one video per
+        clip (the tower attends within frames and windows, so each clip's tokens, and
+        DeepStack features, are :meth:`encode_clip`'s); others one by one."""
+        if not self._one_forward(clips):
+            return super().encode_clips(clips)
+        with model_errors("encoding clips"), torch.inference_mode():
+            fast_hook.step_aside(self)  # an answer in flight goes first
+            inputs = [self.vision_inputs(pixels) for pixels in clips]  # (n, C t p p), grid
+            grid = inputs[0][1]
+            tokens, deepstack = self.vision_tower(torch.cat([x for x, _ in inputs]), grid,
+                                                  videos=len(clips))  # (B N, D), (K, B N, D)
+            each = tokens.shape[0] // len(clips)
+            visuals = list(tokens.split(each))
+            if deepstack is not None and len(deepstack):
+                for visual, features in zip(visuals, deepstack.split(each, dim=1), strict=True):
+                    visual.deepstack = list(features)  # each (N, D), as encode_clip's
+            return visuals
 
-    def _visual(self, patches: torch.Tensor, grid: tuple[int, int, int], plan: dict | None):
-        """The vision tower on one clip (one video: its pooler output is the clip's tokens).
+    def vision_tower(self, patches: torch.Tensor, grid: tuple[int, int, int],
+                     plan: dict | None = None, videos: int = 1):
+        """:param plan: :meth:`vision_plan` of ``grid``, or None to derive it on the fly.
+        :param videos: clips of this ``grid`` packed in ``patches`` (one after the other).
+        :returns: ``(N, D)`` merged tokens, temporal then raster order, and no DeepStack."""
+        return self._visual(patches, grid, plan, videos).pooler_output, None
+
+    def _visual(self, patches: torch.Tensor, grid: tuple[int, int, int], plan: dict | None,
+                videos: int = 1):
+        """The vision tower on ``videos`` clips of one ``grid`` (its pooler output is their
+        tokens, clip after clip).
 
         Without ``plan``, the plan of ``grid`` is made once and reused: a camera's clips share
         one shape, and the tower then needs no index work and no device sync per clip."""
         visual = self.model.model.visual
-        thw = torch.tensor([grid], device=patches.device)
+        thw = torch.tensor([grid] * videos, device=patches.device)
         if plan is None:
-            if grid not in self._plans:
+            if (grid, videos) not in self._plans:
                 if len(self._plans) >= MAX_PLANS:
                     self._plans.clear()
-                self._plans[grid] = self.vision_plan(grid)
-            plan = self._plans[grid]
+                self._plans[grid, videos] = self.vision_plan(grid, videos)
+            plan = self._plans[grid, videos]
         return visual(patches.type(visual.dtype), grid_thw=thw, **dict(plan))
 
-    def vision_plan(self, grid: tuple[int, int, int]) -> dict:
-        """The index tensors the vision tower derives from the patch grid with Python loops,
-        precomputed, so one clip shape can be traced as a static graph (ONNX export)."""
+    def vision_plan(self, grid: tuple[int, int, int], videos: int = 1) -> dict:
+        """The index tensors the vision tower derives from the patch grid (of ``videos`` clips
+        of that grid) with Python loops, precomputed, so one clip shape can be traced as a
+        static graph (ONNX export)."""
         visual = self.model.model.visual
-        thw = torch.tensor([grid], device=self.device)
+        thw = torch.tensor([grid] * videos, device=self.device)
         cu_seqlens = get_vision_cu_seqlens(thw)
         window_index, cu_window = get_vision_window_index(
             thw, visual.spatial_merge_size, visual.window_size, visual.patch_size)

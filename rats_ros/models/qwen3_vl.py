@@ -46,15 +46,16 @@ class Qwen3VLBackend(Qwen2VLBackend):
                 int(size.get("longest_edge", VIDEO_PIXELS[1])))
 
     def vision_tower(self, patches: torch.Tensor, grid: tuple[int, int, int],
-                     plan: dict | None = None):
-        """:returns: ``(N, D)`` merged tokens and ``(K, N, D)`` DeepStack features."""
-        out = self._visual(patches, grid, plan)
+                     plan: dict | None = None, videos: int = 1):
+        """:returns: ``(N, D)`` merged tokens and ``(K, N, D)`` DeepStack features (``videos``
+        clips: ``N`` covers them all, clip after clip)."""
+        out = self._visual(patches, grid, plan, videos)
         return out.pooler_output, torch.stack(list(out.deepstack_features))
 
-    def vision_plan(self, grid: tuple[int, int, int]) -> dict:
+    def vision_plan(self, grid: tuple[int, int, int], videos: int = 1) -> dict:
         """As Qwen2.5-VL's, without windows and with the position-embedding interpolation."""
         visual = self.model.model.visual
-        thw = torch.tensor([grid], device=self.device)
+        thw = torch.tensor([grid] * videos, device=self.device)
         cu_seqlens = get_vision_cu_seqlens(thw)
         indices, weights = get_vision_interpolation_indices_and_weights(
             thw, num_grid_per_side=visual.num_grid_per_side, mode=visual.interpolation_mode,
