@@ -34,6 +34,8 @@ from rats_ros.models import hf
 from rats_ros.models.fast import batch as fast_batch
 from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner, step_many
 
+WARM_ROUNDS = 4  # untimed rounds per N and mode first (a fresh capacity captures new graphs)
+
 
 def parse(argv=None):
     ap = model_parser(__doc__)
@@ -75,10 +77,11 @@ def run(args) -> None:
         fast_batch.ENABLE_FUSED = mode != "batched_torch_step"
         hf.ENCODE_TOGETHER = mode != "batched_encode_apart"
         backend.__dict__.pop("_batch_decoder", None)  # the next one takes that step
-        if mode != "round_robin":  # warm-up: the batched decoder's buffers (and graph) per N
-            for n in [int(c) for c in args.cameras.split(",")]:
-                step_many([RecurrentCaptioner(backend, config) for _ in range(n)],
-                          [make_clip(pool[i % len(pool)], 0) for i in range(n)])
+        for n in [int(c) for c in args.cameras.split(",")]:  # warm-up of each N: buffers,
+            warm = [RecurrentCaptioner(backend, config) for _ in range(n)]  # graphs and tiles
+            for index in range(min(args.rounds, WARM_ROUNDS)):  # as memories grow
+                one_round(mode, warm, [make_clip(pool[(index + camera) % len(pool)], index)
+                                       for camera in range(n)])
         for n in [int(c) for c in args.cameras.split(",")]:
             captioners = [RecurrentCaptioner(backend, config) for _ in range(n)]
             latencies, allocated = [], []
