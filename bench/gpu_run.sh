@@ -23,6 +23,7 @@
 #        | round16 (cameras together again, one camera's decode now fused)
 #        | round17 (cameras together on the fused batched step, against its torch step)
 #        | round18 (Qwen clips encoded together, against one by one; an hour of 8 cameras)
+#        | closing4 (every CUDA test; cameras 1-8 at four sizes, each step against its baseline)
 #        | closing3 (every CUDA test; per clip with the decoder's build time)
 #        | qwen25hour (Qwen2.5-VL 3B / 7B for an hour on the fused step)
 #        | closing2 (the fused step: every CUDA test, 1 h streams, AskVideo, the 3B clip again)
@@ -396,6 +397,29 @@ for phase in "${@:-all}"; do
                   run 200 python3 bench/bench_cameras.py --size 0.5b --rounds 112 --cameras 8 \
                       --modes batched --out "$RES") &
                  wait ;;
+        closing4) # a 2-GPU machine, the closing commit of the batched fused step: every CUDA
+                  # test; cameras 1, 2, 4, 8 with the fused batched step against the torch one
+                  # (and Qwen's encodes together against one by one); one camera per clip again
+                  b="batched batched_torch_step"
+                  (export CUDA_VISIBLE_DEVICES=0
+                   run 200 python3 -m pytest -q -rs -p no:cacheprovider test/test_fused_decode.py \
+                       test/test_fast_decode.py test/test_batch_decode.py test/test_fast_vision.py \
+                       test/test_quant.py test/test_backends.py \
+                       -k "cuda or aside or patch or padded or fused or rope"
+                   run 150 python3 bench/bench_cameras.py --size 0.5b --rounds 4 --cameras 1,2,4,8 \
+                       --modes $b --out "$RES"
+                   run 200 python3 bench/bench_cameras.py --size qwen3-vl-2b --rounds 4 \
+                       --cameras 1,2,4,8 --modes $b batched_encode_apart --out "$RES") &
+                  (export CUDA_VISIBLE_DEVICES=1
+                   run 250 python3 bench/bench_cameras.py --size 7b --rounds 2 --cameras 1,2,4,8 \
+                       --modes $b --out "$RES"
+                   run 150 python3 bench/bench_cameras.py --size qwen2.5-vl-3b --rounds 2 \
+                       --cameras 1,8 --modes $b batched_encode_apart --out "$RES"
+                   run 90 python3 bench/bench_clip.py --size 0.5b --variants ours --states full \
+                       --repeats 5 --warmup 2 --out "$RES"
+                   run 90 python3 bench/bench_clip.py --size qwen3-vl-2b --variants ours \
+                       --states full --side 480 --width 640 --repeats 3 --warmup 1 --out "$RES") &
+                  wait ;;
         closing3) # a 2-GPU machine, this session's closing commit: every CUDA test; per clip for
                   # the goal sizes with the decoder's build time (tile timing, cold Triton cache)
                   q="--states full --side 480 --width 640 --repeats 3 --warmup 1 --out $RES"
