@@ -16,6 +16,7 @@ the baselines of the fused batched step and of the towers' batched encode, in th
 """
 from __future__ import annotations
 
+from bench_clip import kernel_profile
 from common import (
     Emitter,
     entry_point,
@@ -44,18 +45,30 @@ def parse(argv=None):
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--side", type=int, default=384)
     ap.add_argument("--tokens", type=int, default=40, help="caption length (EOS ignored)")
+    ap.add_argument("--profile", action="store_true",
+                    help="CUDA kernels of one more round at each N (batched modes)")
     ap.add_argument("--modes", nargs="+", default=["round_robin", "batched"],
                     choices=("round_robin", "batched", "batched_torch_step",
                              "batched_encode_apart"))
     return parse_args(ap, argv, cameras="1,2,4", rounds=2, frames=4, side=64, tokens=4)
 
 
-def one_round(mode: str, captioners, clips) -> list[float]:
-    """:returns: per-clip latencies (ms) of one clip per camera."""
+def one_round(mode: str, captioners, clips, phases: dict | None = None) -> list[float]:
+    """:returns: per-clip latencies (ms) of one clip per camera; a batched round adds its
+    phases (ms: the encodes, the packed prefill, the batched decode, and the rest: uploads,
+    prompts, selections, memories) to ``phases``."""
     if mode != "round_robin":
         t0 = sync(captioners[0].backend.device)
-        step_many(captioners, clips)
-        return [(sync(captioners[0].backend.device) - t0) * 1e3] * len(clips)
+        captions = step_many(captioners, clips)
+        total = (sync(captioners[0].backend.device) - t0) * 1e3
+        if phases is not None:
+            t = captions[0].timings  # encode and decode: the round's; prefill: a clip's share
+            parts = {"encode": t["encode"] * 1e3, "prefill": t["prefill"] * 1e3 * len(clips),
+                     "decode": t["decode"] * 1e3}
+            parts["rest"] = total - sum(parts.values())
+            for name, ms in parts.items():
+                phases.setdefault(name, []).append(ms)
+        return [total] * len(clips)
     latencies = []
     for captioner, clip in zip(captioners, clips, strict=True):  # round robin
         t0 = sync(captioner.backend.device)
@@ -84,12 +97,12 @@ def run(args) -> None:
                                        for camera in range(n)])
         for n in [int(c) for c in args.cameras.split(",")]:
             captioners = [RecurrentCaptioner(backend, config) for _ in range(n)]
-            latencies, allocated = [], []
+            latencies, allocated, phases = [], [], {}
             started = sync(backend.device)
             for index in range(args.rounds):
                 clips = [make_clip(pool[(index + camera) % len(pool)], index)
                          for camera in range(n)]
-                latencies += one_round(mode, captioners, clips)
+                latencies += one_round(mode, captioners, clips, phases)
                 if index >= config.memory_clips:  # memories full: steady state
                     allocated.append(memory_mb(backend.device)["allocated_mb"])
             clips_per_s = n * args.rounds / (sync(backend.device) - started)
@@ -100,9 +113,15 @@ def run(args) -> None:
                   "family": backend.model.config.model_type, "cameras": n,
                   "clips_per_s": clips_per_s, "vs_one_camera": clips_per_s / baseline,
                   "per_clip_ms": summary(latencies), "camera_memory_mb": memory / 2**20,
+                  "round_phases_ms_p50": {k: summary(v)["p50"] for k, v in phases.items()},
                   "weights_mb": weights / 2**20, "steady_allocated_mb_min_max":
                       [min(allocated), max(allocated)] if allocated else None,
                   **environment(args.device)})
+            if args.profile and mode != "round_robin" and backend.device.type == "cuda":
+                clips = [make_clip(pool[camera % len(pool)], args.rounds) for camera in range(n)]
+                emit({"bench": "profile", "size": args.size, "mode": mode, "cameras": n,
+                      **kernel_profile(lambda m=mode, c=captioners, k=clips: one_round(m, c, k),
+                                       "camera_round"), **environment(args.device)})
 
 
 main = entry_point(parse, run)
