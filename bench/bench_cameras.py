@@ -114,6 +114,7 @@ def run(args) -> None:
                   "clips_per_s": clips_per_s, "vs_one_camera": clips_per_s / baseline,
                   "per_clip_ms": summary(latencies), "camera_memory_mb": memory / 2**20,
                   "round_phases_ms_p50": {k: summary(v)["p50"] for k, v in phases.items()},
+                  "batch_tiles": getattr(getattr(backend, "_batch_decoder", None), "tiles", None),
                   "weights_mb": weights / 2**20, "steady_allocated_mb_min_max":
                       [min(allocated), max(allocated)] if allocated else None,
                   **environment(args.device)})

@@ -25,6 +25,7 @@
 #        | round18 (Qwen clips encoded together, against one by one; an hour of 8 cameras)
 #        | closing4 (every CUDA test; cameras 1-8 at four sizes, each step against its baseline)
 #        | camprofile (where a round of 8 cameras' time goes: phases and kernels)
+#        | round19 (the batched products' pipeline depth among the timed tiles)
 #        | closing3 (every CUDA test; per clip with the decoder's build time)
 #        | qwen25hour (Qwen2.5-VL 3B / 7B for an hour on the fused step)
 #        | closing2 (the fused step: every CUDA test, 1 h streams, AskVideo, the 3B clip again)
@@ -431,6 +432,18 @@ for phase in "${@:-all}"; do
                      run 200 python3 bench/bench_cameras.py --size 7b --rounds 2 $p
                      run 150 python3 bench/bench_cameras.py --size qwen2.5-vl-3b --rounds 2 $p) &
                     wait ;;
+        round19) # a 2-GPU machine: the batched products with num_stages among the tiles; the
+                 # CUDA tests, then cameras 1 and 8 (fused batched step against the torch one)
+                 p="--modes batched batched_torch_step --cameras 1,8 --profile --out $RES"
+                 (export CUDA_VISIBLE_DEVICES=0
+                  run 200 python3 -m pytest -q -rs -p no:cacheprovider test/test_fused_decode.py \
+                      test/test_batch_decode.py -k cuda
+                  run 150 python3 bench/bench_cameras.py --size 0.5b --rounds 4 $p
+                  run 150 python3 bench/bench_cameras.py --size qwen3-vl-2b --rounds 4 $p) &
+                 (export CUDA_VISIBLE_DEVICES=1
+                  run 200 python3 bench/bench_cameras.py --size 7b --rounds 2 $p
+                  run 150 python3 bench/bench_cameras.py --size qwen2.5-vl-3b --rounds 2 $p) &
+                 wait ;;
         closing3) # a 2-GPU machine, this session's closing commit: every CUDA test; per clip for
                   # the goal sizes with the decoder's build time (tile timing, cold Triton cache)
                   q="--states full --side 480 --width 640 --repeats 3 --warmup 1 --out $RES"

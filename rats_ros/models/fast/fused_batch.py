@@ -98,6 +98,7 @@ def norm_gemm(x: torch.Tensor, matrix, norm=None, residual: torch.Tensor | None 
 
     :param x: ``(B, K)`` contiguous rows (model dtype).
     :param residual: ``(B, N)`` added to the products, or None.
+    :param config: ``(BLOCK_N, BLOCK_K, num_warps[, num_stages])``; default :func:`gemm_config`.
     :returns: ``(B, N)`` (``(B, I)`` with ``glu``).
     """
     w = matrix.weight
@@ -105,12 +106,13 @@ def norm_gemm(x: torch.Tensor, matrix, norm=None, residual: torch.Tensor | None 
     assert rows <= ROWS and x.is_contiguous(), "at most ROWS contiguous rows"
     n_out, k_in = (glu, w.shape[1]) if glu else tuple(w.shape)
     out = torch.empty(rows, n_out, device=x.device, dtype=x.dtype)
-    block_n, block_k, warps = config or gemm_config(n_out, k_in)
+    block_n, block_k, warps, *stages = config or gemm_config(n_out, k_in)
     _gemm_rows_kernel[(triton.cdiv(n_out, block_n),)](
         x, w, matrix.bias if matrix.bias is not None else w,
         residual if residual is not None else x, norm.weight if norm is not None else x, out,
         rows, n_out, glu, w.stride(0), float(norm.variance_epsilon) if norm is not None else 0.0,
         K_IN=k_in, HAS_NORM=norm is not None, HAS_BIAS=matrix.bias is not None,
         HAS_RES=residual is not None, GLU=glu > 0, IEEE=x.dtype == torch.float32,
-        ROWS_PAD=ROWS, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps)
+        ROWS_PAD=ROWS, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps,
+        num_stages=stages[0] if stages else 3)
     return out

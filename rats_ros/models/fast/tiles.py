@@ -23,9 +23,13 @@ from rats_ros.models.fast.static import capture_graph
 # (BLOCK_N, BLOCK_K, num_warps): the winners of the H200 sweep, and their neighbours
 CANDIDATES = ((1, 512, 8), (1, 1024, 4), (1, 2048, 4), (2, 1024, 4), (4, 512, 4), (4, 1024, 4),
               (4, 2048, 4), (8, 1024, 4), (8, 2048, 4))
-# the batched products' (fused_batch.norm_gemm: tl.dot of 16 rows, so 16 columns at least)
-ROW_CANDIDATES = ((16, 64, 4), (16, 128, 4), (16, 256, 4), (32, 64, 4), (32, 128, 4),
-                  (32, 256, 4), (64, 64, 4), (64, 128, 4), (64, 128, 8))
+# the batched products' (fused_batch.norm_gemm: tl.dot of 16 rows, so 16 columns at least),
+# with the loop's pipeline depth (num_stages): more loads in flight per program, as few
+# programs (N / BLOCK_N) must still stream the weights at full bandwidth
+ROW_CANDIDATES = ((16, 64, 4, 3), (16, 128, 4, 3), (16, 256, 4, 3), (32, 64, 4, 3),
+                  (32, 128, 4, 3), (32, 256, 4, 3), (64, 64, 4, 3), (64, 128, 4, 3),
+                  (64, 128, 8, 3), (16, 128, 4, 5), (16, 256, 4, 4), (16, 512, 4, 3),
+                  (32, 128, 4, 5), (32, 256, 8, 4))
 TUNING_ROWS = 8  # rows of the batched products while timed (their cost hardly depends on it)
 PRODUCTS = ("qkv", "o", "gate_up", "down")
 
@@ -75,12 +79,13 @@ def candidates(k_in: int, rows: int = 1) -> list[tuple[int, int, int]]:
     widest = 1 << max(0, (k_in - 1).bit_length())
     if rows > 1:
         widest = max(widest, 16)
-    return sorted({(n, min(k, widest), w)
-                   for n, k, w in (CANDIDATES if rows == 1 else ROW_CANDIDATES)})
+    return sorted({(n, min(k, widest), *rest)
+                   for n, k, *rest in (CANDIDATES if rows == 1 else ROW_CANDIDATES)})
 
 
 def tuned_tiles(layers, dtype, device, rows: int = 1) -> dict[str, tuple[int, int, int]]:
-    """:returns: ``product -> (BLOCK_N, BLOCK_K, num_warps)``, the fastest candidate for each
+    """:returns: ``product -> (BLOCK_N, BLOCK_K, num_warps[, num_stages])``, the fastest
+    candidate for each
     product of ``layers`` (:class:`~rats_ros.models.fast.layers.PackedLayer`) on ``device``,
     for one row or (``rows`` > 1) the batched products; candidates this GPU cannot compile
     are skipped.
