@@ -90,11 +90,13 @@ def run(args) -> None:
         fast_batch.ENABLE_FUSED = mode != "batched_torch_step"
         hf.ENCODE_TOGETHER = mode != "batched_encode_apart"
         backend.__dict__.pop("_batch_decoder", None)  # the next one takes that step
+        first_round = {}  # N -> ms of its first round: tiles timed, graphs captured
         for n in [int(c) for c in args.cameras.split(",")]:  # warm-up of each N: buffers,
             warm = [RecurrentCaptioner(backend, config) for _ in range(n)]  # graphs and tiles
             for index in range(min(args.rounds, WARM_ROUNDS)):  # as memories grow
-                one_round(mode, warm, [make_clip(pool[(index + camera) % len(pool)], index)
-                                       for camera in range(n)])
+                rounds = one_round(mode, warm, [make_clip(pool[(index + camera) % len(pool)],
+                                                          index) for camera in range(n)])
+                first_round.setdefault(n, rounds[0])
         for n in [int(c) for c in args.cameras.split(",")]:
             captioners = [RecurrentCaptioner(backend, config) for _ in range(n)]
             latencies, allocated, phases = [], [], {}
@@ -114,6 +116,7 @@ def run(args) -> None:
                   "clips_per_s": clips_per_s, "vs_one_camera": clips_per_s / baseline,
                   "per_clip_ms": summary(latencies), "camera_memory_mb": memory / 2**20,
                   "round_phases_ms_p50": {k: summary(v)["p50"] for k, v in phases.items()},
+                  "first_round_ms": first_round.get(n),
                   "batch_tiles": getattr(getattr(backend, "_batch_decoder", None), "tiles", None),
                   "weights_mb": weights / 2**20, "steady_allocated_mb_min_max":
                       [min(allocated), max(allocated)] if allocated else None,

@@ -26,6 +26,8 @@
 #        | closing4 (every CUDA test; cameras 1-8 at four sizes, each step against its baseline)
 #        | camprofile (where a round of 8 cameras' time goes: phases and kernels)
 #        | round19 (the batched products' pipeline depth among the timed tiles)
+#        | closing5 (the pruned batched tiles: CUDA tests; cameras 1 and 8 on a fresh machine,
+#          with the first round's time: tiles timed and compiled cold)
 #        | closing3 (every CUDA test; per clip with the decoder's build time)
 #        | qwen25hour (Qwen2.5-VL 3B / 7B for an hour on the fused step)
 #        | closing2 (the fused step: every CUDA test, 1 h streams, AskVideo, the 3B clip again)
@@ -444,6 +446,18 @@ for phase in "${@:-all}"; do
                   run 200 python3 bench/bench_cameras.py --size 7b --rounds 2 $p
                   run 150 python3 bench/bench_cameras.py --size qwen2.5-vl-3b --rounds 2 $p) &
                  wait ;;
+        closing5) # a 2-GPU machine (fresh: Triton's cache cold), the batched tiles pruned to
+                  # round19's winners: CUDA tests; 1 and 8 cameras, with the first round's time
+                  p="--modes batched --cameras 1,8 --out $RES"
+                  (export CUDA_VISIBLE_DEVICES=0
+                   run 200 python3 -m pytest -q -rs -p no:cacheprovider test/test_fused_decode.py \
+                       test/test_batch_decode.py -k cuda
+                   run 150 python3 bench/bench_cameras.py --size 0.5b --rounds 4 $p
+                   run 150 python3 bench/bench_cameras.py --size qwen3-vl-2b --rounds 4 $p) &
+                  (export CUDA_VISIBLE_DEVICES=1
+                   run 200 python3 bench/bench_cameras.py --size 7b --rounds 2 $p
+                   run 150 python3 bench/bench_cameras.py --size qwen2.5-vl-3b --rounds 2 $p) &
+                  wait ;;
         closing3) # a 2-GPU machine, this session's closing commit: every CUDA test; per clip for
                   # the goal sizes with the decoder's build time (tile timing, cold Triton cache)
                   q="--states full --side 480 --width 640 --repeats 3 --warmup 1 --out $RES"
