@@ -36,6 +36,29 @@ def backend(request, model_cache):
     return load_backend(request.param)
 
 
+def _check_product(product, rows: int, shape, with_norm: bool, with_bias: bool, mode: str):
+    """``product`` (:func:`fused.norm_gemv` or :func:`fused_batch.norm_gemm`) of ``rows`` rows
+    against the torch ops, float32."""
+    k_in, n_out, config = shape
+    g = torch.Generator().manual_seed(rows)
+    w = torch.randn(n_out, k_in, generator=g) / k_in ** 0.5
+    b = torch.randn(n_out, generator=g) if with_bias and mode != "glu" else None
+    x, res = torch.randn(rows, k_in, generator=g), torch.randn(rows, n_out, generator=g)
+    norm = Norm(k_in, g) if with_norm else None
+    h = torch.nn.functional.rms_norm(x, (k_in,), norm.weight, 1e-6) if with_norm else x
+    want = torch.nn.functional.linear(h, w, b)
+    kwargs = {}
+    if mode == "residual":
+        want, kwargs = want + res, {"residual": res.to(DEVICE)}
+    elif mode == "glu":
+        half = n_out // 2
+        want = torch.nn.functional.silu(want[:, :half]) * want[:, half:]
+        kwargs = {"glu": half}
+    got = product(x.to(DEVICE), Dense(w.to(DEVICE), None if b is None else b.to(DEVICE)),
+                  norm=None if norm is None else norm.to(DEVICE), config=config, **kwargs)
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.skipif(not fused.available(DEVICE), reason="Triton is not installed")
 @pytest.mark.parametrize("shape", [(300, 44, None), (512, 32, (8, 128, 4))],
                          ids=["masked", "whole-blocks"])
@@ -45,54 +68,18 @@ def backend(request, model_cache):
 def test_norm_gemv_equals_the_torch_ops(shape, with_norm, with_bias, mode):
     """float32, CPU (interpreted) or CUDA (compiled): K not a multiple of the column block
     (masked tails), and whole blocks with an explicit tile (the unmasked loads)."""
-    k_in, n_out, config = shape
-    g = torch.Generator().manual_seed(0)
-    w = torch.randn(n_out, k_in, generator=g) / k_in ** 0.5
-    b = torch.randn(n_out, generator=g) if with_bias and mode != "glu" else None
-    x, res = torch.randn(1, k_in, generator=g), torch.randn(1, n_out, generator=g)
-    norm = Norm(k_in, g) if with_norm else None
-    h = torch.nn.functional.rms_norm(x, (k_in,), norm.weight, 1e-6) if with_norm else x
-    want = torch.nn.functional.linear(h, w, b)
-    kwargs = {}
-    if mode == "residual":
-        want, kwargs = want + res, {"residual": res.to(DEVICE)}
-    elif mode == "glu":
-        half = n_out // 2
-        want = torch.nn.functional.silu(want[:, :half]) * want[:, half:]
-        kwargs = {"glu": half}
-    got = fused.norm_gemv(x.to(DEVICE), Dense(w.to(DEVICE), None if b is None else b.to(DEVICE)),
-                          norm=None if norm is None else norm.to(DEVICE), config=config,
-                          **kwargs)
-    torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-5)
+    _check_product(fused.norm_gemv, 1, shape, with_norm, with_bias, mode)
 
 
 @pytest.mark.skipif(not fused.available(DEVICE), reason="Triton is not installed")
-@pytest.mark.parametrize("shape", [(300, 44, None), (512, 64, (16, 128, 4))],
+@pytest.mark.parametrize("shape", [(300, 44, None), (512, 64, (16, 128, 4, 4))],
                          ids=["masked", "whole-blocks"])
 @pytest.mark.parametrize("with_norm", [False, True])
 @pytest.mark.parametrize("mode", ["plain", "residual", "glu"])
 def test_norm_gemm_gives_each_row_the_torch_ops(shape, with_norm, mode):
-    """The batched products (3 rows of the 16 a program holds), float32, with a bias."""
-    k_in, n_out, config = shape
-    g = torch.Generator().manual_seed(1)
-    w = torch.randn(n_out, k_in, generator=g) / k_in ** 0.5
-    b = torch.randn(n_out, generator=g) if mode != "glu" else None
-    x, res = torch.randn(3, k_in, generator=g), torch.randn(3, n_out, generator=g)
-    norm = Norm(k_in, g) if with_norm else None
-    h = torch.nn.functional.rms_norm(x, (k_in,), norm.weight, 1e-6) if with_norm else x
-    want = torch.nn.functional.linear(h, w, b)
-    kwargs = {}
-    if mode == "residual":
-        want, kwargs = want + res, {"residual": res.to(DEVICE)}
-    elif mode == "glu":
-        half = n_out // 2
-        want = torch.nn.functional.silu(want[:, :half]) * want[:, half:]
-        kwargs = {"glu": half}
-    got = fused_batch.norm_gemm(x.to(DEVICE),
-                                Dense(w.to(DEVICE), None if b is None else b.to(DEVICE)),
-                                norm=None if norm is None else norm.to(DEVICE), config=config,
-                                **kwargs)
-    torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-5)
+    """The batched products: 3 rows of the 16 a program holds, with a bias; a tile with its
+    pipeline depth."""
+    _check_product(fused_batch.norm_gemm, 3, shape, with_norm, True, mode)
 
 
 @pytest.mark.skipif(not fused.available(DEVICE), reason="Triton is not installed")
