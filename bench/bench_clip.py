@@ -11,7 +11,8 @@ Variants (each one JSON line per memory state, medians over ``--repeats`` clips)
 - ``ours_torch_step``: ``ours`` with the decode step in torch ops instead of the fused Triton
   kernels (``rats_ros.models.fast.fused``: what the fused step buys); ``ours_torch_rope`` (Qwen
   families): ``ours`` with the vision RoPE in torch ops instead of the Triton kernel
-  (``rats_ros.models.fast.vision_rope``);
+  (``rats_ros.models.fast.vision_rope``); ``ours_stock_siglip`` (LLaVA-OV): ``ours`` with
+  SigLIP's stock MLP and SDPA kernel order (``rats_ros.models.fast.siglip``);
 - ``plain``: the backend's plain loop (SDPA + registered read-out attention, dynamic cache);
 - ``stock``: stock transformers calls: HF video processor on the CPU, eager attention,
   ``generate(output_attentions=True)``, scores from the returned attention maps;
@@ -50,7 +51,7 @@ from common import (
 from rats_ros.errors import ModelError
 from rats_ros.models.fast import decode as fast_decode
 from rats_ros.models.fast import vision as fast_vision
-from rats_ros.models.fast import vision_rope
+from rats_ros.models.fast import siglip, vision_rope
 from rats_ros.models.preprocess import resize_normalize, upload
 from rats_ros.stream import readout as ro
 from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
@@ -58,7 +59,8 @@ from rats_ros.stream.selection import keep_count
 
 VARIANTS = ("ours", "fast_nograph", "plain", "stock", "full", "ours_cudnn", "full_cudnn",
             "ours_stock_vision", "plain_stock_vision", "ours_conv3d", "ours_unpadded",
-            "ours_unfused", "ours_grouped", "ours_torch_step", "ours_torch_rope")
+            "ours_unfused", "ours_grouped", "ours_torch_step", "ours_torch_rope",
+            "ours_stock_siglip")
 PHASES = ("encode", "prefill", "decode", "select")
 VISION_UNDO = {  # fast_vision.PARTS each Qwen vision variant undoes (None: all)
     "_stock_vision": None, "_conv3d": ("projection",), "_unpadded": ("mlp",),
@@ -69,6 +71,7 @@ def set_decoder(backend, variant: str) -> None:
     """Point the backend at the decode path (and Qwen vision attention) of ``variant``."""
     fast_vision.ENABLE_VARLEN = True
     vision_rope.ENABLED = variant != "ours_torch_rope"
+    siglip.ENABLED = variant != "ours_stock_siglip"
     if fast_vision.install(backend.model):  # a Qwen tower: ours, or one part of ours undone
         for suffix, undo in VISION_UNDO.items():
             if variant.endswith(suffix):

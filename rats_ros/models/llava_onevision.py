@@ -5,6 +5,7 @@ import torch
 from transformers import LlavaOnevisionForConditionalGeneration
 
 from rats_ros.models.fast import hook as fast_hook
+from rats_ros.models.fast import siglip as fast_siglip
 from rats_ros.models.fast.layers import install_fast_pooling
 from rats_ros.models.hf import HFVideoBackend, model_errors
 from rats_ros.models.preprocess import (
@@ -37,6 +38,7 @@ class LlavaOnevisionBackend(HFVideoBackend):
         self.tokens_per_frame = self.pooled_side ** 2
         self.norm = pixel_norm(read_preprocessor_config(self.directory), SIGLIP_MEAN, SIGLIP_STD)
         install_fast_pooling(self.model)  # same 2x2 bilinear pooling as two matrix products
+        fast_siglip.install(self.model)  # GELU in the fc1 product on CUDA (fast/siglip.py)
 
     def vision_plan(self, grid) -> None:
         """SigLIP needs no precomputed indices."""
@@ -76,7 +78,8 @@ class LlavaOnevisionBackend(HFVideoBackend):
 
     def _features(self, frames: torch.Tensor) -> torch.Tensor:
         """``(B, T, 3, S, S)`` -> ``(B, N, D)``."""
-        out = self.model.model.get_video_features(pixel_values_videos=frames)
+        with fast_siglip.attention():  # cuDNN attention first on CUDA (fast/siglip.py)
+            out = self.model.model.get_video_features(pixel_values_videos=frames)
         # pooler_output: (B, T * tokens_per_frame + 1, D); the last row is image_newline,
         # which the prompt layout appends after the clip itself
         return out.pooler_output[:, :-1]
