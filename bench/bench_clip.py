@@ -50,8 +50,8 @@ from common import (
 
 from rats_ros.errors import ModelError
 from rats_ros.models.fast import decode as fast_decode
-from rats_ros.models.fast import vision as fast_vision
 from rats_ros.models.fast import siglip, vision_rope
+from rats_ros.models.fast import vision as fast_vision
 from rats_ros.models.preprocess import resize_normalize, upload
 from rats_ros.stream import readout as ro
 from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
