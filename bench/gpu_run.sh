@@ -459,21 +459,18 @@ for phase in "${@:-all}"; do
                    run 200 python3 bench/bench_cameras.py --size 7b --rounds 2 $p
                    run 150 python3 bench/bench_cameras.py --size qwen2.5-vl-3b --rounds 2 $p) &
                   wait ;;
-        round20) # a 2-GPU machine: LLaVA-OV's SigLIP tower with GELU in the fc1 product and
-                 # cuDNN attention first, against the stock modules in the same run
+        round20) # one GPU: LLaVA-OV's SigLIP tower with GELU in the fc1 product and cuDNN
+                 # attention first, against the stock modules in the same run
                  v="--variants ours ours_stock_siglip --states full"
                  c="--modes batched --cameras 1,8 --out $RES"
-                 (export CUDA_VISIBLE_DEVICES=0
-                  run 150 python3 -m pytest -q -rs -p no:cacheprovider test/test_siglip.py \
-                      test/test_backends.py -k "cuda or siglip"
-                  run 120 python3 bench/bench_clip.py --size 0.5b $v --repeats 5 --warmup 2 \
-                      --out "$RES"
-                  run 150 python3 bench/bench_cameras.py --size 0.5b --rounds 4 $c) &
-                 (export CUDA_VISIBLE_DEVICES=1
-                  run 150 python3 bench/bench_clip.py --size 7b $v --repeats 3 --warmup 2 \
-                      --out "$RES"
-                  run 200 python3 bench/bench_cameras.py --size 7b --rounds 2 $c) &
-                 wait ;;
+                 run 150 python3 -m pytest -q -rs -p no:cacheprovider test/test_siglip.py \
+                     test/test_backends.py -k "cuda or siglip"
+                 run 120 python3 bench/bench_clip.py --size 0.5b $v --repeats 5 --warmup 2 \
+                     --out "$RES"
+                 run 150 python3 bench/bench_cameras.py --size 0.5b --rounds 4 $c
+                 run 150 python3 bench/bench_clip.py --size 7b $v --repeats 3 --warmup 2 \
+                     --out "$RES"
+                 run 150 python3 bench/bench_cameras.py --size 7b --rounds 2 $c ;;
         closing3) # a 2-GPU machine, this session's closing commit: every CUDA test; per clip for
                   # the goal sizes with the decoder's build time (tile timing, cold Triton cache)
                   q="--states full --side 480 --width 640 --repeats 3 --warmup 1 --out $RES"
