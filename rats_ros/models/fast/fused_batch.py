@@ -92,7 +92,7 @@ def gemm_config(n_out: int, k_in: int) -> tuple[int, int, int]:
 
 
 def norm_gemm(x: torch.Tensor, matrix, norm=None, residual: torch.Tensor | None = None,
-              glu: int = 0, config: tuple[int, int, int] | None = None) -> torch.Tensor:
+              glu: int = 0, config: tuple[int, ...] | None = None) -> torch.Tensor:
     """Rows through a projection, fused with what surrounds them (:func:`fused.norm_gemv`'s
     arguments, with ``B <= ROWS`` rows).
 
