@@ -162,9 +162,10 @@ def _ros_value(value) -> str:
 
 def start_node(workdir, domain_id, wait_active: bool = True, **params) -> NodeProcess:
     """Start the node with :data:`FAST_PARAMS` plus ``params`` and wait until it is active."""
-    name, remaps = params.pop("name", "node"), params.pop("remaps", None)
+    name, remaps, env = params.pop("name", "node"), params.pop("remaps", None), \
+        params.pop("env", None)
     merged = {**FAST_PARAMS, "store_path": str(Path(workdir) / "captions.db"), **params}
-    node = NodeProcess(workdir, domain_id, merged, name=name, remaps=remaps)
+    node = NodeProcess(workdir, domain_id, merged, name=name, remaps=remaps, env=env)
     if wait_active:
         node.wait_log("active: listening", timeout=180)
     return node

@@ -78,7 +78,7 @@ class LlavaOnevisionBackend(HFVideoBackend):
 
     def _features(self, frames: torch.Tensor) -> torch.Tensor:
         """``(B, T, 3, S, S)`` -> ``(B, N, D)``."""
-        with fast_siglip.attention():  # cuDNN attention first on CUDA (fast/siglip.py)
+        with fast_siglip.attention(frames.device):  # cuDNN attention first on CUDA (fast/siglip.py)
             out = self.model.model.get_video_features(pixel_values_videos=frames)
         # pooler_output: (B, T * tokens_per_frame + 1, D); the last row is image_newline,
         # which the prompt layout appends after the clip itself

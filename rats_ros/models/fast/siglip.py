@@ -48,8 +48,9 @@ def _mlp_forward(self, hidden: torch.Tensor) -> torch.Tensor:
     return self.fc2(inner).view(*hidden.shape[:-1], -1)
 
 
-def attention():
-    """The context the tower runs in: cuDNN attention first on CUDA (when :data:`ENABLED`)."""
-    if not ENABLED:
+def attention(device: torch.device):
+    """The context the tower runs in on ``device``: cuDNN attention first on CUDA (when
+    :data:`ENABLED`); elsewhere SDPA's own choice, unchanged."""
+    if not (ENABLED and device.type == "cuda"):
         return contextlib.nullcontext()
     return sdpa_kernel(ATTENTION_ORDER, set_priority=True)
