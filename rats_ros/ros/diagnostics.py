@@ -94,10 +94,12 @@ class StreamStats:
             self._heard, self._ever = {camera: now for camera in topics}, set()
 
     def heard(self, camera: str) -> None:
-        """A message arrived on ``camera``'s topic (usable or not: the camera is alive)."""
+        """A message arrived on ``camera``'s topic (usable or not: the camera is alive); a
+        camera not watched now (a callback late after deactivation) is ignored."""
         with self._lock:
-            self._heard[camera] = time.monotonic()
-            self._ever.add(camera)
+            if camera in self._topics:
+                self._heard[camera] = time.monotonic()
+                self._ever.add(camera)
 
     def frame(self, camera: str | None = None) -> None:
         """One frame decoded and queued."""
