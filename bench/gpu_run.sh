@@ -29,6 +29,8 @@
 #        | round20 (SigLIP: GELU in fc1's epilogue, cuDNN attention first; against stock)
 #        | closing5 (the pruned batched tiles: CUDA tests; cameras 1 and 8 on a fresh machine,
 #          with the first round's time: tiles timed and compiled cold)
+#        | closing6 (one GPU: the layer's products through one helper (tiles.step_out): CUDA
+#          tests of the decode steps; cameras 1 and 8 at 0.5B and Qwen3-VL-2B)
 #        | closing3 (every CUDA test; per clip with the decoder's build time)
 #        | qwen25hour (Qwen2.5-VL 3B / 7B for an hour on the fused step)
 #        | closing2 (the fused step: every CUDA test, 1 h streams, AskVideo, the 3B clip again)
@@ -459,6 +461,13 @@ for phase in "${@:-all}"; do
                    run 200 python3 bench/bench_cameras.py --size 7b --rounds 2 $p
                    run 150 python3 bench/bench_cameras.py --size qwen2.5-vl-3b --rounds 2 $p) &
                   wait ;;
+        closing6) # one GPU: the decode steps' products through tiles.step_out: their CUDA
+                  # tests; 1 and 8 cameras at 0.5B and Qwen3-VL-2B (against closing4/5)
+                  p="--modes batched --cameras 1,8 --out $RES"
+                  run 240 python3 -m pytest -q -rs -p no:cacheprovider test/test_fused_decode.py \
+                      test/test_fast_decode.py test/test_batch_decode.py -k cuda
+                  run 150 python3 bench/bench_cameras.py --size 0.5b --rounds 4 $p
+                  run 150 python3 bench/bench_cameras.py --size qwen3-vl-2b --rounds 4 $p ;;
         round20) # one GPU: LLaVA-OV's SigLIP tower with GELU in the fc1 product and cuDNN
                  # attention first, against the stock modules in the same run
                  v="--variants ours ours_stock_siglip --states full"

@@ -187,8 +187,8 @@ class BatchDecoder:
         row's K and V written into its cache row at its position."""
         b, d = st.rows_n, self.single.head_dim
         if fuse:
-            qkv = fused_batch.norm_gemm(x, layer.qkv, norm=layer.ln1,
-                                        config=self.tiles.get("qkv"))  # (B, (H + 2 Hkv) d)
+            qkv = tiles.layer_product(fused_batch.norm_gemm, "qkv", layer, x,
+                                      self.tiles.get("qkv"))  # (B, (H + 2 Hkv) d)
             q = fused.rope_store(qkv, layer, st.cos, st.sin, st.pos, st.kv[idx])
             return q.view(b, layer.h, d)
         qkv = layer.qkv(PackedLayer.norm(layer.ln1, x)).view(b, -1, d)  # (B, H+2Hkv, d)
@@ -224,8 +224,4 @@ class BatchDecoder:
         """The rows ``x`` ``(B, D)`` after the o projection of ``o`` ``(B, H d)`` and the MLP."""
         if not fuse:
             return layer.mlp(layer.attn_out(x, o))
-        tile = self.tiles.get
-        x = fused_batch.norm_gemm(o, layer.o, residual=x, config=tile("o"))
-        hidden = fused_batch.norm_gemm(x, layer.gu, norm=layer.ln2, glu=layer.inter,
-                                       config=tile("gate_up"))  # (B, I)
-        return fused_batch.norm_gemm(hidden, layer.down, residual=x, config=tile("down"))
+        return tiles.step_out(fused_batch.norm_gemm, layer, x, o, self.tiles)

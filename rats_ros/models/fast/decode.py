@@ -242,8 +242,8 @@ class FastDecoder:
         """Layer ``idx``'s q/k/v of the token ``x`` ``(1, D)``: K and V written into the cache at
         ``st.pos``. :returns: ``q`` ``(H, d)`` after RoPE."""
         if self.fused_step:
-            qkv = fused.norm_gemv(x, layer.qkv, norm=layer.ln1,
-                                  config=self.tiles.get("qkv"))  # (1, (H + 2 Hkv) d)
+            qkv = tiles.layer_product(fused.norm_gemv, "qkv", layer, x,
+                                      self.tiles.get("qkv"))  # (1, (H + 2 Hkv) d)
             return fused.rope_store(qkv, layer, st.cos, st.sin, st.pos, st.kv[idx])
         q, k, v = layer.step_qkv(x, rot)  # (H, d), (Hkv, d), (Hkv, d)
         st.kv[idx, 0].index_copy_(1, st.pos, k[:, None])
@@ -254,11 +254,7 @@ class FastDecoder:
         """``x`` ``(1, D)`` after the layer's o projection of ``o`` ``(1, H d)`` and its MLP."""
         if not self.fused_step:
             return layer.mlp(layer.attn_out(x, o))
-        tile = self.tiles.get
-        x = fused.norm_gemv(o, layer.o, residual=x, config=tile("o"))
-        hidden = fused.norm_gemv(x, layer.gu, norm=layer.ln2, glu=layer.inter,
-                                 config=tile("gate_up"))  # (1, I)
-        return fused.norm_gemv(hidden, layer.down, residual=x, config=tile("down"))
+        return tiles.step_out(fused.norm_gemv, layer, x, o, self.tiles)
 
     def _attend(self, st: DecodeState, idx: int, q: torch.Tensor, mask: torch.Tensor,
                 capacity: int, row: torch.Tensor) -> torch.Tensor:

@@ -55,6 +55,27 @@ def for_decoder(dec, asked: bool, rows: int = 1) -> dict:
         return {}
 
 
+def layer_product(product, name: str, layer, x: torch.Tensor, config,
+                  residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``layer``'s product ``name`` (one of :data:`PRODUCTS`) of the rows ``x`` ``(B, K)``, by
+    ``product`` (:func:`fused.norm_gemv` for one row, :func:`fused_batch.norm_gemm` for more),
+    fused with what surrounds it: RMSNorm before qkv and gate/up, the SiLU gate after gate/up,
+    ``residual`` ``(B, N)`` added after o and down."""
+    if name == "qkv":
+        return product(x, layer.qkv, norm=layer.ln1, config=config)
+    if name == "gate_up":
+        return product(x, layer.gu, norm=layer.ln2, glu=layer.inter, config=config)
+    return product(x, layer.o if name == "o" else layer.down, residual=residual, config=config)
+
+
+def step_out(product, layer, x: torch.Tensor, attn: torch.Tensor, tiles: dict) -> torch.Tensor:
+    """The rows ``x`` ``(B, D)`` after ``layer``'s o projection of ``attn`` ``(B, H d)`` and
+    its MLP, each product by ``product`` with its tile from ``tiles``."""
+    x = layer_product(product, "o", layer, attn, tiles.get("o"), residual=x)
+    hidden = layer_product(product, "gate_up", layer, x, tiles.get("gate_up"))  # (B, I)
+    return layer_product(product, "down", layer, hidden, tiles.get("down"), residual=x)
+
+
 def product_calls(layers, dtype, device, rows: int = 1) -> dict:
     """``product -> call(layer, tile)`` of one decode step's products on ``rows`` random rows
     (:func:`fused.norm_gemv` for one, :func:`fused_batch.norm_gemm` for more)."""
@@ -64,13 +85,10 @@ def product_calls(layers, dtype, device, rows: int = 1) -> dict:
     attn = torch.randn(rows, heads_out, device=device, dtype=dtype) * 0.1
     hidden = torch.randn(rows, first.inter, device=device, dtype=dtype) * 0.1
     product = fused.norm_gemv if rows == 1 else fused_batch.norm_gemm
-    return {
-        "qkv": lambda layer, t: product(x, layer.qkv, norm=layer.ln1, config=t),
-        "o": lambda layer, t: product(attn, layer.o, residual=x, config=t),
-        "gate_up": lambda layer, t: product(x, layer.gu, norm=layer.ln2, glu=layer.inter,
-                                            config=t),
-        "down": lambda layer, t: product(hidden, layer.down, residual=x, config=t),
-    }
+    inputs = {"qkv": (x, None), "o": (attn, x), "gate_up": (x, None), "down": (hidden, x)}
+    return {name: (lambda layer, tile, name=name, inp=inp, res=res:
+                   layer_product(product, name, layer, inp, tile, res))
+            for name, (inp, res) in inputs.items()}
 
 
 def candidates(k_in: int, rows: int = 1) -> list[tuple[int, int, int]]:
