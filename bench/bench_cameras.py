@@ -16,6 +16,8 @@ the baselines of the fused batched step and of the towers' batched encode, in th
 """
 from __future__ import annotations
 
+import time
+
 from bench_clip import kernel_profile
 from common import (
     Emitter,
@@ -47,6 +49,8 @@ def parse(argv=None):
     ap.add_argument("--tokens", type=int, default=40, help="caption length (EOS ignored)")
     ap.add_argument("--profile", action="store_true",
                     help="CUDA kernels of one more round at each N (batched modes)")
+    ap.add_argument("--prepare", action="store_true",
+                    help="build the decoders first, as a node's configure does (prepare_s)")
     ap.add_argument("--modes", nargs="+", default=["round_robin", "batched"],
                     choices=("round_robin", "batched", "batched_torch_step",
                              "batched_encode_apart"))
@@ -77,6 +81,13 @@ def one_round(mode: str, captioners, clips, phases: dict | None = None) -> list[
     return latencies
 
 
+def use_mode(backend, mode: str) -> None:
+    """Switch the batched step and the encode to ``mode``'s; the next batched decoder takes it."""
+    fast_batch.ENABLE_FUSED = mode != "batched_torch_step"
+    hf.ENCODE_TOGETHER = mode != "batched_encode_apart"
+    backend.__dict__.pop("_batch_decoder", None)
+
+
 def run(args) -> None:
     emit = Emitter(args.out)
     backend = load_bench_backend(args.size, args.device, args.dtype)
@@ -84,20 +95,26 @@ def run(args) -> None:
     weights = sum(p.numel() * p.element_size() for p in backend.model.parameters())
     pool = frame_pool(4, args.side, args.frames)
     config = CaptionerConfig(max_new_tokens=args.tokens)
+    counts = [int(c) for c in args.cameras.split(",")]
+    prepare_s = None
+    if args.prepare:  # as a node's configure: before any clip, the first mode's decoders
+        use_mode(backend, args.modes[0])
+        prepare_s = backend.prepare(max(counts))
+    started = time.perf_counter()
     RecurrentCaptioner(backend, config).step(make_clip(pool[0], 0))  # warm-up
+    first_clip_ms = (time.perf_counter() - started) * 1e3  # one camera's first: its tiles, too
     for mode in args.modes:
         baseline = None
-        fast_batch.ENABLE_FUSED = mode != "batched_torch_step"
-        hf.ENCODE_TOGETHER = mode != "batched_encode_apart"
-        backend.__dict__.pop("_batch_decoder", None)  # the next one takes that step
-        first_round = {}  # N -> ms of its first round: tiles timed, graphs captured
-        for n in [int(c) for c in args.cameras.split(",")]:  # warm-up of each N: buffers,
+        if not (args.prepare and mode == args.modes[0]):
+            use_mode(backend, mode)
+        first_round = {}  # N -> ms of its first round: graphs captured (tiles too, unprepared)
+        for n in counts:  # warm-up of each N: buffers,
             warm = [RecurrentCaptioner(backend, config) for _ in range(n)]  # graphs and tiles
             for index in range(min(args.rounds, WARM_ROUNDS)):  # as memories grow
                 rounds = one_round(mode, warm, [make_clip(pool[(index + camera) % len(pool)],
                                                           index) for camera in range(n)])
                 first_round.setdefault(n, rounds[0])
-        for n in [int(c) for c in args.cameras.split(",")]:
+        for n in counts:
             captioners = [RecurrentCaptioner(backend, config) for _ in range(n)]
             latencies, allocated, phases = [], [], {}
             started = sync(backend.device)
@@ -116,7 +133,8 @@ def run(args) -> None:
                   "clips_per_s": clips_per_s, "vs_one_camera": clips_per_s / baseline,
                   "per_clip_ms": summary(latencies), "camera_memory_mb": memory / 2**20,
                   "round_phases_ms_p50": {k: summary(v)["p50"] for k, v in phases.items()},
-                  "first_round_ms": first_round.get(n),
+                  "first_round_ms": first_round.get(n), "first_clip_ms": first_clip_ms,
+                  "prepare_s": prepare_s if mode == args.modes[0] else None,
                   "batch_tiles": getattr(getattr(backend, "_batch_decoder", None), "tiles", None),
                   "weights_mb": weights / 2**20, "steady_allocated_mb_min_max":
                       [min(allocated), max(allocated)] if allocated else None,

@@ -31,6 +31,8 @@
 #          with the first round's time: tiles timed and compiled cold)
 #        | closing6 (one GPU: the layer's products through one helper (tiles.step_out): CUDA
 #          tests of the decode steps; cameras 1 and 8 at 0.5B and Qwen3-VL-2B)
+#        | closing7 (one GPU, fresh machine: the decoders built before the first clip, as a
+#          node's configure does, against built by the first clips; a cold Triton cache each)
 #        | closing3 (every CUDA test; per clip with the decoder's build time)
 #        | qwen25hour (Qwen2.5-VL 3B / 7B for an hour on the fused step)
 #        | closing2 (the fused step: every CUDA test, 1 h streams, AskVideo, the 3B clip again)
@@ -468,6 +470,15 @@ for phase in "${@:-all}"; do
                       test/test_fast_decode.py test/test_batch_decode.py -k cuda
                   run 150 python3 bench/bench_cameras.py --size 0.5b --rounds 4 $p
                   run 150 python3 bench/bench_cameras.py --size qwen3-vl-2b --rounds 4 $p ;;
+        closing7) # one GPU: backend.prepare (node configure) against the first clips building
+                  # the decoders; each run with its own empty Triton cache, as a fresh machine
+                  p="--modes batched --cameras 1,8 --rounds 2 --out $RES"
+                  for size in 0.5b qwen3-vl-2b; do
+                      TRITON_CACHE_DIR=/tmp/triton_plain_$size run 200 python3 \
+                          bench/bench_cameras.py --size $size $p
+                      TRITON_CACHE_DIR=/tmp/triton_prepared_$size run 200 python3 \
+                          bench/bench_cameras.py --size $size --prepare $p
+                  done ;;
         round20) # one GPU: LLaVA-OV's SigLIP tower with GELU in the fc1 product and cuDNN
                  # attention first, against the stock modules in the same run
                  v="--variants ours ours_stock_siglip --states full"

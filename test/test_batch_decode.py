@@ -129,6 +129,33 @@ def test_cameras_captioned_together_equal_each_alone(backend):
         backend.fast_decode = None
 
 
+def test_prepare_builds_the_decoders_the_first_round_then_uses(backend):
+    """What a node builds at configure (tiles timed on a GPU) is what its first clips and
+    questions use, not built again; with the fast path off there is nothing to build."""
+    roles = ("_fast_decoder", "_answer_decoder", "_batch_decoder")
+    for role in roles:
+        backend.__dict__.pop(role, None)
+    backend.fast_decode = False
+    try:
+        assert backend.prepare(3) == 0.0
+        assert not any(hasattr(backend, role) for role in roles)
+        backend.fast_decode = True
+        assert backend.prepare(1) > 0.0
+        single, answers = backend._fast_decoder, backend._answer_decoder
+        assert single is not answers and not hasattr(backend, "_batch_decoder")
+        backend.prepare(3)
+        batch = backend._batch_decoder
+        assert batch.single is single and backend._fast_decoder is single
+        config = CaptionerConfig(max_new_tokens=4)
+        step_many([RecurrentCaptioner(backend, config) for _ in range(3)],
+                  [clip(camera, 0) for camera in range(3)])
+        assert backend._batch_decoder is batch and backend._fast_decoder is single
+        backend.generate("What happened?", 4)
+        assert backend._answer_decoder is answers
+    finally:
+        backend.fast_decode = None
+
+
 def test_captioners_that_differ_are_not_batched(backend):
     a = RecurrentCaptioner(backend, CaptionerConfig(max_new_tokens=4))
     b = RecurrentCaptioner(backend, CaptionerConfig(max_new_tokens=5))

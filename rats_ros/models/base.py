@@ -159,6 +159,13 @@ class VideoBackend(ABC):
         """:meth:`caption` of several ``(memory, visual)`` clips; a backend may batch them."""
         return [self.caption(m, v, prompt, max_new_tokens, readout) for m, v in items]
 
+    def prepare(self, cameras: int) -> float:
+        """Build now what the first clip or question would otherwise build (a backend with a
+        fast path: its decoders, their tiles timed and kernels compiled), for ``cameras``
+        cameras captioned together. :returns: seconds spent (0.0 when there is nothing to
+        build)."""
+        return 0.0
+
     @abstractmethod
     def generate(self, prompt: str, max_new_tokens: int) -> str:
         """Greedy text-only answer to the user message ``prompt`` (chat template applied)."""

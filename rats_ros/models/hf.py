@@ -271,6 +271,9 @@ class HFVideoBackend(ChatPrompts, VideoBackend):
                 return outputs
         return [self.caption(m, v, prompt, max_new_tokens, readout) for m, v in items]
 
+    def prepare(self, cameras: int) -> float:
+        return 0.0 if self.engine is not None else fast_hook.prepare(self, cameras)
+
     def generate(self, prompt: str, max_new_tokens: int) -> str:
         if max_new_tokens < 1:
             raise ModelError(f"max_new_tokens must be >= 1, got {max_new_tokens}")

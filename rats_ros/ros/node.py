@@ -100,6 +100,9 @@ class StreamNode(LifecycleNode):
         self.frames = DropOldestQueue(self.params.queue_size * len(self.params.cameras))
         self._diag_timer.timer_period_ns = int(self.params.diagnostics_period * _NS)
         self.get_logger().info(f"model summary: {self.parts.summary()}")
+        if self.parts.prepare_s:
+            self.get_logger().info(f"decoders built in {self.parts.prepare_s:.1f} s (tiles "
+                                   "timed, kernels compiled)")
         streams = "; ".join(f"stream {lane.stream_id!r}, next clip index "
                             f"{lane.captioner.next_index}" for lane in self.parts.lanes)
         self.get_logger().info(f"configured: model {self.parts.model_name}, store "

@@ -111,6 +111,8 @@ class Parts:
                                               start_index=store.next_clip_index()))
                       for (camera, _), store in zip(params.camera_streams(), self._stores,
                                                     strict=True)]
+        # tiles timed and kernels compiled here, not inside the first captions' latency
+        self.prepare_s = self.backend.prepare(len(self.lanes) if params.batch_cameras else 1)
         self.qa = QuestionAnswerer(self.store, self.embedder, self.backend, QAConfig(
             context_tokens=params.context_tokens, max_answer_tokens=params.max_answer_tokens))
 
