@@ -272,7 +272,10 @@ class HFVideoBackend(ChatPrompts, VideoBackend):
         return [self.caption(m, v, prompt, max_new_tokens, readout) for m, v in items]
 
     def prepare(self, cameras: int) -> float:
-        return 0.0 if self.engine is not None else fast_hook.prepare(self, cameras)
+        if self.engine is not None:
+            return 0.0
+        with model_errors(f"building {self.name}'s decoders"), torch.inference_mode():
+            return fast_hook.prepare(self, cameras)
 
     def generate(self, prompt: str, max_new_tokens: int) -> str:
         if max_new_tokens < 1:
