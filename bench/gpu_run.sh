@@ -33,6 +33,7 @@
 #          tests of the decode steps; cameras 1 and 8 at 0.5B and Qwen3-VL-2B)
 #        | closing7 (one GPU, fresh machine: the decoders built before the first clip, as a
 #          node's configure does, against built by the first clips; a cold Triton cache each)
+#        | decodetests (the CUDA tests of the one-row, fused and batched decode steps)
 #        | closing3 (every CUDA test; per clip with the decoder's build time)
 #        | qwen25hour (Qwen2.5-VL 3B / 7B for an hour on the fused step)
 #        | closing2 (the fused step: every CUDA test, 1 h streams, AskVideo, the 3B clip again)
@@ -92,6 +93,9 @@ stream() {  # stream SIZE VARIANT CLIPS|HOURS-ARG...
 for phase in "${@:-all}"; do
     case $phase in
         check) phase_check ;;
+        decodetests) run 300 python3 -m pytest -q -rs -p no:cacheprovider \
+                         test/test_fused_decode.py test/test_fast_decode.py \
+                         test/test_batch_decode.py -k cuda ;;
         clip) clip 0.5b 5 --profile; clip 7b 3 --profile ;;
         clip05) clip 0.5b 5 ;;
         clip7) clip 7b 3 ;;

@@ -129,9 +129,9 @@ def test_cameras_captioned_together_equal_each_alone(backend):
         backend.fast_decode = None
 
 
-def test_prepare_builds_the_decoders_the_first_round_then_uses(backend):
-    """What a node builds at configure (tiles timed on a GPU) is what its first clips and
-    questions use, not built again; with the fast path off there is nothing to build."""
+def check_prepare(backend) -> None:
+    """What a node builds at configure is what its first clips and question use, not built
+    again; with the fast path off there is nothing to build."""
     roles = ("_fast_decoder", "_answer_decoder", "_batch_decoder")
     for role in roles:
         backend.__dict__.pop(role, None)
@@ -154,6 +154,20 @@ def test_prepare_builds_the_decoders_the_first_round_then_uses(backend):
         assert backend._answer_decoder is answers
     finally:
         backend.fast_decode = None
+
+
+def test_prepare_builds_the_decoders_the_first_clips_use(backend):
+    check_prepare(backend)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="tiles are timed on a GPU (bench device)")
+@pytest.mark.parametrize("name", ("tiny-random", "tiny-random-qwen3_vl"))
+def test_cuda_prepare_times_the_tiles_the_first_clips_use(model_cache, name):
+    backend = load_backend(name, device="cuda", dtype="bfloat16")
+    check_prepare(backend)
+    assert backend._fast_decoder.fused_step and backend._batch_decoder.fused
+    assert set(backend._fast_decoder.tiles) == set(backend._batch_decoder.tiles) == {
+        "qkv", "o", "gate_up", "down"}  # timed on this GPU in prepare
 
 
 def test_captioners_that_differ_are_not_batched(backend):
