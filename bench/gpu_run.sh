@@ -70,6 +70,21 @@ run() {  # run LIMIT_S CMD...: one bench with its own time limit; a failure is r
     return 0
 }
 
+cameras_two_gpus() {  # cameras_two_gpus tests|none BENCH_CAMERAS_ARGS...: a 2-GPU machine.
+    # GPU 0: the CUDA tests of the fused and batched decode (with "tests"), then cameras at 0.5B
+    # and Qwen3-VL-2B (4 rounds); GPU 1: cameras at 7B and Qwen2.5-VL-3B (2 rounds)
+    local tests=$1; shift
+    (export CUDA_VISIBLE_DEVICES=0
+     [ "$tests" = tests ] && run 200 python3 -m pytest -q -rs -p no:cacheprovider \
+         test/test_fused_decode.py test/test_batch_decode.py -k cuda
+     run 150 python3 bench/bench_cameras.py --size 0.5b --rounds 4 "$@"
+     run 150 python3 bench/bench_cameras.py --size qwen3-vl-2b --rounds 4 "$@") &
+    (export CUDA_VISIBLE_DEVICES=1
+     run 200 python3 bench/bench_cameras.py --size 7b --rounds 2 "$@"
+     run 150 python3 bench/bench_cameras.py --size qwen2.5-vl-3b --rounds 2 "$@") &
+    wait
+}
+
 phase_check() {
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv \
         | tee -a "$LOG"
@@ -435,38 +450,14 @@ for phase in "${@:-all}"; do
                   wait ;;
         camprofile) # a 2-GPU machine: a round of 1 and 8 cameras split into its phases, and the
                     # CUDA kernels of one more round (device time against wall time)
-                    p="--modes batched --cameras 1,8 --profile --out $RES"
-                    (export CUDA_VISIBLE_DEVICES=0
-                     run 150 python3 bench/bench_cameras.py --size 0.5b --rounds 4 $p
-                     run 150 python3 bench/bench_cameras.py --size qwen3-vl-2b --rounds 4 $p) &
-                    (export CUDA_VISIBLE_DEVICES=1
-                     run 200 python3 bench/bench_cameras.py --size 7b --rounds 2 $p
-                     run 150 python3 bench/bench_cameras.py --size qwen2.5-vl-3b --rounds 2 $p) &
-                    wait ;;
+                    cameras_two_gpus none --modes batched --cameras 1,8 --profile --out "$RES" ;;
         round19) # a 2-GPU machine: the batched products with num_stages among the tiles; the
                  # CUDA tests, then cameras 1 and 8 (fused batched step against the torch one)
-                 p="--modes batched batched_torch_step --cameras 1,8 --profile --out $RES"
-                 (export CUDA_VISIBLE_DEVICES=0
-                  run 200 python3 -m pytest -q -rs -p no:cacheprovider test/test_fused_decode.py \
-                      test/test_batch_decode.py -k cuda
-                  run 150 python3 bench/bench_cameras.py --size 0.5b --rounds 4 $p
-                  run 150 python3 bench/bench_cameras.py --size qwen3-vl-2b --rounds 4 $p) &
-                 (export CUDA_VISIBLE_DEVICES=1
-                  run 200 python3 bench/bench_cameras.py --size 7b --rounds 2 $p
-                  run 150 python3 bench/bench_cameras.py --size qwen2.5-vl-3b --rounds 2 $p) &
-                 wait ;;
+                 cameras_two_gpus tests --modes batched batched_torch_step --cameras 1,8 \
+                     --profile --out "$RES" ;;
         closing5) # a 2-GPU machine (fresh: Triton's cache cold), the batched tiles pruned to
                   # round19's winners: CUDA tests; 1 and 8 cameras, with the first round's time
-                  p="--modes batched --cameras 1,8 --out $RES"
-                  (export CUDA_VISIBLE_DEVICES=0
-                   run 200 python3 -m pytest -q -rs -p no:cacheprovider test/test_fused_decode.py \
-                       test/test_batch_decode.py -k cuda
-                   run 150 python3 bench/bench_cameras.py --size 0.5b --rounds 4 $p
-                   run 150 python3 bench/bench_cameras.py --size qwen3-vl-2b --rounds 4 $p) &
-                  (export CUDA_VISIBLE_DEVICES=1
-                   run 200 python3 bench/bench_cameras.py --size 7b --rounds 2 $p
-                   run 150 python3 bench/bench_cameras.py --size qwen2.5-vl-3b --rounds 2 $p) &
-                  wait ;;
+                  cameras_two_gpus tests --modes batched --cameras 1,8 --out "$RES" ;;
         closing6) # one GPU: the decode steps' products through tiles.step_out: their CUDA
                   # tests; 1 and 8 cameras at 0.5B and Qwen3-VL-2B (against closing4/5)
                   p="--modes batched --cameras 1,8 --out $RES"
