@@ -22,6 +22,7 @@ from rats_ros.models.fast.layers import PackedLayer
 from rats_ros.models.fast.prefill import prefill_many
 from rats_ros.models.fast.priority import Pacer
 from rats_ros.models.fast.static import (
+    MAX_EOS_IDS,
     capture_graph,
     grown_capacity,
     recent_graph,
@@ -50,7 +51,7 @@ class _BatchState:
         self.alive = torch.ones(rows, device=dev)
         self.rows = torch.zeros(rows, device=dev)  # read-out rows summed per caption
         self.out = torch.zeros(rows, capacity, device=dev, dtype=torch.long)
-        self.eos = torch.full((8,), -1, device=dev, dtype=torch.long)
+        self.eos = torch.full((MAX_EOS_IDS,), -1, device=dev, dtype=torch.long)
         self.index = torch.arange(rows, device=dev)
         self.zero = torch.zeros((), device=dev, dtype=dt)  # a device value for index_put_
 
@@ -96,8 +97,8 @@ class BatchDecoder:
         if len(readout_ranges) != count or len(deepstacks) != count:
             raise ModelError("one read-out range and one DeepStack entry per prompt")
         eos = [] if ignore_eos else list(eos_token_ids)
-        if len(eos) > 8:
-            raise ModelError("at most 8 EOS ids are supported")
+        if len(eos) > MAX_EOS_IDS:
+            raise ModelError(f"at most {MAX_EOS_IDS} EOS ids are supported")
         with self._lock:
             return self._run(prompts, max_new_tokens, eos, readout_ranges, deepstacks)
 

@@ -39,6 +39,7 @@ from rats_ros.models.fast.layers import PackedLayer, rotate_half_matrix
 from rats_ros.models.fast.prefill import prefill_many
 from rats_ros.models.fast.priority import AnswerFirst, Pacer
 from rats_ros.models.fast.static import (
+    MAX_EOS_IDS,
     DecodeState,
     capture_graph,
     grown_capacity,
@@ -148,8 +149,8 @@ class FastDecoder:
         if readout_range is not None and not 0 <= readout_range[0] < readout_range[1] <= prompt_len:
             raise ModelError(f"readout range {readout_range} outside the prompt (0..{prompt_len})")
         eos = [] if ignore_eos else list(eos_token_ids)
-        if len(eos) > 8:
-            raise ModelError("at most 8 EOS ids are supported")
+        if len(eos) > MAX_EOS_IDS:
+            raise ModelError(f"at most {MAX_EOS_IDS} EOS ids are supported")
         with self._lock:
             return self._run(inputs_embeds, max_new_tokens, eos, readout_range, deepstack)
 

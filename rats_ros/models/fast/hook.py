@@ -13,6 +13,7 @@ from rats_ros.errors import ModelError
 from rats_ros.models.fast.batch import BatchDecoder
 from rats_ros.models.fast.decode import FastDecoder, supports
 from rats_ros.models.fast.priority import AnswerFirst
+from rats_ros.models.fast.static import MAX_EOS_IDS
 
 _CREATE_LOCK = threading.Lock()
 _ANSWERING = threading.local()  # .active: this thread is inside answering()
@@ -28,6 +29,12 @@ def enabled(backend) -> bool:
     if choice is None:
         choice = backend.device.type == "cuda"
     return bool(choice) and supports(backend.model)
+
+
+def serves(backend) -> bool:
+    """Whether this module decodes ``backend``'s calls: the fast path on (:func:`enabled`) and
+    no more end ids than a decode state holds."""
+    return enabled(backend) and len(backend.eos_ids) <= MAX_EOS_IDS
 
 
 def gate_of(backend) -> AnswerFirst:
@@ -85,15 +92,24 @@ def prepare(backend, cameras: int) -> float:
     the first clip and question would: each product's tile is timed and its kernels compiled
     here (seconds on a cold Triton cache, more for the batched tiles) instead of inside the
     first captions' latency. :returns: seconds spent; 0.0 where the fast path is off."""
-    if not enabled(backend) or len(backend.eos_ids) > 8:
+    if not serves(backend):
         return 0.0
     started = time.perf_counter()
-    single = decoder_for(backend, "_fast_decoder")
+    decoder_for(backend, "_fast_decoder")
     decoder_for(backend, "_answer_decoder")
-    batch = getattr(backend, "_batch_decoder", None)
-    if cameras > 1 and (batch is None or batch.single is not single):
-        backend._batch_decoder = BatchDecoder(single)
+    if cameras > 1:
+        batch_decoder_for(backend)
     return time.perf_counter() - started
+
+
+def batch_decoder_for(backend) -> BatchDecoder:
+    """The backend's batched decoder over its caption decoder's weights (built on first use,
+    and again when the caption decoder was replaced)."""
+    single = decoder_for(backend, "_fast_decoder")
+    batch = getattr(backend, "_batch_decoder", None)
+    if batch is None or batch.single is not single:
+        batch = backend._batch_decoder = BatchDecoder(single)
+    return batch
 
 
 def maybe_greedy(backend, embeds: torch.Tensor, max_new_tokens: int,
@@ -109,7 +125,7 @@ def maybe_greedy(backend, embeds: torch.Tensor, max_new_tokens: int,
     :param timings: receives ``prefill`` and ``decode`` in seconds.
     :returns: generated ids (the final EOS included), or ``None``.
     """
-    if not enabled(backend) or len(backend.eos_ids) > 8:
+    if not serves(backend):
         return None
     from rats_ros.stream import readout as ro
 
@@ -153,15 +169,13 @@ def caption_many(backend, items, prompt: str, max_new_tokens: int, readout: bool
     :returns: a ``CaptionOutput`` per item, each equal to ``backend.caption`` of it alone; or
         None where the fast path is off (the caller then captions one by one).
     """
-    if not enabled(backend) or len(backend.eos_ids) > 8:
+    if not serves(backend):
         return None
     from rats_ros.models.base import CaptionOutput
     from rats_ros.stream import readout as ro
 
-    single = decoder_for(backend, "_fast_decoder")
-    batch = getattr(backend, "_batch_decoder", None)
-    if batch is None or batch.single is not single:
-        batch = backend._batch_decoder = BatchDecoder(single)
+    batch = batch_decoder_for(backend)
+    single = batch.single
     prompts, spans, deepstacks, sessions = [], [], [], []
     for memory, visual in items:
         embeds, start = backend.build_inputs(memory, visual, prompt)

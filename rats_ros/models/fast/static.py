@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 MAX_GRAPHS = 8  # captured decode steps kept (one per capacity bucket in use)
+MAX_EOS_IDS = 8  # end ids a decode state holds (a static buffer: compared inside the graph)
 
 
 def grown_capacity(old: int, need: int, bucket: int) -> int:
@@ -75,4 +76,4 @@ class DecodeState:
         self.alive = torch.ones(1, device=dev)
         self.rows = torch.zeros(1, device=dev)
         self.out = torch.zeros(capacity, device=dev, dtype=torch.long)
-        self.eos = torch.full((8,), -1, device=dev, dtype=torch.long)  # up to 8 EOS ids, -1 unused
+        self.eos = torch.full((MAX_EOS_IDS,), -1, device=dev, dtype=torch.long)  # -1: unused
