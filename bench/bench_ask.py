@@ -27,6 +27,7 @@ from common import (
     write_json,
 )
 
+from rats_ros.models.base import FastConfig
 from rats_ros.recall.embedders import ModelEmbedder
 from rats_ros.recall.qa import QAConfig, QuestionAnswerer
 from rats_ros.recall.store import CaptionStore
@@ -95,7 +96,7 @@ def bench(args) -> list[dict]:
                            args.frames)
         try:
             for variant in args.variants:
-                backend.fast_decode = variant == "ours"  # answers: the answer decoder
+                backend.use_fast(FastConfig(decode=variant == "ours"))  # the answer decoder
                 qa = QuestionAnswerer(store, ModelEmbedder(backend), backend,
                                       QAConfig(context_tokens=args.budget,
                                                max_answer_tokens=args.answer_tokens))

@@ -6,7 +6,7 @@ answers ``--questions`` questions through the real ``QuestionAnswerer`` over a s
 of captions (``bench_ask.fill_store``). The same questions are first answered with the model
 idle. Busy questions come ``--gap-s`` apart (a robot asks now and then; back to back, answers
 first would stop captioning altogether). Answers run on their own fast decoder
-(``fast.hook.decoder_for``), and captions step aside between layers and tokens while one runs
+(``FastDecoders.answer``), and captions step aside between layers and tokens while one runs
 (``fast.priority``); ``hold: false`` is the same run with the gate open (captions still paced
 at most 2 layers or tokens ahead of the GPU, but never waiting for answers). Reported per mode:
 answer latency p50 / p99 busy against idle (issue goal at 4 cameras, 7B size: p99 <= 1.5x
@@ -51,7 +51,7 @@ def answer_times(qa, count: int, gap_s: float = 0.0) -> list[float]:
 
 def busy_answers(backend, qa, pool, args, hold: bool) -> dict:
     """Answer while ``args.cameras`` caption, the gate holding captions back or not."""
-    backend._answer_first = AnswerFirst(hold=hold)
+    backend.fast.gate = AnswerFirst(hold=hold)
     captioning = Captioning(backend, pool, args.cameras, args.tokens)
     captioning.start()
     while captioning.clips < args.cameras and captioning.error is None:  # memory filling
@@ -63,7 +63,7 @@ def busy_answers(backend, qa, pool, args, hold: bool) -> dict:
     captioning.join()
     if captioning.error is not None:
         raise captioning.error
-    return {"times": times, "clips_per_s": rate, "waits": backend._answer_first.waits}
+    return {"times": times, "clips_per_s": rate, "waits": backend.fast.gate.waits}
 
 
 class Captioning(threading.Thread):

@@ -10,13 +10,14 @@ of the round waits for the batch). Each line also gives the memory cost of the c
 token memories when full) against the model's weights, which all cameras share, and the GPU
 memory allocated after each round once the memories are full (``--rounds 112``: one hour per
 camera at 0.5 fps; flat is the goal). ``batched_torch_step`` is ``batched`` with the batched
-decoder's torch step instead of the fused Triton step (``fast.batch.ENABLE_FUSED``), and
-``batched_encode_apart`` ``batched`` with each clip encoded alone (``models.hf.ENCODE_TOGETHER``):
+decoder's torch step instead of the fused Triton step (``FastConfig.fused_batch``), and
+``batched_encode_apart`` ``batched`` with each clip encoded alone (``FastConfig.encode_together``):
 the baselines of the fused batched step and of the towers' batched encode, in the same run.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from bench_clip import kernel_profile
 from common import (
@@ -33,8 +34,6 @@ from common import (
     sync,
 )
 
-from rats_ros.models import hf
-from rats_ros.models.fast import batch as fast_batch
 from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner, step_many
 
 WARM_ROUNDS = 4  # untimed rounds per N and mode first (a fresh capacity captures new graphs)
@@ -83,9 +82,9 @@ def one_round(mode: str, captioners, clips, phases: dict | None = None) -> list[
 
 def use_mode(backend, mode: str) -> None:
     """Switch the batched step and the encode to ``mode``'s; the next batched decoder takes it."""
-    fast_batch.ENABLE_FUSED = mode != "batched_torch_step"
-    hf.ENCODE_TOGETHER = mode != "batched_encode_apart"
-    backend.__dict__.pop("_batch_decoder", None)
+    backend.use_fast(replace(backend.fast.config, fused_batch=mode != "batched_torch_step",
+                             encode_together=mode != "batched_encode_apart"))
+    backend.fast.batch = None  # built again, with this mode's step
 
 
 def run(args) -> None:
@@ -135,7 +134,7 @@ def run(args) -> None:
                   "round_phases_ms_p50": {k: summary(v)["p50"] for k, v in phases.items()},
                   "first_round_ms": first_round.get(n), "first_clip_ms": first_clip_ms,
                   "prepare_s": prepare_s if mode == args.modes[0] else None,
-                  "batch_tiles": getattr(getattr(backend, "_batch_decoder", None), "tiles", None),
+                  "batch_tiles": getattr(backend.fast.batch, "tiles", None),
                   "weights_mb": weights / 2**20, "steady_allocated_mb_min_max":
                       [min(allocated), max(allocated)] if allocated else None,
                   **environment(args.device)})

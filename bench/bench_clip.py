@@ -49,11 +49,11 @@ from common import (
 )
 
 from rats_ros.errors import ModelError
+from rats_ros.models import readout as ro
+from rats_ros.models.base import FastConfig
 from rats_ros.models.fast import decode as fast_decode
-from rats_ros.models.fast import siglip, vision_rope
 from rats_ros.models.fast import vision as fast_vision
 from rats_ros.models.preprocess import resize_normalize, upload
-from rats_ros.stream import readout as ro
 from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
 from rats_ros.stream.selection import keep_count
 
@@ -68,23 +68,22 @@ VISION_UNDO = {  # fast_vision.PARTS each Qwen vision variant undoes (None: all)
 
 
 def set_decoder(backend, variant: str) -> None:
-    """Point the backend at the decode path (and Qwen vision attention) of ``variant``."""
-    fast_vision.ENABLE_VARLEN = True
-    vision_rope.ENABLED = variant != "ours_torch_rope"
-    siglip.ENABLED = variant != "ours_stock_siglip"
-    if fast_vision.install(backend.model):  # a Qwen tower: ours, or one part of ours undone
-        for suffix, undo in VISION_UNDO.items():
+    """Point the backend at the decode path (and vision parts) of ``variant``."""
+    varlen = not variant.endswith(("_stock_vision", "_grouped"))
+    config = FastConfig(decode=variant != "plain", varlen_vision=varlen,
+                        vision_rope=variant != "ours_torch_rope",
+                        siglip=variant != "ours_stock_siglip")
+    backend.use_fast(config)  # a Qwen tower: ours again, with its switches
+    backend.fast.clear()  # drop the last variant's static buffers before measuring
+    if backend.model.config.model_type in ("qwen2_5_vl", "qwen3_vl"):
+        for suffix, undo in VISION_UNDO.items():  # one part of ours undone
             if variant.endswith(suffix):
-                fast_vision.ENABLE_VARLEN = suffix not in ("_stock_vision", "_grouped")
                 fast_vision.stock(backend.model, fast_vision.PARTS if undo is None else undo)
                 variant = variant.removesuffix(suffix)
     if variant == "plain":
-        backend.fast_decode, backend._fast_decoder = False, None
         return
-    backend.fast_decode = True
     graph = variant != "fast_nograph" and backend.device.type == "cuda"
-    backend._fast_decoder = None  # drop the last variant's static buffers before measuring
-    backend._fast_decoder = fast_decode.FastDecoder(
+    backend.fast.caption = fast_decode.FastDecoder(
         backend.model, backend.readout_layers, use_cuda_graph=graph,
         prefill_attention="cudnn" if variant.endswith("_cudnn") else "flash",
         fused_step=False if variant == "ours_torch_step" else None)
@@ -112,7 +111,7 @@ def run_captioner(backend, variant, state, pool, tokens, warmup, repeats):
     build_ms = 1e3 * (time.perf_counter() - t0)
     FIRST_BUILD_MS.append(build_ms)
     device = backend.device
-    visual = backend.encode_clip(pool[0])
+    visual = backend.encode_clip(pool[0]).tokens
     cap = captioner_for(backend, variant, state, tokens, visual)
     rows = []
     for i in range(warmup + repeats):
@@ -152,7 +151,8 @@ def stock_clip(backend, processor, pixels, memory, tokens, k):
                               backend.norm, backend.dtype)[None]
     visual = model.model.get_video_features(pixel_values_videos=pv).pooler_output[0, :-1]
     t1 = sync(device)
-    embeds, start = backend.build_inputs(memory, visual, "Describe what's happening in this video.")
+    inputs = backend.build_inputs(memory, visual, "Describe what's happening in this video.")
+    embeds, start = inputs.embeds, inputs.key_start
     out = model.generate(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2],
                          dtype=torch.long, device=device), max_new_tokens=tokens,
                          min_new_tokens=tokens, do_sample=False, output_attentions=True,
@@ -174,7 +174,7 @@ def stock_clip(backend, processor, pixels, memory, tokens, k):
 
 def stock_prefill_ms(backend, memory, visual) -> float:
     """Stock generate of one token: the prefill's share of the stock path."""
-    embeds, _ = backend.build_inputs(memory, visual, "Describe what's happening in this video.")
+    embeds = backend.build_inputs(memory, visual, "Describe what's happening in this video.").embeds
     t0 = sync(backend.device)
     backend.model.generate(inputs_embeds=embeds, max_new_tokens=1, do_sample=False,
                            output_attentions=True, return_dict_in_generate=True, pad_token_id=0)
@@ -186,12 +186,12 @@ def run_stock(backend, state, pool, tokens, warmup, repeats):
     model = backend.model
     model.set_attn_implementation({"text_config": "eager"})  # what output_attentions needs
     try:
-        visual = backend.encode_clip(pool[0])
+        visual = backend.encode_clip(pool[0]).tokens
         k = keep_count(visual.shape[0], 1 / 16)
         memory = (torch.cat([visual.roll(i, 0)[:k] for i in range(16)]) if state == "full"
                   else visual[:0])
         rows = []
-        with torch.inference_mode(), ro.active(None):
+        with torch.inference_mode():
             for i in range(warmup + repeats):
                 reset_peak(device)
                 row = stock_clip(backend, processor, pool[i % len(pool)], memory, tokens, k)
@@ -230,10 +230,11 @@ def profile_phases(backend, pool) -> list[dict]:
     fused and in torch ops."""
     out = [kernel_profile(lambda: backend.encode_clip(pool[0]), "encode")]
     dec = fast_decode.FastDecoder(backend.model, backend.readout_layers, use_cuda_graph=False)
-    visual = backend.encode_clip(pool[0])
+    visual = backend.encode_clip(pool[0]).tokens
     k = keep_count(visual.shape[0], 1 / 16)
     memory = torch.cat([visual.roll(i, 0)[:k] for i in range(16)])  # steady state (16k, D)
-    embeds, start = backend.build_inputs(memory, visual, "Describe what's happening in this video.")
+    inputs = backend.build_inputs(memory, visual, "Describe what's happening in this video.")
+    embeds, start = inputs.embeds, inputs.key_start
     dec.run(embeds[0], 2, (), (start, start + visual.shape[0]))
     st = dec._state
     out.append(kernel_profile(lambda: dec._decode_step(st, st.capacity), "decode_step"))

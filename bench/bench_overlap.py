@@ -38,6 +38,7 @@ from common import (  # noqa: E402
     write_json,
 )
 
+from rats_ros.models.base import FastConfig
 from rats_ros.stream.captioner import DEFAULT_PROMPT  # noqa: E402
 from rats_ros.stream.selection import keep_count  # noqa: E402
 from rats_ros.world import SYNTHETIC_WORLD, scene  # noqa: E402
@@ -70,7 +71,7 @@ def deviation(ref: torch.Tensor, got: torch.Tensor, k: int) -> float:
 
 def inputs(backend, pool, memory_clips: int):
     """Visual tokens of each clip and a full memory (other clips' first k tokens) in fp32."""
-    visuals = [backend.encode_clip(p).float() for p in pool]  # each (N, D)
+    visuals = [backend.encode_clip(p).tokens.float() for p in pool]  # each (N, D)
     k = keep_count(visuals[0].shape[0], 1 / 16)
     memories = [torch.cat([visuals[(i + j + 1) % len(visuals)][:k]
                            for j in range(memory_clips)]) for i in range(len(visuals))]
@@ -88,7 +89,8 @@ def scores_of(backend, visuals, memories, tokens: int):
 
 def use_model(backend, model) -> None:
     """Point the backend at ``model`` (same architecture), with no fast decoder built yet."""
-    backend.model, backend._fast_decoder = model, None
+    backend.model = model
+    backend.fast.clear()
     backend.language_model = model.model.language_model
     backend.embed_tokens = model.get_input_embeddings()
 
@@ -101,23 +103,24 @@ def variants(backend, cuda: bool):
     original = backend.model
     if cuda:
         use_model(backend, copy.deepcopy(original))
-        backend.fast_decode = True
+        backend.use_fast(FastConfig(decode=True))
         yield "fp32_fast"
         use_model(backend, original)
         torch.cuda.empty_cache()
     original.to(torch.bfloat16)  # the same weights, rounded
     backend.dtype = torch.bfloat16
-    backend.fast_decode = False
+    backend.use_fast(FastConfig(decode=False))
     yield "bf16_plain"
     if cuda:
-        backend.fast_decode, backend._fast_decoder = True, None
+        backend.use_fast(FastConfig(decode=True))
+        backend.fast.clear()
         yield "bf16_fast"
 
 
 def bench(args) -> list[dict]:
     emit, env = Emitter(args.out), environment(args.device)
     backend = load_bench_backend(args.size, args.device, dtype="float32")
-    backend.fast_decode, backend._fast_decoder = False, None  # fp32 plain path: the reference
+    backend.use_fast(FastConfig(decode=False))  # fp32 plain path: the reference
     if args.size == SYNTHETIC_WORLD:  # consecutive clips of a world it was not trained on
         world = scene.generate(EVAL_SEED_BASE + 7, args.clips)
         pool = [scene.clip_pixels(world, c) for c in range(args.clips)]

@@ -28,6 +28,7 @@ from common import (
     write_json,
 )
 
+from rats_ros.models.base import FastConfig
 from rats_ros.models.fast import decode as fast_decode
 from rats_ros.recall.embedders import ModelEmbedder
 from rats_ros.recall.store import CaptionStore
@@ -43,11 +44,10 @@ def store_bytes(path: str) -> int:
 def stream(args) -> dict:
     backend = load_bench_backend(args.size, args.device, args.dtype)
     backend.eos_ids = set()  # timing mode: fixed-length captions
-    backend.fast_decode = not args.plain
-    if args.plain:
-        backend._fast_decoder = None
-    elif backend.device.type == "cpu":  # smoke: exercise the fast path's eager step on CPU
-        backend._fast_decoder = fast_decode.FastDecoder(backend.model, backend.readout_layers)
+    backend.use_fast(FastConfig(decode=not args.plain))
+    backend.fast.clear()
+    if backend.device.type == "cpu":  # smoke: exercise the fast path's eager step on CPU
+        backend.fast.caption = fast_decode.FastDecoder(backend.model, backend.readout_layers)
     full = args.variant == "full"
     cfg = CaptionerConfig(max_new_tokens=args.tokens, selection="all" if full else "attention",
                           keep_ratio=1.0 if full else 1 / 16)

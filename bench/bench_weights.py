@@ -37,6 +37,7 @@ from common import (
 )
 
 from rats_ros.models import load_backend
+from rats_ros.models.base import FastConfig
 from rats_ros.models.fast import quant
 from rats_ros.models.fast.decode import FastDecoder
 from rats_ros.stream.captioner import DEFAULT_PROMPT, CaptionerConfig, RecurrentCaptioner
@@ -48,19 +49,20 @@ def set_weights(backend, original, fmt: str):
     """Point ``backend`` at ``original`` (native) or a quantized deep copy of it."""
     model = original if fmt == "native" else copy.deepcopy(original)
     use_model(backend, model)
-    backend.weights, backend.fast_decode = fmt, True
-    backend._fast_decoder = FastDecoder(model, backend.readout_layers, weights=fmt)
+    backend.weights = fmt
+    backend.use_fast(FastConfig(decode=True))
+    backend.fast.clear()
+    backend.fast.caption = FastDecoder(model, backend.readout_layers, weights=fmt)
     return model
 
 
 def timed(backend, visuals, memories, tokens: int, repeats: int) -> dict:
-    decoder, eos = backend._fast_decoder, sorted(backend.eos_ids)
+    decoder, eos = backend.fast.caption, sorted(backend.eos_ids)
     rows = []
     for _ in range(repeats):
         for visual, memory in zip(visuals, memories, strict=True):
-            embeds, start = backend.build_inputs(memory, visual, DEFAULT_PROMPT)
-            out = decoder.run(embeds[0], tokens, eos, (start, start + visual.shape[0]),
-                              ignore_eos=True)
+            inputs = backend.build_inputs(memory, visual, DEFAULT_PROMPT)
+            out = decoder.run(inputs.embeds[0], tokens, eos, inputs.span, ignore_eos=True)
             rows.append((out.prefill_ns / 1e6, out.decode_ns / 1e6))
     prefill, decode = summary([r[0] for r in rows]), summary([r[1] for r in rows])
     return {"prefill_ms": prefill, "decode_ms": decode,
@@ -108,7 +110,7 @@ def bench_size(args, size: str, emit, env) -> None:
         record = {"bench": "weights", "size": size, "weights": fmt, "k": k,
                   "visual_tokens": int(visuals[0].shape[0]),
                   "memory_tokens": int(memories[0].shape[0]), "quantize_s": quantize_s,
-                  "projection_mb": sum(p.nbytes for p in backend._fast_decoder.packed) / 2**20,
+                  "projection_mb": sum(p.nbytes for p in backend.fast.caption.packed) / 2**20,
                   **timed(backend, visuals, memories, args.tokens, args.repeats)}
         emit({**record, "part": "speed", **memory_mb(args.device), **env})  # kept if cut short
         per_clip = captions(backend, visuals, memories, args.tokens)
@@ -121,7 +123,7 @@ def bench_size(args, size: str, emit, env) -> None:
             record["stream_agreement"] = agreement(reference["stream"], streamed)
             record["stream_clips"] = args.stream_clips
             kernels = {type(m).__name__ + ":" + getattr(m, "kernel", "tinygemm")
-                       for layer in backend._fast_decoder.packed for m in (layer.qkv, layer.o)}
+                       for layer in backend.fast.caption.packed for m in (layer.qkv, layer.o)}
             record["kernels"] = sorted(kernels)
         emit({**record, **env})
         if fmt != "native":
@@ -138,7 +140,7 @@ def bench_world(args, emit, env) -> None:
     runs = {}
     for fmt in FORMATS:
         backend = load_backend(SYNTHETIC_WORLD, args.device, args.dtype, weights=fmt)
-        backend.fast_decode = True
+        backend.use_fast(FastConfig(decode=True))
         captioner = RecurrentCaptioner(backend, CaptionerConfig())
         runs[fmt] = [captioner.step(clip) for clip in clips]
         if fmt != "native":

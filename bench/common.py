@@ -105,7 +105,7 @@ QWEN_FAMILIES = {
 
 def load_bench_backend(size: str, device: str, dtype: str = "bfloat16"):
     """:returns: the backend for ``size`` (``tiny`` loads the tiny-random checkpoint); its
-    ``greedy`` takes the fast decode path where it applies (``backend.fast_decode`` switches it).
+    ``greedy`` takes the fast decode path where it applies (``FastConfig.decode`` switches it).
 
     Bench sizes reuse the tiny-random checkpoint's tokenizer and chat template (a small BPE
     vocabulary; token ids only matter for prompt length) with the bench-size model config.

@@ -10,7 +10,9 @@ export AMENT_PREFIX_PATH="$_rats_repo/install:$VIRTUAL_ENV"
 export RMW_IMPLEMENTATION=${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
 # Network rule: discovery never leaves this machine unless the caller says otherwise.
 export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
-export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( ($$ % 90) + 10 ))}
+# One domain for all of this user's shells (a node in one, a client in another), unless already
+# set; tests and the demo choose their own.
+export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( ($(id -u) % 90) + 10 ))}
 # Never reach a model hub: checkpoints are local paths, ids resolve from the local cache only.
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 export TRANSFORMERS_OFFLINE=${TRANSFORMERS_OFFLINE:-1}

@@ -4,9 +4,11 @@ import os
 import pytest
 import torch
 
-# Network rule: every rclpy context in this test process stays on loopback, in its own domain.
+# Network rule: every rclpy context in this test process stays on loopback, in its own domain
+# (never the user's: a node they run in another shell must not see the tests' nodes).
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 90 + 10))
+os.environ["ROS_DOMAIN_ID"] = os.environ.get("RATS_TEST_ROS_DOMAIN_ID") or str(
+    os.getpid() % 90 + 10)
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # Two cores are shared by pytest and the node processes it starts: one BLAS thread each avoids

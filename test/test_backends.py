@@ -37,7 +37,7 @@ def backend(request, model_cache):
 def test_tiny_sizes_and_encode_shapes(backend):
     n = backend.num_visual_tokens(16, 48, 64)
     visual = backend.encode_clip(frames())
-    assert visual.shape == (n, backend.hidden_size)
+    assert visual.tokens.shape == (n, backend.hidden_size)
     groups, rows, cols = backend.token_grid(16, 48, 64)
     assert groups * rows * cols == n
     if backend.name == "tiny-random":
@@ -46,13 +46,15 @@ def test_tiny_sizes_and_encode_shapes(backend):
         assert (backend.frames_per_group, n, groups, rows, cols) == (2, 96, 8, 3, 4)
     else:  # Qwen3-VL: 16 px patches merged 2x2 -> 32 px per token, 48x64 -> 64x64 px
         assert (backend.frames_per_group, n, groups, rows, cols) == (2, 32, 8, 2, 2)
-        assert len(visual.deepstack) == 2 and visual.deepstack[0].shape == visual.shape
+        assert visual.deepstack.shape == (2, *visual.tokens.shape)
+    if backend.name != "tiny-random-qwen3_vl":
+        assert visual.deepstack is None
     assert backend.readout_layers == [0, 2, 3, 5] and backend.num_layers == 8
 
 
 def test_odd_frame_count_and_other_sizes(backend):
     visual = backend.encode_clip(frames(t=5, h=40, w=30))
-    assert visual.shape[0] == backend.num_visual_tokens(5, 40, 30)
+    assert visual.count == backend.num_visual_tokens(5, 40, 30)
 
 
 def test_llava_visual_tokens_are_pooled_projector_outputs(model_cache):
@@ -62,7 +64,7 @@ def test_llava_visual_tokens_are_pooled_projector_outputs(model_cache):
     with torch.no_grad():
         x = resize_normalize(upload(pixels, "cpu"), 64, 64, backend.norm, torch.float32)
         ref = backend.model.model.get_video_features(pixel_values_videos=x[None]).pooler_output
-    assert torch.equal(backend.encode_clip(pixels), ref[0, :-1])
+    assert torch.equal(backend.encode_clip(pixels).tokens, ref[0, :-1])
     assert torch.equal(ref[0, -1], backend.model.model.image_newline)
 
 
@@ -70,12 +72,14 @@ def test_prompt_layout_llava_appends_newline_after_clip(model_cache):
     backend = load_backend("tiny-random")
     visual, memory = backend.encode_clip(frames(t=2)), torch.randn(5, backend.hidden_size)
     prefix, suffix = backend.prompt_layout(PROMPT)
-    embeds, key_start = backend.build_inputs(memory, visual, PROMPT)
-    p, n = prefix.numel(), visual.shape[0]
+    inputs = backend.build_inputs(memory, visual, PROMPT)
+    embeds, key_start = inputs.embeds, inputs.key_start
+    p, n = prefix.numel(), visual.count
+    assert inputs.span == (key_start, key_start + n) and inputs.deepstack is None
     assert key_start == p + 5
     assert embeds.shape[1] == p + 5 + n + 1 + suffix.numel()
     assert torch.equal(embeds[0, p:p + 5], memory)
-    assert torch.equal(embeds[0, key_start:key_start + n], visual)
+    assert torch.equal(embeds[0, key_start:key_start + n], visual.tokens)
     assert torch.equal(embeds[0, key_start + n], backend.model.model.image_newline)
     text = backend.tokenizer.decode(prefix.tolist() + suffix.tolist())
     assert text == f"<|im_start|>user\n\n{PROMPT}<|im_end|>\n<|im_start|>assistant\n"
@@ -86,9 +90,9 @@ def test_prompt_layout_qwen_wraps_clip_in_vision_tokens(model_cache):
     prefix, suffix = backend.prompt_layout(PROMPT)
     assert prefix[-1] == backend.vision_start and suffix[0] == backend.vision_end
     visual = backend.encode_clip(frames(t=2))
-    embeds, key_start = backend.build_inputs(torch.empty(0, 0), visual, PROMPT)
-    assert key_start == prefix.numel()
-    assert embeds.shape[1] == prefix.numel() + visual.shape[0] + suffix.numel()
+    inputs = backend.build_inputs(torch.empty(0, 0), visual, PROMPT)
+    assert inputs.key_start == prefix.numel()
+    assert inputs.embeds.shape[1] == prefix.numel() + visual.count + suffix.numel()
 
 
 def test_qwen_patchify_matches_reference_processor_layout():
@@ -161,7 +165,7 @@ def test_from_pretrained_round_trip(backend, tmp_path):
     assert type(copy) is type(backend)
     pixels, memory = frames(3), torch.randn(7, backend.hidden_size)
     visual = backend.encode_clip(pixels)
-    assert torch.equal(copy.encode_clip(pixels), visual)
+    assert torch.equal(copy.encode_clip(pixels).tokens, visual.tokens)
     a = backend.caption(memory, visual, PROMPT, 10, True)
     b = copy.caption(memory, visual, PROMPT, 10, True)
     assert a.token_ids == b.token_ids and a.text == b.text
@@ -207,7 +211,7 @@ def test_cuda_without_gpu_raises_model_error(model_cache):
 def test_tiny_build_is_atomic_concurrent_and_deterministic(tmp_path, monkeypatch):
     """Two threads building into an empty cache get one complete checkpoint, byte-identical to
     a build in another cache (fixed seed, deterministic tokenizer training)."""
-    from rats_ros.testing import tiny
+    from rats_ros.models import tiny
 
     results, errors = [], []
 

@@ -5,6 +5,7 @@ import torch
 
 from rats_ros.errors import ConfigError, FrameError, ModelError
 from rats_ros.models import load_backend
+from rats_ros.models.base import FastConfig
 from rats_ros.models.fast import batch as fast_batch
 from rats_ros.models.fast import decode as fast_decode
 from rats_ros.models.fast import prefill as fast_prefill
@@ -110,7 +111,7 @@ def test_cameras_captioned_together_equal_each_alone(backend):
     """Three cameras, three clips each, memory fed back: the batched step (fast path, CPU)
     gives every camera the captions, kept tokens and memory its own steps give."""
     config = CaptionerConfig(max_new_tokens=6)
-    backend.fast_decode = True
+    backend.use_fast(FastConfig(decode=True))
     try:
         alone = [RecurrentCaptioner(backend, config) for _ in range(3)]
         together = [RecurrentCaptioner(backend, config) for _ in range(3)]
@@ -122,38 +123,37 @@ def test_cameras_captioned_together_equal_each_alone(backend):
                 assert mine.token_ids == theirs.token_ids and mine.text == theirs.text
                 assert mine.kept_indices == theirs.kept_indices
                 assert mine.clip_index == theirs.clip_index == index
-        assert isinstance(backend._batch_decoder, fast_batch.BatchDecoder)  # it ran batched
+        assert isinstance(backend.fast.batch, fast_batch.BatchDecoder)  # it ran batched
         for mine, theirs in zip(together, alone, strict=True):
             torch.testing.assert_close(mine.memory.tokens(), theirs.memory.tokens())
     finally:
-        backend.fast_decode = None
+        backend.use_fast(FastConfig())
 
 
 def check_prepare(backend) -> None:
     """What a node builds at configure is what its first clips and question use, not built
     again; with the fast path off there is nothing to build."""
-    roles = ("_fast_decoder", "_answer_decoder", "_batch_decoder")
-    for role in roles:
-        backend.__dict__.pop(role, None)
-    backend.fast_decode = False
+    fast = backend.fast
+    fast.clear()
+    backend.use_fast(FastConfig(decode=False))
     try:
         assert backend.prepare(3) == 0.0
-        assert not any(hasattr(backend, role) for role in roles)
-        backend.fast_decode = True
+        assert fast.caption is fast.answer is fast.batch is None
+        backend.use_fast(FastConfig(decode=True))
         assert backend.prepare(1) > 0.0
-        single, answers = backend._fast_decoder, backend._answer_decoder
-        assert single is not answers and not hasattr(backend, "_batch_decoder")
+        single, answers = backend.fast.caption, backend.fast.answer
+        assert single is not answers and backend.fast.batch is None
         backend.prepare(3)
-        batch = backend._batch_decoder
-        assert batch.single is single and backend._fast_decoder is single
+        batch = backend.fast.batch
+        assert batch.single is single and backend.fast.caption is single
         config = CaptionerConfig(max_new_tokens=4)
         step_many([RecurrentCaptioner(backend, config) for _ in range(3)],
                   [clip(camera, 0) for camera in range(3)])
-        assert backend._batch_decoder is batch and backend._fast_decoder is single
+        assert backend.fast.batch is batch and backend.fast.caption is single
         backend.generate("What happened?", 4)
-        assert backend._answer_decoder is answers
+        assert backend.fast.answer is answers
     finally:
-        backend.fast_decode = None
+        backend.use_fast(FastConfig())
 
 
 def test_prepare_builds_the_decoders_the_first_clips_use(backend):
@@ -165,8 +165,8 @@ def test_prepare_builds_the_decoders_the_first_clips_use(backend):
 def test_cuda_prepare_times_the_tiles_the_first_clips_use(model_cache, name):
     backend = load_backend(name, device="cuda", dtype="bfloat16")
     check_prepare(backend)
-    assert backend._fast_decoder.fused_step and backend._batch_decoder.fused
-    assert set(backend._fast_decoder.tiles) == set(backend._batch_decoder.tiles) == {
+    assert backend.fast.caption.fused_step and backend.fast.batch.fused
+    assert set(backend.fast.caption.tiles) == set(backend.fast.batch.tiles) == {
         "qkv", "o", "gate_up", "down"}  # timed on this GPU in prepare
 
 
@@ -208,14 +208,14 @@ def test_clips_of_one_shape_are_encoded_in_one_forward(model_cache, name):
     together = backend.encode_clips(pixels)
     for mine, alone in zip(together, pixels, strict=True):
         theirs = backend.encode_clip(alone)
-        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
-        assert len(getattr(mine, "deepstack", [])) == len(getattr(theirs, "deepstack", []))
-        for feature, own in zip(getattr(mine, "deepstack", []), getattr(theirs, "deepstack", []),
-                                strict=True):
-            torch.testing.assert_close(feature, own, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(mine.tokens, theirs.tokens, rtol=1e-5, atol=1e-5)
+        assert (mine.deepstack is None) == (theirs.deepstack is None)
+        if mine.deepstack is not None:
+            torch.testing.assert_close(mine.deepstack, theirs.deepstack, rtol=1e-5, atol=1e-5)
     odd = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     mixed = backend.encode_clips([pixels[0], odd])  # two shapes: one by one
-    torch.testing.assert_close(mixed[1], backend.encode_clip(odd), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(mixed[1].tokens, backend.encode_clip(odd).tokens, rtol=1e-5,
+                               atol=1e-6)
     with pytest.raises(FrameError):
         backend.encode_clips([pixels[0], pixels[1][..., :2]])  # a clip without 3 channels
     with pytest.raises(FrameError):  # same shape, not uint8: the batched path refuses it
@@ -232,5 +232,6 @@ def test_cuda_bf16_clips_encoded_together_are_each_clips_own(model_cache, name):
     pixels = [rng.integers(0, 256, (8, 96, 128, 3), dtype=np.uint8) for _ in range(4)]
     for mine, alone in zip(backend.encode_clips(pixels), pixels, strict=True):
         theirs = backend.encode_clip(alone)
-        cosine = torch.nn.functional.cosine_similarity(mine.float(), theirs.float(), dim=-1)
+        cosine = torch.nn.functional.cosine_similarity(mine.tokens.float(),
+                                                       theirs.tokens.float(), dim=-1)
         assert float(cosine.min()) > 0.99

@@ -59,7 +59,7 @@ def test_memory_holds_the_selected_tokens_in_fifo_order(backend):
     kept = []
     for clip in clips:
         kept.append(captioner.step(clip).kept_indices)
-    expected = torch.cat([backend.encode_clip(clip.pixels())[idx]
+    expected = torch.cat([backend.encode_clip(clip.pixels()).tokens[idx]
                           for clip, idx in zip(clips[2:], kept[2:], strict=True)])
     assert len(captioner.memory) == 2
     assert torch.equal(captioner.memory.tokens(), expected)

@@ -14,11 +14,12 @@ from helpers import wait_for
 
 from rats_ros.errors import ModelError
 from rats_ros.models import load_backend
+from rats_ros.models import readout as ro
+from rats_ros.models.base import FastConfig, PrefillInputs
 from rats_ros.models.fast import decode as fast_decode
 from rats_ros.models.fast import hook as fast_hook
 from rats_ros.models.fast import layers as fast_layers
 from rats_ros.models.fast import static as fast_static
-from rats_ros.stream import readout as ro
 
 PROMPT = "Describe what's happening in this video."
 
@@ -48,17 +49,17 @@ def plain_and_fast(backend, memory_tokens, max_new, eos_ids=None, **fast_kwargs)
         backend.eos_ids = eos_ids
     try:
         results = []
+        with torch.inference_mode():
+            inputs = backend.build_inputs(memory, visual, PROMPT)
         for fast in (False, True):
-            with torch.inference_mode():  # per path: Qwen3-VL hands DeepStack to one prefill
-                embeds, start = backend.build_inputs(memory, visual, PROMPT)
-            session = ro.Readout(backend.readout_layers, start, visual.shape[0])
+            session = ro.Readout(backend.readout_layers, inputs.key_start, inputs.num_keys)
             timings = {}
-            with torch.inference_mode(), ro.active(session):
+            with torch.inference_mode():
                 if fast:
                     with forced_fast(backend, **fast_kwargs):
-                        ids = fast_hook.maybe_greedy(backend, embeds, max_new, timings)
+                        ids = fast_hook.maybe_greedy(backend, inputs, max_new, timings, session)
                 else:
-                    ids = backend.greedy(embeds, max_new, timings)
+                    ids = backend.greedy(inputs, max_new, timings, session)
             results.append((ids, session.scores(), session.count, timings))
     finally:
         backend.eos_ids = saved
@@ -68,12 +69,13 @@ def plain_and_fast(backend, memory_tokens, max_new, eos_ids=None, **fast_kwargs)
 @contextmanager
 def forced_fast(backend, **kwargs):
     """Switch the real backend's fast path on (it is off on CPU by default), then off again."""
-    backend.fast_decode = True
-    backend._fast_decoder = fast_decode.FastDecoder(backend.model, backend.readout_layers, **kwargs)
+    backend.use_fast(FastConfig(decode=True))
+    backend.fast.caption = fast_decode.FastDecoder(backend.model, backend.readout_layers, **kwargs)
     try:
-        yield backend._fast_decoder
+        yield backend.fast.caption
     finally:
-        backend.fast_decode, backend._fast_decoder = None, None
+        backend.use_fast(FastConfig())
+        backend.fast.clear()
 
 
 @pytest.mark.parametrize("split", [False, True])
@@ -117,10 +119,10 @@ def test_capacity_growth_and_bucket_reuse_give_same_results(backend):
 def test_text_only_generate_matches(backend):
     ids = torch.tensor(backend._encode(backend._render("What happened?")))
     with torch.inference_mode():
-        embeds = backend.embed_tokens(ids)[None]
-        plain = backend.greedy(embeds, 8, {})
+        inputs = PrefillInputs(backend.embed_tokens(ids)[None])
+        plain = backend.greedy(inputs, 8, {}, answering=True)
         with forced_fast(backend):
-            fast = fast_hook.maybe_greedy(backend, embeds, 8, {})
+            fast = fast_hook.maybe_greedy(backend, inputs, 8, {}, answering=True)
     assert fast == plain and len(plain) >= 1
 
 
@@ -129,12 +131,12 @@ def test_an_answer_does_not_wait_for_a_caption_in_flight(model_cache):
     caption decoder busy (its lock held, as during a caption), an answer still completes, and
     gives what it gives alone."""
     backend = load_backend("tiny-random")
-    backend.fast_decode = True
+    backend.use_fast(FastConfig(decode=True))
     alone = backend.generate("What happened?", 8)
     caption = backend.caption(torch.zeros(0, backend.hidden_size), backend.encode_clip(clip(3)),
                               PROMPT, 4, readout=True)
     assert caption.scores is not None
-    captions, answers = backend._fast_decoder, backend._answer_decoder
+    captions, answers = backend.fast.caption, backend.fast.answer
     assert captions is not answers and captions.packed is answers.packed
     box = {}
     with captions._lock:  # a caption in flight
@@ -147,16 +149,16 @@ def test_an_answer_does_not_wait_for_a_caption_in_flight(model_cache):
 
 
 def test_a_caption_steps_aside_while_an_answer_runs(model_cache):
-    """Answers first: while an answer runs on the model (inside ``hook.answering``, as
+    """Answers first: while an answer runs on the model (inside the gate's ``answering``, as
     ``generate`` is), a caption stops before its first layer, and once the answer is done it goes
     on and gives what it gives alone."""
     backend = load_backend("tiny-random")
-    backend.fast_decode = True
+    backend.use_fast(FastConfig(decode=True))
     visual, memory = backend.encode_clip(clip(5)), torch.zeros(0, backend.hidden_size)
     alone = backend.caption(memory, visual, PROMPT, 6, readout=True)
-    gate, box = fast_hook.gate_of(backend), {}
-    assert backend._fast_decoder.gate is gate
-    with fast_hook.answering(backend):
+    gate, box = backend.fast.gate, {}
+    assert backend.fast.caption.gate is gate
+    with gate.answering():
         worker = threading.Thread(target=lambda: box.update(out=backend.caption(
             memory, visual, PROMPT, 6, readout=True)))
         worker.start()
@@ -172,10 +174,11 @@ def test_a_caption_steps_aside_while_an_answer_runs(model_cache):
 
 def test_unsupported_and_disabled_fall_back(model_cache, backend):
     other = load_backend("tiny-random")
-    other.fast_decode = True
+    other.use_fast(FastConfig(decode=True))
     other.language_model.config.layer_types = ["sliding_attention"] * other.num_layers
     assert not fast_decode.supports(other.model)  # sliding windows: the plain loop
-    assert fast_hook.maybe_greedy(other, torch.zeros(1, 3, other.hidden_size), 2, {}) is None
+    inputs = PrefillInputs(torch.zeros(1, 3, other.hidden_size))
+    assert fast_hook.maybe_greedy(other, inputs, 2, {}) is None
     assert not fast_hook.enabled(backend)  # CPU default: plain loop
     with pytest.raises(ModelError):
         fast_decode.FastDecoder(other.model)
@@ -213,12 +216,12 @@ def test_cuda_graph_matches_eager_step(backend):
 def test_backend_fast_path_captions_like_plain(model_cache):
     backend = load_backend("tiny-random")  # CPU: the fast path is off by default
     visual = backend.encode_clip(clip(7))
-    memory = visual[:20] * 0.5
+    memory = visual.tokens[:20] * 0.5
     plain = backend.caption(memory, visual, PROMPT, 10, readout=True)
-    assert getattr(backend, "_fast_decoder", None) is None  # the plain loop ran
-    backend.fast_decode = True
+    assert backend.fast.caption is None  # the plain loop ran
+    backend.use_fast(FastConfig(decode=True))
     fast = backend.caption(memory, visual, PROMPT, 10, readout=True)
-    assert isinstance(backend._fast_decoder, fast_decode.FastDecoder)  # the fast path ran
+    assert isinstance(backend.fast.caption, fast_decode.FastDecoder)  # the fast path ran
     assert fast.token_ids == plain.token_ids and fast.text == plain.text
     torch.testing.assert_close(fast.scores, plain.scores, rtol=1e-5, atol=1e-7)
     assert set(fast.timings) == {"prefill", "decode"}
@@ -250,8 +253,8 @@ def test_fast_pooling_leaves_the_clip_tokens_unchanged(model_cache):
     fast = backend.encode_clip(frames)
     del backend.model.model.apply_pooling  # back to the transformers method
     stock = backend.encode_clip(frames)
-    assert fast.shape == stock.shape
-    torch.testing.assert_close(fast, stock, rtol=1e-5, atol=1e-6)
+    assert fast.tokens.shape == stock.tokens.shape
+    torch.testing.assert_close(fast.tokens, stock.tokens, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (bench device)")
@@ -260,11 +263,11 @@ def test_fast_pooling_leaves_the_clip_tokens_unchanged(model_cache):
 def test_cuda_bf16_fast_path_close_to_plain(model_cache, attention, name):
     backend = load_backend(name, device="cuda", dtype="bfloat16")
     visual = backend.encode_clip(clip(3))
-    memory = visual[:40]
-    backend.fast_decode = False
+    memory = visual.tokens[:40]
+    backend.use_fast(FastConfig(decode=False))
     plain = backend.caption(memory, visual, PROMPT, 4, readout=True)
-    backend.fast_decode = True
-    backend._fast_decoder = fast_decode.FastDecoder(backend.model, backend.readout_layers,
+    backend.use_fast(FastConfig(decode=True))
+    backend.fast.caption = fast_decode.FastDecoder(backend.model, backend.readout_layers,
                                                     prefill_attention=attention)
     fast = backend.caption(memory, visual, PROMPT, 4, readout=True)
     assert fast.token_ids[0] == plain.token_ids[0]
@@ -280,13 +283,14 @@ def test_cuda_fp32_fast_path_keeps_the_plain_paths_tokens(model_cache, name):
     backend = load_backend(name, device="cuda", dtype="float32")
     for seed in range(4):
         visual = backend.encode_clip(clip(seed))
-        memory = backend.encode_clip(clip(seed + 10))[:64]
-        k = visual.shape[0] // 16
-        backend.fast_decode, backend._fast_decoder = False, None
+        memory = backend.encode_clip(clip(seed + 10)).tokens[:64]
+        k = visual.count // 16
+        backend.use_fast(FastConfig(decode=False))
+        backend.fast.clear()
         plain = backend.caption(memory, visual, PROMPT, 8, readout=True)
-        backend.fast_decode = True
+        backend.use_fast(FastConfig(decode=True))
         fast = backend.caption(memory, visual, PROMPT, 8, readout=True)
-        assert isinstance(backend._fast_decoder, fast_decode.FastDecoder)
+        assert isinstance(backend.fast.caption, fast_decode.FastDecoder)
         assert fast.token_ids == plain.token_ids
         assert set(torch.topk(fast.scores, k).indices.tolist()) == set(
             torch.topk(plain.scores, k).indices.tolist())

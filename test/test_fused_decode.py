@@ -201,8 +201,7 @@ def test_cuda_fused_graph_matches_the_torch_step(model_cache, name, dtype):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (bench device)")
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("name", FAMILIES)
-def test_cuda_fused_batched_graph_matches_the_torch_batched_step(model_cache, name, dtype,
-                                                                 monkeypatch):
+def test_cuda_fused_batched_graph_matches_the_torch_batched_step(model_cache, name, dtype):
     """Three cameras' rows on the compiled batched kernels inside the CUDA graph (captured,
     then replayed) against the torch batched step: fp32 the same tokens, bf16 to its precision."""
     backend = load_backend(name, device="cuda", dtype=dtype)
@@ -212,9 +211,9 @@ def test_cuda_fused_batched_graph_matches_the_torch_batched_step(model_cache, na
     spans, tokens = [(10, 200), None, (50, 650)], 12 if dtype == "float32" else 2
     runs = []
     for fuse in (False, True):
-        monkeypatch.setattr(fast_batch, "ENABLE_FUSED", fuse)
         batch = fast_batch.BatchDecoder(fast_decode.FastDecoder(backend.model,
-                                                                backend.readout_layers, bucket=64))
+                                                                backend.readout_layers, bucket=64),
+                                        fused=fuse)
         assert batch.fused is fuse and set(batch.tiles) == (set(tiles.PRODUCTS) if fuse else set())
         runs.append([batch.run(inputs, tokens, (), spans) for _ in range(2)][-1])
     for mine, theirs, span in zip(runs[1], runs[0], spans, strict=True):

@@ -9,8 +9,8 @@ from rats_ros.srv import AskVideo
 from rclpy.qos import ReliabilityPolicy
 from ros_fixtures import assert_no_traceback, diagnostics_values, ros_client, start_node  # noqa: F401
 
+from rats_ros.io.overlay import kept_mask, selection_tile
 from rats_ros.stream.queues import DropOldestQueue
-from rats_ros.tools.overlay import kept_mask, selection_tile
 
 pytestmark = pytest.mark.ros
 CAMERA = "/robot/front_camera/image_raw"

@@ -261,8 +261,8 @@ def _error_says(diagnostics, words):
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")
 def test_a_full_disk_holds_captions_and_stores_them_in_order_when_space_returns(
         tmp_path, bag, domain_id, ros_client):  # noqa: F811
-    """Before, captions were captioned then discarded ("not stored, not published") with
-    /diagnostics at OK."""
+    """While the disk is full no caption is discarded and /diagnostics is not OK; once space
+    returns every held caption is stored, in order."""
     disk = tmp_path / "disk"
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)
@@ -293,8 +293,8 @@ def test_a_full_disk_holds_captions_and_stores_them_in_order_when_space_returns(
 
 def test_a_store_deleted_under_the_node_is_error_and_nothing_more_is_published(
         tmp_path, bag, domain_id, ros_client):  # noqa: F811
-    """Before, the node kept writing into the unlinked file with /diagnostics at OK, and after a
-    restart clip indices repeated."""
+    """A store file unlinked under the node: /diagnostics reports ERROR, nothing more is
+    published as stored, and clip indices never repeat after a restart."""
     captions = ros_client.collect(Caption, "/captions")
     diagnostics = ros_client.collect(DiagnosticArray, "/diagnostics")
     node = start_node(tmp_path, domain_id, qos_reliability="reliable",

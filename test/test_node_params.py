@@ -214,3 +214,14 @@ def test_launch_file_declares_the_documented_arguments():
         assert "description" in keywords and "default_value" in keywords, name
     assert "exercised on real installs" in ast.get_docstring(tree)
     assert '"stream_node"' in source and '"rats_stream"' in source
+
+
+def test_the_parameter_document_is_current():
+    """docs/PARAMETERS.md is written from the parameter table; a changed parameter without a
+    regenerated document fails here (fix: python -m rats_ros.ros.param_docs)."""
+    from rats_ros.ros import param_docs
+
+    assert param_docs.DOC.read_text() == param_docs.markdown(), \
+        "docs/PARAMETERS.md is stale: run python -m rats_ros.ros.param_docs"
+    for spec in node_params.SPECS:
+        assert f"| `{spec.name}` |" in param_docs.markdown()

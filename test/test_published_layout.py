@@ -74,9 +74,9 @@ def test_processor_template_wins_and_the_prompt_equals_the_processors(llava_hf):
     prefix, suffix = backend.prompt_layout(PROMPT)
     trailer = backend._clip_trailer().shape[0]  # image_newline
     video_id = backend.model.config.video_token_id
-    ours = prefix.tolist() + [video_id] * (visual.shape[0] + trailer) + suffix.tolist()
+    ours = prefix.tolist() + [video_id] * (visual.count + trailer) + suffix.tolist()
     assert ours == expected
-    assert visual.shape[0] + trailer == count == 4 * 16 + 1
+    assert visual.count + trailer == count == 4 * 16 + 1
 
 
 def test_cli_captions_and_answers_with_a_published_layout(llava_hf, tmp_path, capsys):
@@ -165,8 +165,8 @@ def test_qwen2_5_vl_published_layouts_load_and_caption(tmp_path, nested):
     assert set(ends) <= backend.eos_ids  # both of the published end ids stop a caption
     frames = np.random.default_rng(0).integers(0, 255, (4, 48, 64, 3), dtype=np.uint8)
     visual = backend.encode_clip(frames)
-    out = backend.caption(visual[:0], visual, PROMPT, 6, readout=True)
-    assert out.scores.shape == (visual.shape[0],) and out.token_ids
+    out = backend.caption(visual.tokens[:0], visual, PROMPT, 6, readout=True)
+    assert out.scores.shape == (visual.count,) and out.token_ids
 
 
 def test_qwen3_vl_published_layout_loads_and_captions_with_deepstack(tmp_path, capsys):
@@ -178,8 +178,8 @@ def test_qwen3_vl_published_layout_loads_and_captions_with_deepstack(tmp_path, c
     frames = np.random.default_rng(0).integers(0, 255, (4, 48, 64, 3), dtype=np.uint8)
     visual = backend.encode_clip(frames)
     assert len(visual.deepstack) == 2  # deepstack_visual_indexes [0, 1]
-    out = backend.caption(visual[:0], visual, PROMPT, 6, readout=True)
-    assert out.scores.shape == (visual.shape[0],)
+    out = backend.caption(visual.tokens[:0], visual, PROMPT, 6, readout=True)
+    assert out.scores.shape == (visual.count,)
     assert main(["check-model", str(directory), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["family"] == "qwen3_vl"
 
@@ -211,8 +211,8 @@ def test_qwen2_5_vl_prompt_equals_the_processors(tmp_path, nested):
     visual = backend.encode_clip(frames)  # (N, D)
     prefix, suffix = backend.prompt_layout(PROMPT)
     video_id = backend.model.config.video_token_id
-    assert prefix.tolist() + [video_id] * visual.shape[0] + suffix.tolist() == expected
-    assert visual.shape[0] == count
+    assert prefix.tolist() + [video_id] * visual.count + suffix.tolist() == expected
+    assert visual.count == count
 
 
 def test_qwen3_vl_visual_tokens_equal_the_video_processors_count(tmp_path):
@@ -232,4 +232,4 @@ def test_qwen3_vl_visual_tokens_equal_the_video_processors_count(tmp_path):
         count = -(-frames // video["temporal_patch_size"]) * (h // factor) * (w // factor)
         pixels = np.zeros((frames, height, width, 3), dtype=np.uint8)
         assert backend.num_visual_tokens(frames, height, width) == count
-        assert backend.encode_clip(pixels).shape[0] == count
+        assert backend.encode_clip(pixels).count == count

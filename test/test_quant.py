@@ -6,6 +6,7 @@ import torch
 
 from rats_ros.errors import ConfigError
 from rats_ros.models import BackendConfig, load_backend
+from rats_ros.models.base import FastConfig
 from rats_ros.models.fast import quant
 from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
 from rats_ros.world import SYNTHETIC_WORLD, scene
@@ -66,13 +67,13 @@ def test_the_trained_model_captions_the_same_with_int8_and_int4(world_clips):
     int8 and int4 projections: measured with the weights of 79f0016, int8 gave the same captions
     and kept sets, int4 11/12 of the captions and 0.96 of the kept tokens."""
     native = load_backend(SYNTHETIC_WORLD)
-    native.fast_decode = True
+    native.use_fast(FastConfig(decode=True))
     reference = stream(native, world_clips)
     for kind, least_overlap in (("int8", 0.95), ("int4", 0.9)):
         backend = load_backend(SYNTHETIC_WORLD, weights=kind)
-        assert backend._fast_decoder.weights == kind
-        assert sum(p.nbytes for p in backend._fast_decoder.packed) < \
-            sum(p.nbytes for p in native._fast_decoder.packed) / 3
+        assert backend.fast.caption.weights == kind
+        assert sum(p.nbytes for p in backend.fast.caption.packed) < \
+            sum(p.nbytes for p in native.fast.caption.packed) / 3
         outputs = stream(backend, world_clips)
         same = sum(a.text == b.text for a, b in zip(reference, outputs, strict=True))
         overlap = sum(len(set(a.kept_indices) & set(b.kept_indices)) / len(a.kept_indices)

@@ -10,8 +10,7 @@ from transformers import (
     Qwen3VLForConditionalGeneration,
 )
 
-from rats_ros.models import load_backend
-from rats_ros.stream import readout
+from rats_ros.models import load_backend, readout
 from rats_ros.stream.selection import select
 
 PROMPT = "Describe what's happening in this video."
@@ -35,11 +34,12 @@ def clip(seed):
     return np.random.default_rng(seed).integers(0, 256, (16, 48, 64, 3), dtype=np.uint8)
 
 
-def eager_reference(backend, eager, memory, visual, max_new_tokens):
+def eager_reference(backend, eager, memory, clip_tokens, max_new_tokens):
     """Greedy decoding without a cache on the eager model, then one full forward with
     ``output_attentions``: scores averaged over the read-out layers, all heads and the rows of
     the last prompt position and every fed-back token. Offsets are found by matching rows."""
     prefix, suffix = backend.prompt_layout(PROMPT)
+    visual = clip_tokens.tokens  # (N, D)
     embed = backend.embed_tokens
     trailer = [backend._clip_trailer()]
     prompt = torch.cat([embed(prefix), memory, visual, *trailer, embed(suffix)])[None]
@@ -49,11 +49,11 @@ def eager_reference(backend, eager, memory, visual, max_new_tokens):
     assert len(starts) == 1
 
     def deepstack(fed):  # Qwen3-VL: the clip's DeepStack features at the clip's positions
-        if not hasattr(visual, "deepstack"):
+        if clip_tokens.deepstack is None:
             return {}
         mask = torch.zeros(fed.shape[:2], dtype=torch.bool)
         mask[0, starts[0]:starts[0] + n] = True
-        return {"visual_pos_masks": mask, "deepstack_visual_embeds": visual.deepstack}
+        return {"visual_pos_masks": mask, "deepstack_visual_embeds": list(clip_tokens.deepstack)}
 
     ids = []
     with torch.no_grad():
@@ -78,13 +78,13 @@ def test_readout_matches_eager_reference(pair, memory_tokens):
     backend, eager = pair
     with torch.no_grad():
         visual = backend.encode_clip(clip(1))
-        memory = backend.encode_clip(clip(2))[:memory_tokens]  # real projector outputs
+        memory = backend.encode_clip(clip(2)).tokens[:memory_tokens]  # real projector outputs
     out = backend.caption(memory, visual, PROMPT, 12, readout=True)
     ids, reference, start = eager_reference(backend, eager, memory, visual, 12)
     assert out.token_ids == ids
     assert start == backend.prompt_layout(PROMPT)[0].numel() + memory.shape[0]
     assert torch.allclose(out.scores, reference, rtol=1e-5, atol=1e-7)
-    k = max(1, round(visual.shape[0] / 16))
+    k = max(1, round(visual.count / 16))
     ranked = reference.sort(descending=True).values
     error = (out.scores - reference).abs().max()
     assert ranked[k - 1] - ranked[k] > 100 * error  # top-k is not decided by rounding noise
@@ -95,17 +95,18 @@ def test_readout_matches_eager_reference(pair, memory_tokens):
 
 def test_readout_does_not_change_outputs(pair):
     backend, _ = pair
-    visual, memory = backend.encode_clip(clip(3)), backend.encode_clip(clip(4))[:20]
+    visual, memory = backend.encode_clip(clip(3)), backend.encode_clip(clip(4)).tokens[:20]
     with_readout = backend.caption(memory, visual, PROMPT, 10, readout=True)
     without = backend.caption(memory, visual, PROMPT, 10, readout=False)
     assert with_readout.token_ids == without.token_ids and without.scores is None
     assert set(with_readout.timings) == {"prefill", "decode"}
-    assert getattr(readout._state, "readout", None) is None  # nothing left behind
+    again = backend.caption(memory, visual, PROMPT, 10, readout=True)
+    assert torch.equal(again.scores, with_readout.scores)  # each call sums into its own read-out
 
 
 def test_caption_and_generate_concurrently_equal_sequential(pair):
     backend, _ = pair
-    visual, memory = backend.encode_clip(clip(5)), backend.encode_clip(clip(6))[:30]
+    visual, memory = backend.encode_clip(clip(5)), backend.encode_clip(clip(6)).tokens[:30]
     question = "Where did the person put the keys?"
     expected_caption = backend.caption(memory, visual, PROMPT, 12, readout=True)
     expected_answer = backend.generate(question, 24)

@@ -9,9 +9,8 @@ import torch
 from transformers import AutoTokenizer
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
-from rats_ros.models import load_backend
+from rats_ros.models import load_backend, tiny
 from rats_ros.stream.captioner import DEFAULT_PROMPT, RecurrentCaptioner
-from rats_ros.testing import tiny
 from rats_ros.tools.cli import main
 from rats_ros.world import CHECKPOINT, SYNTHETIC_WORLD, language, scene
 from rats_ros.world.evaluate import EVAL_SEED_BASE

@@ -23,7 +23,7 @@ from rats_ros.io.bags import (
     _stamp_ns,
     list_image_topics,
 )
-from rats_ros.stream.poses import Pose
+from rats_ros.samples import Pose
 
 #: pose message types read from bags, and how to reach their ``geometry_msgs/Pose``
 POSE_TYPES = {"nav_msgs/msg/Odometry": lambda msg: msg.pose.pose,
@@ -118,7 +118,7 @@ def write_camera_bag(path, cameras: dict, poses=(), pose_topic: str = "/odom",
     (log time = stamp), as a robot's recorder would.
 
     :param cameras: ``{topic: frames}`` (raw ``rgb8`` images, frame id = the camera's name).
-    :param poses: :class:`~rats_ros.stream.poses.Pose` items for ``pose_topic``.
+    :param poses: :class:`~rats_ros.samples.Pose` items for ``pose_topic``.
     :returns: the number of messages written.
     """
     from rosbags.rosbag2 import StoragePlugin, Writer

@@ -21,7 +21,7 @@ from rosbags.typesys import Stores, get_typestore
 from rats_ros.errors import FrameError, InputError
 from rats_ros.io.images import decode_compressed, decode_raw, encode_compressed, encode_raw
 from rats_ros.io.video import iter_video, open_video
-from rats_ros.stream.clips import Frame
+from rats_ros.samples import Frame
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"

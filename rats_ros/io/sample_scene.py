@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from rats_ros.io.bags import write_image_bag
-from rats_ros.stream.clips import Frame
+from rats_ros.samples import Frame
 
 
 def write_sample_bag(path, seconds: float = 64.0, fps: float = 2.0,

@@ -9,7 +9,7 @@ import numpy as np
 
 from rats_ros.errors import InputError
 from rats_ros.io.images import decode_raw
-from rats_ros.stream.clips import Frame
+from rats_ros.samples import Frame
 
 
 def read_video_frames(path, max_side: int | None = 768) -> Iterator[Frame]:

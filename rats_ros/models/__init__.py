@@ -4,8 +4,8 @@ from pathlib import Path
 
 from rats_ros import world
 from rats_ros.errors import ModelError
+from rats_ros.models import tiny
 from rats_ros.models.base import BackendConfig, CaptionOutput, VideoBackend
-from rats_ros.testing import tiny
 
 __all__ = ["BackendConfig", "CaptionOutput", "VideoBackend", "load_backend", "resolve_model",
            "SUPPORTED_MODEL_TYPES"]

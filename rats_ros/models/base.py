@@ -1,7 +1,7 @@
 """The model-family-independent backend contract: what the captioner and QA need from a model."""
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -20,6 +20,84 @@ def clock(device) -> float:
     if torch.device(device).type == "cuda":
         torch.cuda.current_stream(device).synchronize()
     return time.perf_counter()
+
+@dataclass(frozen=True)
+class FastConfig:
+    """Which parts of the CUDA fast path run. Every part is on by default where it applies;
+    benchmarks and tests turn one off to measure or check what it buys.
+
+    :param decode: the static-KV-cache / CUDA-graph decoders (:mod:`rats_ros.models.fast`):
+        ``None`` = on CUDA for the language models they serve, off on the CPU.
+    :param fused_batch: several cameras' decode step as the fused Triton step (else torch's).
+    :param encode_together: clips of one shape through the vision tower in one forward.
+    :param varlen_vision: Qwen towers' segment attention as varlen flash on CUDA.
+    :param vision_rope: Qwen towers' RoPE as one Triton kernel on CUDA.
+    :param siglip: LLaVA-OV's tower with the fused fc1 + GELU and cuDNN attention on CUDA.
+    :raises ConfigError: for a value that is not a bool (``decode``: or None).
+    """
+
+    decode: bool | None = None
+    fused_batch: bool = True
+    encode_together: bool = True
+    varlen_vision: bool = True
+    vision_rope: bool = True
+    siglip: bool = True
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (isinstance(value, bool) or (f.name == "decode" and value is None)):
+                raise ConfigError(f"fast.{f.name} must be true or false, got {value!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class ClipTokens:
+    """One clip as the language model sees it (what :meth:`VideoBackend.encode_clip` gives).
+
+    :param tokens: ``(N, D)`` visual tokens in LLM embedding space, temporal/raster order.
+    :param deepstack: ``(K, N, D)`` features the LLM adds after its first K layers (Qwen3-VL's
+        DeepStack), or None.
+    """
+
+    tokens: torch.Tensor
+    deepstack: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, visual) -> "ClipTokens":
+        """``visual`` as is, or a bare ``(N, D)`` tensor as a clip without DeepStack."""
+        return visual if isinstance(visual, ClipTokens) else cls(visual)
+
+    @property
+    def count(self) -> int:
+        """N, the clip's visual tokens."""
+        return int(self.tokens.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class PrefillInputs:
+    """What one prefill needs: the prompt's embeddings, where the clip's keys are (the
+    read-out's span) and the clip's DeepStack features at their positions.
+
+    :param embeds: ``(1, L, D)`` prompt embeddings.
+    :param key_start: key position of the clip's first visual token (0 for text-only prompts).
+    :param num_keys: the clip's visual tokens N (0 for text-only prompts).
+    :param deepstack: ``(K, N, D)`` DeepStack features of those N positions, or None.
+    """
+
+    embeds: torch.Tensor
+    key_start: int = 0
+    num_keys: int = 0
+    deepstack: torch.Tensor | None = None
+
+    @property
+    def span(self) -> tuple[int, int]:
+        """``(start, end)`` key positions of the clip's tokens."""
+        return self.key_start, self.key_start + self.num_keys
+
+    def positions(self) -> torch.Tensor:
+        """``(N,)`` the clip's positions in the prompt."""
+        return torch.arange(*self.span, device=self.embeds.device)
+
 
 ENGINES = ("torch", "onnx")
 WEIGHTS = ("native", "int8", "int4")  # rats_ros.models.fast.quant.matrix builds each
@@ -40,6 +118,7 @@ class BackendConfig:
     :param engine_dir: the export directory (``rats-ros export-onnx``) of engine ``onnx``.
     :param weights: the LLM's projection weights: ``native`` (``dtype``), or weight-only
         ``int8`` / ``int4`` on the fast decode path (:mod:`rats_ros.models.fast.quant`).
+    :param fast: which parts of the CUDA fast path run (:class:`FastConfig`).
     """
 
     model: str
@@ -49,6 +128,7 @@ class BackendConfig:
     engine: str = "torch"
     engine_dir: str = ""
     weights: str = "native"
+    fast: FastConfig = field(default_factory=FastConfig)
 
     def __post_init__(self):
         if not isinstance(self.model, str) or not self.model.strip():
@@ -64,6 +144,8 @@ class BackendConfig:
         if self.engine == "onnx" and not str(self.engine_dir).strip():
             raise ConfigError("engine 'onnx' needs engine_dir: the directory `rats-ros "
                               "export-onnx MODEL DIR` wrote")
+        if not isinstance(self.fast, FastConfig):
+            raise ConfigError(f"fast must be a FastConfig, got {type(self.fast).__name__}")
         if self.weights not in WEIGHTS:
             raise ConfigError(f"weights {self.weights!r} is not supported; use one of {WEIGHTS}")
         if self.weights != "native" and self.engine != "torch":
@@ -117,14 +199,19 @@ class VideoBackend(ABC):
     device: torch.device
     dtype: torch.dtype
 
+    def clock(self) -> float:
+        """``time.perf_counter()`` once the calling thread's work on the device is done (how
+        the captioner times its phases)."""
+        return time.perf_counter()
+
     @abstractmethod
-    def encode_clip(self, pixels) -> torch.Tensor:
+    def encode_clip(self, pixels) -> ClipTokens:
         """Encode ``(T, H, W, 3)`` uint8 frames.
 
-        :returns: ``(N, D)`` visual tokens in LLM embedding space, temporal/raster order.
+        :returns: the clip's :class:`ClipTokens` (``tokens``: ``(N, D)``).
         """
 
-    def encode_clips(self, clips: list) -> list[torch.Tensor]:
+    def encode_clips(self, clips: list) -> list[ClipTokens]:
         """:meth:`encode_clip` of each clip (cameras captioned together); a family whose tower
         takes several clips in one forward overrides this, with the same results.
 
@@ -150,11 +237,12 @@ class VideoBackend(ABC):
         return groups * rows * cols
 
     @abstractmethod
-    def caption(self, memory: torch.Tensor, visual: torch.Tensor, prompt: str,
+    def caption(self, memory: torch.Tensor, visual: ClipTokens | torch.Tensor, prompt: str,
                 max_new_tokens: int, readout: bool) -> CaptionOutput:
-        """Greedy caption of ``[prefix][memory (M, D)][visual (N, D)][suffix]``."""
+        """Greedy caption of ``[prefix][memory (M, D)][visual (N, D)][suffix]`` (a bare
+        ``(N, D)`` tensor is a clip without DeepStack features)."""
 
-    def caption_many(self, items: list[tuple[torch.Tensor, torch.Tensor]], prompt: str,
+    def caption_many(self, items: list[tuple[torch.Tensor, ClipTokens]], prompt: str,
                      max_new_tokens: int, readout: bool) -> list[CaptionOutput]:
         """:meth:`caption` of several ``(memory, visual)`` clips; a backend may batch them."""
         return [self.caption(m, v, prompt, max_new_tokens, readout) for m, v in items]

@@ -7,6 +7,7 @@ or ``torch.compile`` can replace the decode step without touching the rest.
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +16,23 @@ from safetensors import SafetensorError
 from transformers import AutoTokenizer, DynamicCache
 
 from rats_ros.errors import ModelError
-from rats_ros.models.base import BackendConfig, CaptionOutput, VideoBackend, clock
+from rats_ros.models import readout as ro
+from rats_ros.models import tiny
+from rats_ros.models.base import (
+    BackendConfig,
+    CaptionOutput,
+    ClipTokens,
+    FastConfig,
+    PrefillInputs,
+    VideoBackend,
+    clock,
+)
 from rats_ros.models.fast import decode as fast_decode
 from rats_ros.models.fast import hook as fast_hook
 from rats_ros.models.prompts import ChatPrompts
-from rats_ros.stream import readout as ro
-from rats_ros.testing import tiny
 
 #: what torch's CPU allocator says when an allocation fails (alloc_cpu.cpp)
 _CPU_OOM = "DefaultCPUAllocator: can't allocate memory"
-ENCODE_TOGETHER = True  # False: encode_clips goes clip by clip (a bench baseline)
 
 
 @contextmanager
@@ -91,6 +99,7 @@ class HFVideoBackend(ChatPrompts, VideoBackend):
         self.embed_tokens = self.model.get_input_embeddings()
         self.eos_ids = self._eos_ids()
         self.weights = config.weights
+        self.fast = fast_hook.FastDecoders(config.fast)  # built on first use, or by prepare
         if self.weights != "native":
             self._quantize()
         self._layouts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -105,15 +114,15 @@ class HFVideoBackend(ChatPrompts, VideoBackend):
 
         :raises ModelError: for a language model the fast path does not serve.
         """
-        if not fast_decode.supports(self.model) or len(self.eos_ids) > 8:
+        if not fast_decode.supports(self.model) or len(self.eos_ids) > fast_hook.MAX_EOS_IDS:
             raise ModelError(f"weights {self.weights!r} run on the fast decode path, which "
                              f"serves {list(fast_decode.SUPPORTED_LM_CLASSES)} language models, "
                              f"not {type(self.language_model).__name__}; use weights 'native'")
-        self.fast_decode = True
+        self.fast.use(replace(self.fast.config, decode=True))
         try:
             with model_errors(f"quantizing {self.name} to {self.weights}"):
-                self._fast_decoder = fast_decode.FastDecoder(self.model, self.readout_layers,
-                                                             weights=self.weights)
+                self.fast.caption = fast_decode.FastDecoder(self.model, self.readout_layers,
+                                                            weights=self.weights)
         except (ValueError, RuntimeError) as exc:  # a shape or a kernel the device lacks
             raise ModelError(f"cannot quantize {self.name} to {self.weights} on {self.device} "
                              f"({type(exc).__name__}: {exc}); use weights 'native' (or 'int8' "
@@ -145,6 +154,15 @@ class HFVideoBackend(ChatPrompts, VideoBackend):
                 ids.add(self.tokenizer.convert_tokens_to_ids(token))
         return ids
 
+    def use_fast(self, config: FastConfig) -> None:
+        """Run with ``config`` from now on: how benchmarks and tests compare the parts of the
+        fast path on one loaded model. Decoders built under another setting are rebuilt."""
+        self.fast.use(config)
+        self.install_vision(config)
+
+    def install_vision(self, fast: FastConfig) -> None:
+        """Put the family's fast vision parts on the model as ``fast`` asks (none here)."""
+
     def release_replaced_weights(self) -> None:
         """Free what an attached engine runs instead of torch: every LLM layer, the lm_head and
         the vision tower with its projector. The token embeddings (prompt and decode inputs, the
@@ -171,91 +189,102 @@ class HFVideoBackend(ChatPrompts, VideoBackend):
         """
         raise NotImplementedError
 
-    def encode_clip(self, pixels) -> torch.Tensor:
+    def encode_clip(self, pixels) -> ClipTokens:
         with model_errors("encoding a clip"), torch.inference_mode():
-            fast_hook.step_aside(self)  # an answer in flight goes first
+            self.fast.gate.wait_for_answers()  # an answer in flight goes first
             inputs, grid = self.vision_inputs(pixels)
             tower = self.engine.vision if self.engine is not None else self.vision_tower
-            tokens, deepstack = tower(inputs, grid)
-            if deepstack is not None and len(deepstack):
-                tokens.deepstack = list(deepstack)  # each (N, D): build_inputs hands them over
-            return tokens
+            tokens, deepstack = tower(inputs, grid)  # (N, D), (K, N, D) or None
+            return ClipTokens(tokens, deepstack if deepstack is not None and len(deepstack)
+                              else None)
 
     def _one_forward(self, clips: list) -> bool:
         """Whether ``clips`` go through the tower in one forward (:meth:`encode_clips`): two or
         more, of one shape, on the torch engine."""
-        return ENCODE_TOGETHER and len(clips) > 1 and self.engine is None and \
+        return self.fast.config.encode_together and len(clips) > 1 and self.engine is None and \
             len({tuple(getattr(p, "shape", ())) for p in clips}) == 1
 
     def _clip_trailer(self) -> torch.Tensor:
         """``(0 or 1, D)`` embeddings that follow the current clip (LLaVA-OV's newline)."""
         return torch.empty(0, self.hidden_size, device=self.device, dtype=self.dtype)
 
-    def build_inputs(self, memory: torch.Tensor, visual: torch.Tensor,
-                     prompt: str) -> tuple[torch.Tensor, int]:
-        """``[prefix][memory][visual][trailer][suffix]`` as input embeddings.
-
-        :returns: ``(1, L, D)`` embeddings and the key position of the first visual token.
-        """
+    def build_inputs(self, memory: torch.Tensor, visual: ClipTokens | torch.Tensor,
+                     prompt: str) -> PrefillInputs:
+        """``[prefix][memory][visual][trailer][suffix]`` as input embeddings, with the clip's
+        span and DeepStack features (:class:`PrefillInputs`)."""
+        visual = ClipTokens.of(visual)
         prefix, suffix = self.prompt_layout(prompt)
         memory = memory.to(self.device, self.dtype).reshape(-1, self.hidden_size)  # (M, D)
-        visual = visual.to(self.device, self.dtype)  # (N, D)
-        parts = [self.embed_tokens(prefix), memory, visual, self._clip_trailer(),
+        tokens = visual.tokens.to(self.device, self.dtype)  # (N, D)
+        parts = [self.embed_tokens(prefix), memory, tokens, self._clip_trailer(),
                  self.embed_tokens(suffix)]
-        return torch.cat(parts)[None], prefix.numel() + memory.shape[0]
+        deepstack = None if visual.deepstack is None else \
+            visual.deepstack.to(self.device, self.dtype)  # (K, N, D)
+        return PrefillInputs(torch.cat(parts)[None], prefix.numel() + memory.shape[0],
+                             visual.count, deepstack)
+
+    def readout_for(self, inputs: PrefillInputs) -> ro.Readout:
+        """A read-out of the clip's keys of ``inputs`` at this model's read-out layers."""
+        return ro.Readout(self.readout_layers, inputs.key_start, inputs.num_keys, self.device)
 
     # ---- decoding ----------------------------------------------------------------------
-    def _sync(self) -> float:
+    def clock(self) -> float:
         return clock(self.device)
 
-    def take_prefill_extras(self) -> dict:
-        """Extra language-model inputs of this thread's next prefill, handed over once
-        (Qwen3-VL: the clip's DeepStack features and their positions); none by default."""
+    def prefill_kwargs(self, inputs: PrefillInputs) -> dict:
+        """Extra language-model inputs of ``inputs``' prefill (Qwen3-VL: DeepStack); none by
+        default."""
         return {}
 
-    def prefill(self, embeds: torch.Tensor, cache) -> torch.Tensor:
-        """Run the prompt ``(1, L, D)`` into ``cache``; :returns: ``(V,)`` next-token logits."""
-        hidden = self.language_model(inputs_embeds=embeds, past_key_values=cache, use_cache=True,
-                                     **self.take_prefill_extras()).last_hidden_state
+    def prefill(self, inputs: PrefillInputs, cache, readout: ro.Readout | None = None):
+        """Run the prompt into ``cache``, reading out into ``readout`` if given.
+
+        :returns: ``(V,)`` next-token logits.
+        """
+        hidden = self.language_model(inputs_embeds=inputs.embeds, past_key_values=cache,
+                                     use_cache=True, readout=readout,
+                                     **self.prefill_kwargs(inputs)).last_hidden_state
         return self.model.lm_head(hidden[:, -1])[0]
 
-    def decode_step(self, token: torch.Tensor, cache) -> torch.Tensor:
+    def decode_step(self, token: torch.Tensor, cache, readout: ro.Readout | None = None):
         """Feed one token id ``(1, 1)``; :returns: ``(V,)`` next-token logits."""
         hidden = self.language_model(inputs_embeds=self.embed_tokens(token), past_key_values=cache,
-                                     use_cache=True).last_hidden_state
+                                     use_cache=True, readout=readout).last_hidden_state
         return self.model.lm_head(hidden[:, -1])[0]
 
-    def greedy(self, embeds: torch.Tensor, max_new_tokens: int,
-               timings: dict) -> list[int]:
-        """Greedy decoding: prefill, then one token per step; the last token is never fed."""
+    def greedy(self, inputs: PrefillInputs, max_new_tokens: int, timings: dict,
+               readout: ro.Readout | None = None, answering: bool = False) -> list[int]:
+        """Greedy decoding: prefill, then one token per step; the last token is never fed.
+
+        :param readout: where the caption's attention to the clip is summed, or None.
+        :param answering: an answer (the answer decoder serves it), not a caption.
+        """
         if self.engine is not None:
-            return self.engine.greedy(self, embeds, max_new_tokens, timings)
-        ids = fast_hook.maybe_greedy(self, embeds, max_new_tokens, timings)  # CUDA fast path
-        if ids is not None:
+            return self.engine.greedy(self, inputs, max_new_tokens, timings, readout)
+        ids = fast_hook.maybe_greedy(self, inputs, max_new_tokens, timings, readout, answering)
+        if ids is not None:  # the CUDA fast path ran
             return ids
         cache = DynamicCache(config=self.model.config.text_config)
-        start = self._sync()
-        logits = self.prefill(embeds, cache)
+        start = self.clock()
+        logits = self.prefill(inputs, cache, readout)
         token = logits.argmax(-1)
         ids = [int(token)]
-        timings["prefill"] = self._sync() - start
+        timings["prefill"] = self.clock() - start
         start = time.perf_counter()
         while len(ids) < max_new_tokens and ids[-1] not in self.eos_ids:
-            token = self.decode_step(token.view(1, 1), cache).argmax(-1)
+            token = self.decode_step(token.view(1, 1), cache, readout).argmax(-1)
             ids.append(int(token))
-        timings["decode"] = self._sync() - start
+        timings["decode"] = self.clock() - start
         return ids
 
     def caption(self, memory, visual, prompt, max_new_tokens, readout):
         if max_new_tokens < 1:
             raise ModelError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         with model_errors("captioning"), torch.inference_mode():
-            embeds, key_start = self.build_inputs(memory, visual, prompt)
-            session = (ro.Readout(self.readout_layers, key_start, visual.shape[0], self.device)
-                       if readout else None)
+            inputs = self.build_inputs(memory, visual, prompt)
+            session = self.readout_for(inputs) if readout else None
             timings: dict = {}
-            with ro.active(session):
-                ids = self.greedy(embeds, max_new_tokens, timings)
+            ids = self.greedy(inputs, max_new_tokens, timings, session)
             scores = session.scores() if session is not None else None
         return CaptionOutput(self._decode(ids), ids, scores, timings)
 
@@ -281,9 +310,10 @@ class HFVideoBackend(ChatPrompts, VideoBackend):
         if max_new_tokens < 1:
             raise ModelError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         ids = torch.tensor(self.prompt_ids(prompt), device=self.device)
-        with model_errors("answering"), torch.inference_mode(), ro.active(None), \
-                fast_hook.answering(self):  # captions on this model step aside meanwhile
-            out = self.greedy(self.embed_tokens(ids)[None], max_new_tokens, {})
+        with model_errors("answering"), torch.inference_mode(), \
+                self.fast.gate.answering():  # captions on this model step aside meanwhile
+            inputs = PrefillInputs(self.embed_tokens(ids)[None])
+            out = self.greedy(inputs, max_new_tokens, {}, answering=True)
         return self._decode(out)
 
     def embed_text(self, texts: list[str]) -> np.ndarray:

@@ -4,7 +4,7 @@ import math
 import torch
 from transformers import LlavaOnevisionForConditionalGeneration
 
-from rats_ros.models.fast import hook as fast_hook
+from rats_ros.models.base import ClipTokens
 from rats_ros.models.fast import siglip as fast_siglip
 from rats_ros.models.fast.layers import install_fast_pooling
 from rats_ros.models.hf import HFVideoBackend, model_errors
@@ -14,7 +14,7 @@ from rats_ros.models.preprocess import (
     resize_normalize,
     upload,
 )
-from rats_ros.testing.tiny import LLAVA_VIDEO_MARKUP
+from rats_ros.models.tiny import LLAVA_VIDEO_MARKUP
 
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
 
@@ -38,7 +38,10 @@ class LlavaOnevisionBackend(HFVideoBackend):
         self.tokens_per_frame = self.pooled_side ** 2
         self.norm = pixel_norm(read_preprocessor_config(self.directory), SIGLIP_MEAN, SIGLIP_STD)
         install_fast_pooling(self.model)  # same 2x2 bilinear pooling as two matrix products
-        fast_siglip.install(self.model)  # GELU in the fc1 product on CUDA (fast/siglip.py)
+        self.install_vision(config.fast)  # GELU in the fc1 product on CUDA (fast/siglip.py)
+
+    def install_vision(self, fast) -> None:
+        fast_siglip.install(self.model, fast.siglip)
 
     def vision_plan(self, grid) -> None:
         """SigLIP needs no precomputed indices."""
@@ -51,15 +54,15 @@ class LlavaOnevisionBackend(HFVideoBackend):
         """``(T, H, W, 3)`` uint8 frames -> ``(T, 3, S, S)`` normalised (no patch grid)."""
         return self._normalized(upload(pixels, self.device)), None
 
-    def encode_clips(self, clips: list) -> list[torch.Tensor]:
+    def encode_clips(self, clips: list) -> list[ClipTokens]:
         """Clips of one shape in one forward of the tower (frames are encoded independently, so
         each clip's tokens are :meth:`encode_clip`'s); others one by one."""
         if not self._one_forward(clips):
             return super().encode_clips(clips)
         with model_errors("encoding clips"), torch.inference_mode():
-            fast_hook.step_aside(self)  # an answer in flight goes first
+            self.fast.gate.wait_for_answers()  # an answer in flight goes first
             frames = torch.stack([self._normalized(upload(p, self.device)) for p in clips])
-            return list(self._features(frames))  # B x (N, D)
+            return [ClipTokens(t) for t in self._features(frames)]  # B x (N, D)
 
     def vision_tower(self, frames: torch.Tensor, grid=None,
                      plan=None) -> tuple[torch.Tensor, None]:
@@ -78,7 +81,8 @@ class LlavaOnevisionBackend(HFVideoBackend):
 
     def _features(self, frames: torch.Tensor) -> torch.Tensor:
         """``(B, T, 3, S, S)`` -> ``(B, N, D)``."""
-        with fast_siglip.attention(frames.device):  # cuDNN attention first on CUDA (fast/siglip.py)
+        # cuDNN attention first on CUDA (fast/siglip.py)
+        with fast_siglip.attention(frames.device, self.fast.config.siglip):
             out = self.model.model.get_video_features(pixel_values_videos=frames)
         # pooler_output: (B, T * tokens_per_frame + 1, D); the last row is image_newline,
         # which the prompt layout appends after the clip itself

@@ -14,7 +14,7 @@ import jinja2
 import torch
 
 from rats_ros.errors import ModelError
-from rats_ros.testing import tiny
+from rats_ros.models import tiny
 
 PROBE_PROMPT = "Describe what's happening in this video."
 # What rendering a Jinja chat template raises: TemplateError (HF templates' raise_exception

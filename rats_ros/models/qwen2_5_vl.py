@@ -9,7 +9,7 @@ from transformers.vision_utils import (
     get_vision_window_index,
 )
 
-from rats_ros.models.fast import hook as fast_hook
+from rats_ros.models.base import ClipTokens
 from rats_ros.models.fast import vision as fast_vision
 from rats_ros.models.hf import HFVideoBackend, model_errors
 from rats_ros.models.preprocess import (
@@ -22,7 +22,7 @@ from rats_ros.models.preprocess import (
     smart_resize,
     upload,
 )
-from rats_ros.testing.tiny import QWEN_VIDEO_MARKUP
+from rats_ros.models.tiny import QWEN_VIDEO_MARKUP
 
 # The reference video processor's per-frame pixel bounds.
 VIDEO_MIN_PIXELS, VIDEO_MAX_PIXELS = 128 * 28 * 28, 768 * 28 * 28
@@ -58,8 +58,11 @@ class Qwen2VLBackend(HFVideoBackend):
         ids = self.tokenizer.convert_tokens_to_ids
         self.vision_start = ids("<|vision_start|>")
         self.vision_end = ids("<|vision_end|>")
-        fast_vision.install(self.model)  # segment attention batched (fast/vision.py)
+        self.install_vision(config.fast)  # segment attention batched (fast/vision.py)
         self._plans: dict[tuple, dict] = {}  # vision_plan per (clip shape, clips encoded)
+
+    def install_vision(self, fast) -> None:
+        fast_vision.install(self.model, fast.varlen_vision, fast.vision_rope)
 
     def _pixel_bounds(self, pre: dict, size: dict) -> tuple[int, int]:
         """Qwen2-VL's video processor: each frame's least and most pixels."""
@@ -87,24 +90,23 @@ class Qwen2VLBackend(HFVideoBackend):
         frames = resize_normalize(frames, h, w, self.norm, self.dtype)
         return qwen_patchify(frames, self.patch, self.merge, self.temporal)
 
-    def encode_clips(self, clips: list) -> list[torch.Tensor]:
+    def encode_clips(self, clips: list) -> list[ClipTokens]:
         """Clips of one shape in one forward of the tower: their patches packed, one video per
         clip (the tower attends within frames and windows, so each clip's tokens, and
         DeepStack features, are :meth:`encode_clip`'s); others one by one."""
         if not self._one_forward(clips):
             return super().encode_clips(clips)
         with model_errors("encoding clips"), torch.inference_mode():
-            fast_hook.step_aside(self)  # an answer in flight goes first
+            self.fast.gate.wait_for_answers()  # an answer in flight goes first
             inputs = [self.vision_inputs(pixels) for pixels in clips]  # (n, C t p p), grid
             grid = inputs[0][1]
             tokens, deepstack = self.vision_tower(torch.cat([x for x, _ in inputs]), grid,
                                                   videos=len(clips))  # (B N, D), (K, B N, D)
             each = tokens.shape[0] // len(clips)
-            visuals = list(tokens.split(each))
-            if deepstack is not None and len(deepstack):
-                for visual, features in zip(visuals, deepstack.split(each, dim=1), strict=True):
-                    visual.deepstack = list(features)  # each (N, D), as encode_clip's
-            return visuals
+            if deepstack is None or not len(deepstack):
+                return [ClipTokens(t) for t in tokens.split(each)]
+            return [ClipTokens(t, d) for t, d in zip(tokens.split(each),
+                                                     deepstack.split(each, dim=1), strict=True)]
 
     def vision_tower(self, patches: torch.Tensor, grid: tuple[int, int, int],
                      plan: dict | None = None, videos: int = 1):

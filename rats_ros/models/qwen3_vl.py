@@ -8,8 +8,6 @@ memory costs no more than with the other families (docs/METHOD_NOTES.md). The cl
 between ``<|vision_start|>`` and ``<|vision_end|>``, without the per-frame-group timestamp text
 Qwen3-VL's processor writes, and every token gets plain contiguous positions (method.md).
 """
-import threading
-
 import torch
 from transformers import Qwen3VLForConditionalGeneration
 from transformers.vision_utils import (
@@ -28,17 +26,13 @@ VIDEO_PIXELS = (128 * 32 * 32, 32 * 32 * 768)
 class Qwen3VLBackend(Qwen2VLBackend):
     """Qwen3-VL (2B/4B/8B): see the module docstring.
 
-    ``encode_clip`` returns the merged tokens ``(N, D)`` with their DeepStack features attached
-    as ``tokens.deepstack`` (a list of ``(N, D)``, one per DeepStack layer); ``build_inputs``
-    hands them to this thread's next prefill (:meth:`take_prefill_extras`).
+    ``encode_clip`` returns the merged tokens ``(N, D)`` with their DeepStack features
+    (``ClipTokens.deepstack``, ``(K, N, D)``); ``build_inputs`` places them at the clip's
+    positions of the prompt (``PrefillInputs``) and the prefill adds them (:meth:`prefill_kwargs`).
     """
 
     model_class = Qwen3VLForConditionalGeneration
     clip_bounds = True  # its video processor bounds the whole clip's pixels (frames x H x W)
-
-    def __init__(self, directory, config, name):
-        super().__init__(directory, config, name)
-        self._call = threading.local()  # DeepStack inputs of this thread's caption in flight
 
     def _pixel_bounds(self, pre: dict, size: dict) -> tuple[int, int]:
         """Qwen3-VL's video processor: the whole clip's least and most pixels."""
@@ -65,17 +59,11 @@ class Qwen3VLBackend(Qwen2VLBackend):
                 "position_ids": get_vision_position_ids(thw, visual.spatial_merge_size),
                 "cu_seqlens": cu_seqlens, "max_seqlen": longest(cu_seqlens)}
 
-    def build_inputs(self, memory, visual, prompt):
-        embeds, key_start = super().build_inputs(memory, visual, prompt)
-        deepstack = getattr(visual, "deepstack", None)
-        if deepstack:
-            mask = torch.zeros(embeds.shape[:2], dtype=torch.bool, device=self.device)
-            mask[0, key_start:key_start + visual.shape[0]] = True  # the clip's positions
-            self._call.prefill = {"visual_pos_masks": mask, "deepstack_visual_embeds": [
-                feature.to(self.device, self.dtype) for feature in deepstack]}
-        return embeds, key_start
-
-    def take_prefill_extras(self) -> dict:
-        extra = getattr(self._call, "prefill", None) or {}
-        self._call.prefill = None  # one prefill per build_inputs
-        return extra
+    def prefill_kwargs(self, inputs):
+        """The clip's DeepStack features and their positions, as the language model takes
+        them."""
+        if inputs.deepstack is None:
+            return {}
+        mask = torch.zeros(inputs.embeds.shape[:2], dtype=torch.bool, device=self.device)
+        mask[0, inputs.key_start:inputs.key_start + inputs.num_keys] = True  # (1, L)
+        return {"visual_pos_masks": mask, "deepstack_visual_embeds": list(inputs.deepstack)}

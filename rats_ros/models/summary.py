@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from rats_ros.stream.captioner import DEFAULT_PROMPT
-
 
 @dataclass
 class ModelSummary:
@@ -39,7 +37,7 @@ class ModelSummary:
 
 def summarize(backend, frames: int = 16, height: int = 480, width: int = 640,
               memory_clips: int = 16, keep_ratio: float = 1 / 16, context_tokens: int = 10000,
-              answer_tokens: int = 128, prompt: str = DEFAULT_PROMPT) -> ModelSummary:
+              answer_tokens: int = 128, *, prompt: str) -> ModelSummary:
     """Figures of ``backend`` (an ``HFVideoBackend``) for clips of ``frames`` frames of
     ``height x width`` pixels, a full memory and one answer of ``context_tokens``.
 
@@ -64,7 +62,7 @@ def summarize(backend, frames: int = 16, height: int = 480, width: int = 640,
     caption_tokens = prefix.numel() + memory + clip_tokens + suffix.numel() + 64
     weights = sum(p.numel() * p.element_size() for p in backend.model.parameters())
     if backend.weights != "native":  # the quantized projections live in the fast decoder
-        weights += sum(layer.nbytes for layer in backend._fast_decoder.packed)
+        weights += sum(layer.nbytes for layer in backend.fast.caption.packed)
     mib = 2 ** 20
     figures = (weights / mib, per_token * caption_tokens / mib,
                per_token * (context_tokens + answer_tokens + 64) / mib)

@@ -13,7 +13,6 @@ Failures are typed: :class:`~rats_ros.errors.StoreUnavailable` when the server c
 """
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -26,15 +25,11 @@ from rats_ros.recall.pg_connect import claim_stream, connect_error, first_line, 
 from rats_ros.recall.pg_schema import CAPTION_COLUMNS, init_schema
 from rats_ros.recall.retention import PgPruner, RetentionPolicy
 from rats_ros.recall.store import ClipIndexTaken, StoredCaption
+from rats_ros.recall.stores import default_robot
 from rats_ros.records import RECORD_FIELDS, record_values
 
 _READ = ("id", "robot", "stream_id", *RECORD_FIELDS, "created_ns", "embedder")
 _INSERT_LOCK = 0x7261747300  # "rats": serialises inserts so ids commit in order
-
-
-def default_robot() -> str:
-    """This machine's name: the default robot id."""
-    return socket.gethostname() or "robot"
 
 
 class PgCaptionStore:

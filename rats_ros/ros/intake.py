@@ -20,8 +20,9 @@ from rats_ros.io.images import (
     decode_raw,
 )
 from rats_ros.ros.messages import time_to_ns
-from rats_ros.stream.clips import Frame, unusable_size
-from rats_ros.stream.poses import Pose, PoseTrack
+from rats_ros.samples import Frame, Pose
+from rats_ros.stream.clips import unusable_size
+from rats_ros.stream.poses import PoseTrack
 
 _WARN_EVERY_S = 5.0
 _OUT_OF_MEMORY = FrameError("out of memory while decoding the frame: the process is short of "

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rats_ros.errors import QuestionError
-from rats_ros.recall.pg_schema import is_url
 from rats_ros.ros import params as node_params
 
 _NS = 1_000_000_000
@@ -34,7 +33,8 @@ class Lane:
 
 
 class Parts:
-    """What configure builds from the parameters: stores, model, captioners, embedder, QA.
+    """What configure builds from the parameters: stores, the pipeline (model, embedder), one
+    lane per camera, and the question answerer.
 
     Heavy imports (torch, transformers) happen here, so a node with bad parameters fails fast;
     the stores are opened before the model loads, so a bad ``store_path`` fails in a second.
@@ -45,76 +45,63 @@ class Parts:
     """
 
     def __init__(self, params: node_params.NodeParams, writer: str):
-        from rats_ros.recall.store import CaptionStore, RetentionPolicy
+        from rats_ros.recall.stores import default_robot, is_url
 
         self.model_name, self.params = params.model, params
         self.store_path = params.resolved_store_path()
-        retention = RetentionPolicy(max_age_s=params.retention_max_age_s,
-                                    max_rows=params.retention_max_rows)
+        self.robot = (params.robot_id or default_robot()) if is_url(self.store_path) else ""
         self._stores, self._fleet = [], {}
-        self.robot = ""  # set for a PostgreSQL store
         try:
-            if is_url(self.store_path):
-                self._open_database(params, writer, retention)
-            else:
-                for _, stream in params.camera_streams():
-                    self._stores.append(CaptionStore(self.store_path, stream, retention,
-                                                     writer=writer))
-                streams = tuple(store.stream_id for store in self._stores)
-                # Questions read every camera's stream; a single camera's writer reads its own.
-                self.store = self._stores[0] if len(streams) == 1 else CaptionStore(
-                    self.store_path, streams[0], read_streams=streams)
+            self._open_stores(params, writer)
             self._build(params)
         except BaseException:
             self.close()
             raise
 
-    def _open_database(self, params, writer: str, retention) -> None:
-        """PostgreSQL: per camera a spooled writer; a reader of this robot's streams. An
-        unreachable server is an outage (captions spool), a refusing one an error."""
-        from rats_ros.recall.pg_store import PgCaptionStore, default_robot
-        from rats_ros.recall.spool import SpooledStore
-        from rats_ros.recall.store import CaptionStore
+    def _open_stores(self, params, writer: str) -> None:
+        """Per camera a writer (for PostgreSQL spooled: an unreachable server is an outage,
+        a refusing one an error); a reader of every camera's stream for questions."""
+        from rats_ros.recall.retention import RetentionPolicy
+        from rats_ros.recall.stores import SpoolConfig, open_reader, open_writer
 
-        self.robot = params.robot_id or default_robot()
-        spool_path = params.resolved_spool_path()
+        retention = RetentionPolicy(max_age_s=params.retention_max_age_s,
+                                    max_rows=params.retention_max_rows)
+        spool = SpoolConfig(params.resolved_spool_path(), params.spool_max_rows) \
+            if self.robot else None
         for _, stream in params.camera_streams():
-            remote = PgCaptionStore(self.store_path, stream, self.robot, writer=writer,
-                                    lazy=True, retention=retention)
-            self._stores.append(remote)  # closed with the others if the spool cannot open
-            spool = CaptionStore(spool_path, f"{self.robot}/{stream}", writer=writer)
-            self._stores[-1] = SpooledStore(remote, spool, params.spool_max_rows)
-        streams = tuple(s.stream_id for s in self._stores)
-        self.store = PgCaptionStore(self.store_path, streams[0], self.robot,
-                                    read_streams=streams, lazy=True)
+            self._stores.append(open_writer(self.store_path, stream, writer=writer,
+                                            robot=self.robot, retention=retention,
+                                            spool=spool))
+        streams = tuple(store.stream_id for store in self._stores)
+        if len(streams) == 1 and not self.robot:  # a single camera's writer reads its own
+            self.store = self._stores[0]
+        else:
+            self.store = open_reader(self.store_path, streams[0], robot=self.robot,
+                                     streams=streams, lazy=True)
 
     def _build(self, params) -> None:
-        from rats_ros.models import load_backend
-        from rats_ros.recall.embedders import make_embedder
-        from rats_ros.recall.qa import QAConfig, QuestionAnswerer
-        from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
-        from rats_ros.stream.clips import ClipAssembler
+        from rats_ros.models.base import BackendConfig
+        from rats_ros.pipeline import Pipeline, PipelineConfig
+        from rats_ros.recall.qa import QAConfig
+        from rats_ros.stream.captioner import CaptionerConfig
 
-        self.backend = load_backend(params.model, params.device, params.dtype,
-                                    engine=params.engine, engine_dir=params.engine_dir,
-                                    weights=params.weights)
-        if self.backend.engine is not None:
-            self.backend.engine.check_clip_frames(params.clip_frames)
-        self.embedder = make_embedder(params.embedder, self.backend)
-        config = CaptionerConfig(
-            keep_ratio=params.keep_ratio, memory_clips=params.memory_clips,
-            selection=params.selection, recurrence=params.recurrence,
-            max_new_tokens=params.max_caption_tokens)
-        self.lanes = [Lane(camera, store.stream_id, store,
-                           ClipAssembler(params.fps, params.clip_frames),
-                           RecurrentCaptioner(self.backend, config,
-                                              start_index=store.next_clip_index()))
+        self.pipeline = Pipeline(PipelineConfig(
+            BackendConfig(params.model, params.device, params.dtype, engine=params.engine,
+                          engine_dir=params.engine_dir, weights=params.weights),
+            CaptionerConfig(keep_ratio=params.keep_ratio, memory_clips=params.memory_clips,
+                            selection=params.selection, recurrence=params.recurrence,
+                            max_new_tokens=params.max_caption_tokens),
+            QAConfig(context_tokens=params.context_tokens,
+                     max_answer_tokens=params.max_answer_tokens),
+            embedder=params.embedder, fps=params.fps, clip_frames=params.clip_frames))
+        self.backend, self.embedder = self.pipeline.backend, self.pipeline.embedder
+        self.lanes = [Lane(camera, store.stream_id, store, self.pipeline.assembler(),
+                           self.pipeline.captioner(store.next_clip_index()))
                       for (camera, _), store in zip(params.camera_streams(), self._stores,
                                                     strict=True)]
         # tiles timed and kernels compiled here, not inside the first captions' latency
-        self.prepare_s = self.backend.prepare(len(self.lanes) if params.batch_cameras else 1)
-        self.qa = QuestionAnswerer(self.store, self.embedder, self.backend, QAConfig(
-            context_tokens=params.context_tokens, max_answer_tokens=params.max_answer_tokens))
+        self.prepare_s = self.pipeline.prepare(len(self.lanes) if params.batch_cameras else 1)
+        self.qa = self.pipeline.answerer(self.store)
 
     def lane(self, camera: str) -> Lane:
         """The lane of ``camera``. :raises KeyError: for a camera this node does not have."""
@@ -124,11 +111,13 @@ class Parts:
         """The model summary of ``rats-ros check-model`` for this node's clips (4:3 frames at
         most max_image_side wide), on one line for the log."""
         from rats_ros.models.summary import summarize
+        from rats_ros.stream.captioner import DEFAULT_PROMPT
 
         p = self.params
         width = min(640, p.max_image_side)
         summary = summarize(self.backend, p.clip_frames, width * 3 // 4, width, p.memory_clips,
-                            p.keep_ratio, p.context_tokens, p.max_answer_tokens)
+                            p.keep_ratio, p.context_tokens, p.max_answer_tokens,
+                            prompt=DEFAULT_PROMPT)
         return "; ".join(line.replace("\n", "\\n") for line in summary.lines())
 
     def ask(self, request):
@@ -164,13 +153,11 @@ class Parts:
                                 "store_path to a postgresql:// URL")
         key = ("*",) if "*" in robots else tuple(sorted(set(robots)))
         if key not in self._fleet:
-            from rats_ros.recall.pg_store import PgCaptionStore
-            from rats_ros.recall.qa import QuestionAnswerer
+            from rats_ros.recall.stores import open_reader
 
-            store = PgCaptionStore(self.store_path, self.store.stream_id, self.robot,
-                                   read_robots=key, read_streams=(), lazy=True)
-            self._fleet[key] = QuestionAnswerer(store, self.embedder, self.backend,
-                                                self.qa.config)
+            store = open_reader(self.store_path, self.store.stream_id, robot=self.robot,
+                                robots=key, streams=(), lazy=True)
+            self._fleet[key] = self.pipeline.answerer(store)
         return self._fleet[key]
 
     def close(self) -> None:

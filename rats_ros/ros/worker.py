@@ -14,13 +14,13 @@ from std_msgs.msg import Header
 
 from rats_ros.errors import FrameError, ModelError
 from rats_ros.io.images import encode_raw
+from rats_ros.io.overlay import selection_tile
 from rats_ros.recall.backlog import StoreBacklog
 from rats_ros.recall.store import ClipIndexTaken
 from rats_ros.ros.diagnostics import StreamStats
 from rats_ros.ros.messages import ns_to_time
 from rats_ros.stream.captioner import step_many
 from rats_ros.stream.queues import DropOldestQueue
-from rats_ros.tools.overlay import selection_tile
 
 
 def _of(camera: str) -> str:

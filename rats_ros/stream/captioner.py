@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 import torch
 
 from rats_ros.errors import ConfigError
-from rats_ros.models.base import clock
 from rats_ros.records import CaptionRecord
 from rats_ros.stream.memory import TokenMemory
 from rats_ros.stream.selection import METHODS, keep_count, select
@@ -113,23 +112,25 @@ class RecurrentCaptioner:
         return step_many([self], [clip])[0]
 
     def _prepare(self, clip, pixels, visual, started: float, encoded: float) -> _Pending:
-        """``clip`` encoded (``visual`` ``(N, D)`` from its ``pixels``) with this camera's
-        memory in front: the first half of :meth:`step`."""
+        """``clip`` encoded (``visual``: the backend's ``ClipTokens`` of its ``pixels``) with
+        this camera's memory in front: the first half of :meth:`step`."""
+        tokens = visual.tokens  # (N, D)
         memory = (self.memory.tokens() if self.config.recurrence
-                  else visual.new_empty(0, visual.shape[1]))
+                  else tokens.new_empty(0, tokens.shape[1]))
         return _Pending(clip, pixels, visual, memory, started, encoded)
 
     def _finish(self, pending: _Pending, out) -> ClipCaption:
         """Select the kept tokens from ``out`` (a ``CaptionOutput``), update the memory and
         number the clip: the second half of :meth:`step`."""
         cfg, captioned = self.config, time.perf_counter()
-        visual, n = pending.visual, pending.visual.shape[0]
+        visual = pending.visual.tokens  # (N, D)
+        n = visual.shape[0]
         kept = select(out.scores if cfg.selection == "attention" else n,
                       keep_count(n, cfg.keep_ratio), cfg.selection, self.generator)
         if cfg.recurrence:
             self.memory.append(visual.index_select(0, kept.to(visual.device)))  # (k, D)
         kept_indices = kept.tolist()
-        done = self._sync()
+        done = self.backend.clock()
         timings = {"encode": pending.encoded - pending.started, **out.timings,
                    "select": done - captioned}
         index, self.next_index = self.next_index, self.next_index + 1
@@ -142,10 +143,6 @@ class RecurrentCaptioner:
             model=self.backend.name, token_grid=tuple(self.backend.token_grid(*pixels.shape[:3])),
             frames_per_group=self.backend.frames_per_group)
 
-    def _sync(self) -> float:
-        device = getattr(self.backend, "device", None)
-        return clock(device) if device is not None else time.perf_counter()
-
 
 @dataclass
 class _Pending:
@@ -153,7 +150,7 @@ class _Pending:
 
     clip: object
     pixels: object
-    visual: torch.Tensor  # (N, D)
+    visual: object  # the backend's ClipTokens: .tokens (N, D)
     memory: torch.Tensor  # (M, D)
     started: float
     encoded: float
@@ -177,8 +174,8 @@ def step_many(captioners: list[RecurrentCaptioner], clips: list) -> list[ClipCap
                           "max_new_tokens and the selection method")
     started = time.perf_counter()
     pixels = [clip.pixels() for clip in clips]  # each (T, H, W, 3)
-    visuals = backend.encode_clips(pixels)  # each (N, D); one forward where the family can
-    encoded = captioners[0]._sync()
+    visuals = backend.encode_clips(pixels)  # ClipTokens each; one forward where it can
+    encoded = backend.clock()
     pending = [c._prepare(clip, p, v, started, encoded)
                for c, clip, p, v in zip(captioners, clips, pixels, visuals, strict=True)]
     outputs = backend.caption_many([(p.memory, p.visual) for p in pending], cfg.prompt,

@@ -14,40 +14,11 @@ import cv2
 import numpy as np
 
 from rats_ros.errors import ConfigError, FrameError
+from rats_ros.samples import Frame
 
 _NS_PER_S = 1_000_000_000
 MIN_SIDE = 16      # px; smaller frames hold nothing a vision tower can see
 MAX_ASPECT = 8.0   # longer:shorter side; beyond it, a squashed frame is noise
-
-
-@dataclass(frozen=True, eq=False)
-class Frame:
-    """One RGB image and its stamp.
-
-    :param stamp_ns: time of the image in integer nanoseconds (header stamp or bag/video time).
-    :param image: ``(H, W, 3)`` uint8 RGB array.
-    :raises FrameError: when the image is not a non-empty ``(H, W, 3)`` uint8 array or the stamp
-        is not a non-negative integer.
-    """
-
-    stamp_ns: int
-    image: np.ndarray
-
-    def __post_init__(self):
-        stamp = self.stamp_ns
-        if isinstance(stamp, bool) or not isinstance(stamp, (int, np.integer)) or stamp < 0:
-            raise FrameError(
-                f"frame stamp must be a non-negative int of nanoseconds, got {stamp!r}")
-        object.__setattr__(self, "stamp_ns", int(stamp))
-        image = self.image
-        if not isinstance(image, np.ndarray):
-            raise FrameError(f"frame image must be a numpy array, got {type(image).__name__}")
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise FrameError(
-                f"frame image must be (H, W, 3) uint8 RGB, got shape {image.shape} dtype "
-                f"{image.dtype}; decode it with rats_ros.io.images first")
-        if image.shape[0] == 0 or image.shape[1] == 0:
-            raise FrameError(f"frame image is empty: shape {image.shape}")
 
 
 @dataclass(eq=False)

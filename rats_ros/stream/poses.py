@@ -10,39 +10,12 @@ from __future__ import annotations
 import bisect
 import math
 import threading
-from dataclasses import dataclass
 
 from rats_ros.errors import ConfigError
+from rats_ros.samples import Pose
 
 #: the reasons :meth:`PoseTrack.add` refuses a pose for
 REFUSALS = ("non_finite_pose", "wrong_pose_frame", "zero_pose_stamp")
-
-
-@dataclass(frozen=True)
-class Pose:
-    """One pose: position (m) and orientation quaternion in ``frame`` at ``stamp_ns``."""
-
-    stamp_ns: int
-    x: float
-    y: float
-    z: float
-    qx: float = 0.0
-    qy: float = 0.0
-    qz: float = 0.0
-    qw: float = 1.0
-    frame: str = ""
-
-    @classmethod
-    def of(cls, stamp_ns: int, pose, frame: str) -> Pose:
-        """From any ``geometry_msgs/Pose``-shaped object (a ROS message, a rosbags one)."""
-        p, q = pose.position, pose.orientation
-        return cls(stamp_ns, p.x, p.y, p.z, q.x, q.y, q.z, q.w, frame)
-
-    def record_fields(self) -> dict:
-        """The caption record's pose fields (:data:`rats_ros.records.POSE_FIELDS`)."""
-        return {"has_pose": True, "pose_x": self.x, "pose_y": self.y, "pose_z": self.z,
-                "pose_qx": self.qx, "pose_qy": self.qy, "pose_qz": self.qz,
-                "pose_qw": self.qw, "pose_frame": self.frame}
 
 
 class PoseTrack:

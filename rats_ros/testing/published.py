@@ -59,7 +59,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rats_ros.testing import tiny
+from rats_ros.models import tiny
 
 #: chat_template.json of the llava-hf OneVision repositories (the conversion script's template)
 PROCESSOR_TEMPLATE = (

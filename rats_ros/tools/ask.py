@@ -10,7 +10,7 @@ from rats_ros.errors import InputError, QuestionError, RatsError
 from rats_ros.tools.options import (
     NS,
     add_model_options,
-    backend_options,
+    backend_config,
     fail,
     stream_seconds,
     where_json,
@@ -70,56 +70,40 @@ def run(args) -> int:
 
 
 def _answer(args):
-    from rats_ros.recall.retrieval import check_window
+    from rats_ros.recall.retrieval import Place, check_window
+    from rats_ros.recall.stores import is_url, open_reader
 
     since_ns, until_ns = round(args.since * NS), round(args.until * NS)
     check_window(since_ns, until_ns)  # before the model loads: a bad window fails fast
-    from rats_ros.recall.pg_schema import is_url
-    from rats_ros.recall.retrieval import Place
-
     place = None if args.near is None else Place(*args.near, args.radius)  # checked early too
     if args.robots and not is_url(args.store):
         raise InputError("--robots needs a shared store: give --store a postgresql:// URL")
     if not is_url(args.store) and not Path(args.store).is_file():
         raise InputError(f"caption store {args.store!r} does not exist; create it with "
                          "`rats-ros caption INPUT --model M --store FILE`")
-    with _reader(args, None) as listing:
+    robots = tuple(r.strip() for r in (args.robots or "").split(",") if r.strip()) or None
+    with open_reader(args.store, args.stream_id, robot=args.robot, robots=robots,
+                     streams=(), existing=True) as listing:
         streams = listing.streams_under(args.stream_id)
-    with _reader(args, streams or None) as store:
+    with open_reader(args.store, args.stream_id, robot=args.robot, robots=robots,
+                     streams=streams or None, existing=True) as store:
         return _ask_store(args, store, since_ns, until_ns, place)
 
 
-def _reader(args, streams):
-    """A read-only view of the store: a SQLite file, or the robots asked of a PostgreSQL one."""
-    from rats_ros.recall.pg_schema import is_url
-    from rats_ros.recall.pg_store import PgCaptionStore
-    from rats_ros.recall.store import CaptionStore
-
-    if is_url(args.store):
-        robots = tuple(r.strip() for r in (args.robots or "").split(",") if r.strip())
-        return PgCaptionStore(args.store, args.stream_id, args.robot,
-                              read_robots=robots or None,
-                              read_streams=() if streams is None else streams)
-    return CaptionStore(args.store, stream_id=args.stream_id, create=False, readonly=True,
-                        read_streams=streams)
-
-
 def _ask_store(args, store, since_ns, until_ns, place):
-    from rats_ros.models import load_backend
-    from rats_ros.recall.embedders import make_embedder
-    from rats_ros.recall.qa import QAConfig, QuestionAnswerer
+    from rats_ros.pipeline import Pipeline, PipelineConfig
+    from rats_ros.recall.qa import QAConfig
 
     first = store.rows_after(0, 1)
     if not first:
         raise QuestionError(f"store {store.path!r} has no captions for stream "
                             f"{args.stream_id!r}; caption an input into it first")
-    backend = load_backend(args.model or first[0].model, **backend_options(args))
-    embedder = make_embedder(args.embedder, backend=backend)
-    config = QAConfig(context_tokens=args.context_tokens, max_answer_tokens=args.max_new_tokens)
-    answerer = QuestionAnswerer(store, embedder, backend, config)
+    qa = QAConfig(context_tokens=args.context_tokens, max_answer_tokens=args.max_new_tokens)
+    pipeline = Pipeline(PipelineConfig(backend_config(args, args.model or first[0].model),
+                                       qa=qa, embedder=args.embedder))
     cameras = tuple(c.strip() for c in (args.cameras or "").split(",") if c.strip())
-    return answerer.ask(args.question, since_ns, until_ns, args.max_captions,
-                        cameras=cameras, place=place)
+    return pipeline.answerer(store).ask(args.question, since_ns, until_ns, args.max_captions,
+                                        cameras=cameras, place=place)
 
 
 def _point(text: str) -> tuple[float, float, float]:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from rats_ros.errors import InputError, RatsError
-from rats_ros.tools.options import NS, add_model_options, backend_options, fail, where_json
+from rats_ros.tools.options import NS, add_model_options, backend_config, fail, where_json
 
 
 def add_parser(sub) -> None:
@@ -52,18 +52,12 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from rats_ros.stream.captioner import DEFAULT_PROMPT, CaptionerConfig
-    from rats_ros.stream.clips import ClipAssembler
     from rats_ros.stream.poses import PoseTrack
 
     undecodable = []
     try:
         _check_out(args.out)  # before the model loads: a bad path fails fast
-        config = CaptionerConfig(
-            keep_ratio=args.keep_ratio, memory_clips=args.memory_clips, selection=args.selection,
-            recurrence=not args.no_recurrence, prompt=args.prompt or DEFAULT_PROMPT,
-            max_new_tokens=args.max_new_tokens)
-        ClipAssembler(fps=args.fps, clip_frames=args.clip_frames)  # checks them before reading
+        config = pipeline_config(args)  # checks every setting before reading
         poses = PoseTrack(args.pose_tolerance) if args.pose_topic else None
         cameras, items, total = open_cameras(
             args, on_error=lambda stamp, error: undecodable.append(error))
@@ -84,6 +78,21 @@ def run(args) -> int:
             f"no clip could be made from {args.input} ({stats.received} frames "
             f"decoded, {len(undecodable)} not){reason}; pass an input with colour images"))
     return 0
+
+
+def pipeline_config(args):
+    """The :class:`~rats_ros.pipeline.PipelineConfig` of the command's options.
+    :raises ConfigError: a setting out of range."""
+    from rats_ros.pipeline import PipelineConfig
+    from rats_ros.stream.captioner import DEFAULT_PROMPT, CaptionerConfig
+
+    captioner = CaptionerConfig(
+        keep_ratio=args.keep_ratio, memory_clips=args.memory_clips, selection=args.selection,
+        recurrence=not args.no_recurrence, prompt=args.prompt or DEFAULT_PROMPT,
+        max_new_tokens=args.max_new_tokens)
+    return PipelineConfig(backend_config(args), captioner,
+                          embedder=args.embedder if args.store else "none", fps=args.fps,
+                          clip_frames=args.clip_frames)
 
 
 def open_cameras(args, on_error):
@@ -120,17 +129,13 @@ def _check_out(out) -> None:
 
 
 class _Session:
-    """The backend, the per-camera captioners and clip assemblers, the optional store and
-    embedder, and the output of one ``caption`` run."""
+    """The pipeline, the per-camera captioners and clip assemblers, the optional stores, and
+    the output of one ``caption`` run."""
 
     def __init__(self, args, cameras: list[str], poses=None):
-        from rats_ros.stream.clips import ClipAssembler
-
         self.args, self.cameras, self.poses = args, cameras, poses
-        self.assemblers = {c: ClipAssembler(fps=args.fps, clip_frames=args.clip_frames)
-                           for c in cameras}
-        self.stores, self.captioners = {}, {}
-        self.embedder = None
+        self.stores, self.captioners, self.assemblers = {}, {}, {}
+        self.pipeline = None
         self.out = sys.stdout
 
     def __enter__(self):
@@ -143,22 +148,21 @@ class _Session:
             self.out.close()
 
     def start(self, config) -> None:
-        from rats_ros.models import load_backend
-        from rats_ros.stream.captioner import RecurrentCaptioner
+        from rats_ros.pipeline import Pipeline
+        from rats_ros.recall.stores import open_writer, stream_name
 
         args = self.args
-        if args.store:  # opened before the model: a bad store fails fast
+        if args.store:  # opened before the model: a bad store fails fast (no spool here: an
+            # unreachable database ends the run with exit code 1)
+            writer = f"rats-ros caption (pid {os.getpid()})"
             for camera in self.cameras:
-                stream = f"{args.stream_id}/{camera}" if camera else args.stream_id
-                self.stores[camera] = _writer_store(args, stream)
-        backend = load_backend(args.model, **backend_options(args))
-        if args.store and args.embedder != "none":
-            from rats_ros.recall.embedders import make_embedder
-
-            self.embedder = make_embedder(args.embedder, backend=backend)
+                self.stores[camera] = open_writer(args.store, stream_name(args.stream_id, camera),
+                                                  writer=writer, robot=args.robot)
+        self.pipeline = Pipeline(config)
         for camera in self.cameras:
             start = self.stores[camera].next_clip_index() if camera in self.stores else 0
-            self.captioners[camera] = RecurrentCaptioner(backend, config, start)
+            self.captioners[camera] = self.pipeline.captioner(start)
+            self.assemblers[camera] = self.pipeline.assembler()
         if args.out:
             self.out = open(args.out, "w", encoding="utf-8")  # closed in __exit__
 
@@ -191,8 +195,7 @@ class _Session:
         if self.poses is not None:
             self.poses.place(result)
         if camera in self.stores:
-            embedding = self.embedder.embed([result.text])[0] if self.embedder else None
-            name = self.embedder.name if self.embedder else ""
+            embedding, name = self.pipeline.embed(result.text)
             self.stores[camera].add(result, embedding, embedder=name)
         self.out.write(json.dumps(_caption_record(result)) + "\n")
         self.out.flush()
@@ -206,19 +209,6 @@ class _Session:
             for name, value in vars(assembler.stats).items():
                 setattr(total, name, getattr(total, name) + value)
         return total
-
-
-def _writer_store(args, stream: str):
-    """The store a camera's captions go to: a SQLite file or a PostgreSQL URL (no spool here:
-    an unreachable database ends the run with exit code 1)."""
-    from rats_ros.recall.pg_schema import is_url
-    from rats_ros.recall.pg_store import PgCaptionStore
-    from rats_ros.recall.store import CaptionStore
-
-    writer = f"rats-ros caption (pid {os.getpid()})"
-    if is_url(args.store):
-        return PgCaptionStore(args.store, stream, args.robot, writer=writer)
-    return CaptionStore(args.store, stream_id=stream, writer=writer)
 
 
 def _caption_record(result) -> dict:

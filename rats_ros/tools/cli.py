@@ -37,12 +37,14 @@ def _check_model_parser(sub) -> None:
 def _run_check_model(args) -> int:
     from rats_ros.models import load_backend
     from rats_ros.models.summary import summarize
+    from rats_ros.stream.captioner import DEFAULT_PROMPT
 
     try:
         if min(args.frames, args.height, args.width) < 1:
             raise ConfigError("--frames, --height and --width must be >= 1")
         backend = load_backend(args.model, **backend_options(args))
-        summary = summarize(backend, args.frames, args.height, args.width)
+        summary = summarize(backend, args.frames, args.height, args.width,
+                            prompt=DEFAULT_PROMPT)
     except RatsError as error:
         return fail("check-model", error)
     if args.json:
@@ -86,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``rats-ros``. :returns: the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "replay":
-        from rats_ros.ros import replay  # imports rclpy only when replaying
+        from rats_ros.ros.replay import main as replay_main  # imports rclpy only when replaying
 
-        return replay.main(argv[1:])
+        return replay_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from rats_ros.errors import ConfigError, RatsError
-from rats_ros.tools.options import add_engine_options, backend_options, fail, positive_float
+from rats_ros.tools.options import add_engine_options, backend_config, fail, positive_float
 from rats_ros.world import SYNTHETIC_WORLD
 
 
@@ -52,8 +52,8 @@ def _model_options(parser, default) -> None:
 
 
 def run_synthetic(args) -> int:
-    from rats_ros.models import load_backend
-    from rats_ros.world.evaluate import EvalConfig, evaluate, table
+    from rats_ros.pipeline import Pipeline
+    from rats_ros.world.evaluate import EvalConfig, evaluate, pipeline_config, table
 
     try:
         flags = {"on": True, "off": False}
@@ -63,8 +63,8 @@ def run_synthetic(args) -> int:
         config = EvalConfig(seed=args.seed, minutes=args.minutes,
                             selections=tuple(s.strip() for s in args.selections.split(",")),
                             recurrences=tuple(flags[r] for r in recurrences))
-        backend = load_backend(args.model, **backend_options(args))
-        results = evaluate(backend, config, log=lambda line: None if args.json else print(line))
+        pipeline = Pipeline(pipeline_config(backend_config(args)))
+        results = evaluate(pipeline, config, log=lambda line: None if args.json else print(line))
     except RatsError as error:
         return fail("eval", error)
     if args.json:
@@ -76,18 +76,15 @@ def run_synthetic(args) -> int:
 
 
 def run_rvs(args) -> int:
-    from rats_ros.models import load_backend
-    from rats_ros.recall.embedders import make_embedder
-    from rats_ros.stream.captioner import CaptionerConfig
+    from rats_ros.pipeline import Pipeline, PipelineConfig
     from rats_ros.tools import rvs
 
     try:
         samples = rvs.load_annotations(args.annotations)
-        backend = load_backend(args.model, **backend_options(args))
-        embedder = make_embedder(args.embedder, backend)
+        pipeline = Pipeline(PipelineConfig(backend_config(args), embedder=args.embedder,
+                                           fps=args.fps, clip_frames=args.clip_frames))
         with open(args.out, "w") as out:
-            count = rvs.run(backend, samples, args.video_root, out, CaptionerConfig(), args.fps,
-                            args.clip_frames, embedder,
+            count = rvs.run(pipeline, samples, args.video_root, out,
                             log=lambda line: print(line, file=sys.stderr))
     except (RatsError, OSError) as error:
         return fail("eval", error)

@@ -61,6 +61,14 @@ def backend_options(args) -> dict:
             "engine_dir": args.engine_dir, "weights": args.weights}
 
 
+def backend_config(args, model: str | None = None):
+    """The :class:`~rats_ros.models.base.BackendConfig` of :func:`add_engine_options` and
+    ``--model`` (or ``model``). :raises ConfigError: a value out of range."""
+    from rats_ros.models.base import BackendConfig
+
+    return BackendConfig(model or args.model, **backend_options(args))
+
+
 def fail(command: str, error: RatsError, quiet: bool = False) -> int:
     """Report a typed error on stderr and map it to the exit code."""
     if not quiet:

@@ -20,10 +20,7 @@ from pathlib import Path
 
 from rats_ros.errors import InputError, QuestionError
 from rats_ros.io.bags import open_input
-from rats_ros.recall.qa import QuestionAnswerer
 from rats_ros.recall.store import CaptionStore
-from rats_ros.stream.captioner import RecurrentCaptioner
-from rats_ros.stream.clips import ClipAssembler
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".webm", ".mov")
 _NS = 1_000_000_000
@@ -68,9 +65,9 @@ def video_file(sample: dict, root: Path | None) -> Path:
                      f"<video_id>{{{','.join(VIDEO_SUFFIXES)}}} under --video-root")
 
 
-def run(backend, samples: list[dict], root: Path | None, out, captioner_config, fps: float,
-        clip_frames: int, embedder, log=lambda line: None) -> int:
-    """Stream every video and answer its questions at their times.
+def run(pipeline, samples: list[dict], root: Path | None, out, log=lambda line: None) -> int:
+    """Stream every video through ``pipeline`` (a :class:`~rats_ros.pipeline.Pipeline`) and
+    answer its questions at their times.
 
     :param out: a text file; one JSON line per question, flushed as it is written.
     :returns: the number of questions answered.
@@ -79,8 +76,7 @@ def run(backend, samples: list[dict], root: Path | None, out, captioner_config, 
     for sample in samples:
         with tempfile.TemporaryDirectory(prefix="rats_rvs_") as tmp, \
                 CaptionStore(Path(tmp) / "captions.db", synchronous="NORMAL") as store:
-            for line in _video(backend, sample, root, store, captioner_config, fps,
-                               clip_frames, embedder):
+            for line in _video(pipeline, sample, root, store):
                 out.write(json.dumps(line) + "\n")
                 out.flush()
                 answered += 1
@@ -88,12 +84,11 @@ def run(backend, samples: list[dict], root: Path | None, out, captioner_config, 
     return answered
 
 
-def _video(backend, sample, root, store, captioner_config, fps, clip_frames, embedder):
+def _video(pipeline, sample, root, store):
     """Caption one video as a stream; yield each question's prediction at its time."""
     frames, _ = open_input(video_file(sample, root))
-    captioner = RecurrentCaptioner(backend, captioner_config)
-    assembler = ClipAssembler(fps=fps, clip_frames=clip_frames)
-    answerer = QuestionAnswerer(store, embedder, backend)
+    captioner, assembler = pipeline.captioner(), pipeline.assembler()
+    answerer = pipeline.answerer(store)
     pending = deque(sorted(sample["conversations"], key=lambda q: q["end_time"]))
     origin = None
     for frame in frames:

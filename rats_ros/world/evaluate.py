@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from rats_ros.errors import ConfigError
-from rats_ros.recall.embedders import ModelEmbedder
-from rats_ros.recall.qa import QAConfig, QuestionAnswerer
+from rats_ros.models.base import BackendConfig
+from rats_ros.pipeline import Pipeline, PipelineConfig
+from rats_ros.recall.qa import QAConfig
 from rats_ros.recall.store import CaptionStore
-from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
-from rats_ros.stream.clips import ClipAssembler
+from rats_ros.stream.captioner import CaptionerConfig
 from rats_ros.stream.selection import METHODS
 from rats_ros.world import language, scene
 
@@ -69,8 +69,16 @@ class EvalConfig:
         return int(self.minutes * 60 // language.CLIP_SECONDS)
 
 
-def evaluate(backend, config: EvalConfig, log=lambda line: None) -> list[dict]:
-    """Run every configuration on one world. :returns: one result per configuration."""
+def pipeline_config(backend: BackendConfig) -> PipelineConfig:
+    """The pipeline a world is evaluated with: its frame rate and clip length, the model's
+    own embedder (the paper's), answers of at most 16 tokens (a world's answers are short)."""
+    return PipelineConfig(backend, qa=QAConfig(max_answer_tokens=16), embedder="model",
+                          fps=1 / scene.FRAME_INTERVAL_S, clip_frames=scene.CLIP_FRAMES)
+
+
+def evaluate(pipeline: Pipeline, config: EvalConfig, log=lambda line: None) -> list[dict]:
+    """Run every configuration on one world through ``pipeline`` (built from
+    :func:`pipeline_config`). :returns: one result per configuration."""
     world = scene.generate(EVAL_SEED_BASE + config.seed, config.clips)
     frames = list(scene.frames(world, FRAME_SIZE))
     truth = [language.clip_facts(world, c) for c in range(world.clips)]
@@ -78,7 +86,7 @@ def evaluate(backend, config: EvalConfig, log=lambda line: None) -> list[dict]:
     results = []
     for selection in config.selections:
         for recurrence in config.recurrences:
-            result = _run(backend, world, frames, truth, asked, selection, recurrence, config)
+            result = _run(pipeline, world, frames, truth, asked, selection, recurrence, config)
             log(f"{selection:9s} recurrence {'on ' if recurrence else 'off'}: "
                 f"present {result['caption_present']:.2f} memory {result['caption_memory']:.2f}"
                 f" qa {result['qa']:.2f}")
@@ -86,10 +94,10 @@ def evaluate(backend, config: EvalConfig, log=lambda line: None) -> list[dict]:
     return results
 
 
-def _run(backend, world, frames, truth, asked, selection, recurrence, config) -> dict:
-    captioner = RecurrentCaptioner(backend, CaptionerConfig(
+def _run(pipeline, world, frames, truth, asked, selection, recurrence, config) -> dict:
+    captioner = pipeline.captioner(config=CaptionerConfig(
         selection=selection, recurrence=recurrence, seed=config.seed))
-    assembler = ClipAssembler(fps=1 / scene.FRAME_INTERVAL_S, clip_frames=scene.CLIP_FRAMES)
+    assembler = pipeline.assembler()
     score, coverage, latencies = language.CaptionScore(), Coverage(world), []
     with tempfile.TemporaryDirectory(prefix="rats_eval_") as tmp, \
             CaptionStore(Path(tmp) / "captions.db", synchronous="NORMAL") as store:
@@ -102,9 +110,9 @@ def _run(backend, world, frames, truth, asked, selection, recurrence, config) ->
             coverage.add(out)
             latencies.append(out.processing_time)
             store.add(out)
-        answers = _answers(backend, store, asked)
+        answers = _answers(pipeline.answerer(store), asked)
     return {"selection": selection, "recurrence": recurrence, "seed": config.seed,
-            "minutes": config.minutes, "clips": len(latencies), "model": backend.name,
+            "minutes": config.minutes, "clips": len(latencies), "model": pipeline.backend.name,
             "caption_colours": _ratio(score.colours, score.facts),
             "caption_arrivals": _ratio(score.arrivals, score.arrival_facts),
             "caption_present": _ratio(score.present, score.facts),
@@ -119,9 +127,7 @@ def _run(backend, world, frames, truth, asked, selection, recurrence, config) ->
             "latency_ms_mean": round(1000 * statistics.fmean(latencies), 1)}
 
 
-def _answers(backend, store, asked) -> list[tuple[str, bool]]:
-    answerer = QuestionAnswerer(store, ModelEmbedder(backend), backend,
-                                QAConfig(max_answer_tokens=16))
+def _answers(answerer, asked) -> list[tuple[str, bool]]:
     return [(q.kind, language.normalise(answerer.ask(q.text).text) == q.answer)
             for q in asked]
 

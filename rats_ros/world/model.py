@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rats_ros.models import tiny
 from rats_ros.recall.qa import DEFAULT_INSTRUCTION, answer_prompt
 from rats_ros.recall.retrieval import format_caption
 from rats_ros.records import CaptionRecord
-from rats_ros.testing import tiny
 from rats_ros.world import language, scene
 
 IMAGE_SIZE, PATCH = 64, 8  # 8x8 patches, pooled 2x2: 16 tokens per frame

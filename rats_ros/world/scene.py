@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rats_ros.stream.clips import Clip, Frame
+from rats_ros.samples import Frame
+from rats_ros.stream.clips import Clip
 
 CLIP_FRAMES = 16
 FRAME_INTERVAL_S = 2.0

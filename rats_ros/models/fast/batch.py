@@ -30,8 +30,6 @@ from rats_ros.models.fast.static import (
 )
 from rats_ros.models.fast.support import fast_result
 
-ENABLE_FUSED = True  # False: batched decoders built later take the torch step (a bench baseline)
-
 
 class _BatchState:
     """Static buffers of B rows at one capacity C."""
@@ -65,15 +63,16 @@ class BatchDecoder:
     """Greedy decoding of several prompts at once over ``single``'s packed weights.
 
     :param single: the caption decoder whose weights, prefill and settings are reused.
+    :param fused: the fused Triton step (``FastConfig.fused_batch``); False: the torch step.
     """
 
-    def __init__(self, single: FastDecoder):
+    def __init__(self, single: FastDecoder, fused: bool = True):
         self.single = single
         # the fused step's batched products (fused_batch), tiles timed on this GPU; without a
         # tile that compiles, the torch step (logged)
         self.tiles = tiles.for_decoder(single, asked=False, rows=fused_batch.ROWS) \
-            if ENABLE_FUSED else {}
-        self.fused = ENABLE_FUSED and single.fused_step and (
+            if fused else {}
+        self.fused = fused and single.fused_step and (
             bool(self.tiles) or single.device.type != "cuda")
         self._states: dict[int, _BatchState] = {}  # per row count
         self._graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}

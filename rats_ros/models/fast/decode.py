@@ -20,7 +20,7 @@ transformers modules keep working on views of them) with static shapes:
 Scores follow the captioner contract: attention that the last prompt position and every fed-back
 caption token pay to the candidate range, averaged over heads, read-out layers and query rows
 (rows: the last prompt position and tokens 1..n-1; token n is never fed), exactly as
-:mod:`rats_ros.stream.readout` computes them on the plain path.
+:mod:`rats_ros.models.readout` computes them on the plain path.
 
 The backend seam is :mod:`rats_ros.models.fast.hook` (``backend.fast_decode``: None = on CUDA).
 """

@@ -1,31 +1,63 @@
 """The seam between a backend and :class:`~rats_ros.models.fast.decode.FastDecoder`: whether the
-fast path runs, which decoder serves a call (captions and answers each have their own), and the
-hand-over of the read-out and of Qwen3-VL's DeepStack features; answers first (:mod:`priority`)."""
+fast path runs, the decoders a backend owns (:class:`FastDecoders`: captions, answers and several
+cameras' captions each have their own), and the hand-over of the read-out and of Qwen3-VL's
+DeepStack features; answers first (:mod:`priority`)."""
 from __future__ import annotations
 
 import threading
 import time
-from contextlib import contextmanager
-
-import torch
+from dataclasses import dataclass, field
 
 from rats_ros.errors import ModelError
+from rats_ros.models.base import CaptionOutput, FastConfig, PrefillInputs
 from rats_ros.models.fast.batch import BatchDecoder
 from rats_ros.models.fast.decode import FastDecoder, supports
 from rats_ros.models.fast.priority import AnswerFirst
 from rats_ros.models.fast.static import MAX_EOS_IDS
 
-_CREATE_LOCK = threading.Lock()
-_ANSWERING = threading.local()  # .active: this thread is inside answering()
+__all__ = ["MAX_EOS_IDS", "FastDecoders", "caption_many", "maybe_greedy", "prepare", "serves"]
+
+
+@dataclass
+class FastDecoders:
+    """The fast-path decoders of one backend, built on first use (or by :func:`prepare`).
+
+    Each decoder has its own lock, KV buffers and CUDA graphs over the same packed weights, so
+    an answer never waits for a whole caption; the caption decoders also step aside between
+    layers and tokens while an answer runs (:attr:`gate`; test/test_fast_decode.py).
+
+    :param config: which parts of the fast path run.
+    :param caption: the caption decoder (one camera, or one clip at a time).
+    :param answer: the answer decoder (text-only generation).
+    :param batch: several cameras' captions in one decode step, over ``caption``'s weights.
+    :param gate: the model's answers-first gate.
+    """
+
+    config: FastConfig = field(default_factory=FastConfig)
+    caption: FastDecoder | None = None
+    answer: FastDecoder | None = None
+    batch: BatchDecoder | None = None
+    gate: AnswerFirst = field(default_factory=AnswerFirst)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def use(self, config: FastConfig) -> None:
+        """Run with ``config`` from now on; decoders built under another one are dropped
+        (rebuilt on next use), except a caption decoder whose settings did not change."""
+        with self._lock:
+            if config.fused_batch != self.config.fused_batch:
+                self.batch = None
+            self.config = config
+
+    def clear(self) -> None:
+        """Drop every decoder (their static buffers are freed once nothing else holds them)."""
+        with self._lock:
+            self.caption = self.answer = self.batch = None
 
 
 def enabled(backend) -> bool:
-    """Whether ``backend`` decodes through this module.
-
-    ``backend.fast_decode`` decides when set (True / False); by default (None or unset) the fast
-    path is on for supported models on CUDA, where it pays, and off on CPU.
-    """
-    choice = getattr(backend, "fast_decode", None)
+    """Whether ``backend`` decodes through this module: ``FastConfig.decode`` when set, else on
+    CUDA (where it pays) and off on the CPU; and only for language models it serves."""
+    choice = backend.fast.config.decode
     if choice is None:
         choice = backend.device.type == "cuda"
     return bool(choice) and supports(backend.model)
@@ -37,54 +69,38 @@ def serves(backend) -> bool:
     return enabled(backend) and len(backend.eos_ids) <= MAX_EOS_IDS
 
 
-def gate_of(backend) -> AnswerFirst:
-    """The backend's answers-first gate (one per model), created on first use."""
-    gate = getattr(backend, "_answer_first", None)
-    if gate is None:
-        with _CREATE_LOCK:
-            gate = getattr(backend, "_answer_first", None)
-            if gate is None:
-                gate = backend._answer_first = AnswerFirst()
-    return gate
+def caption_decoder(backend) -> FastDecoder:
+    """The backend's caption decoder (built on first use; it steps aside for answers)."""
+    fast = backend.fast
+    with fast._lock:  # caption and QA threads: pack the weights once, not concurrently
+        if fast.caption is None:
+            fast.caption = _new_decoder(backend)
+        fast.caption.gate = fast.gate
+        return fast.caption
 
 
-@contextmanager
-def answering(backend):
-    """An answer on ``backend`` (text-only generation): served by the answer decoder, and the
-    captions in flight on the same model step aside until it is done (:mod:`priority`)."""
-    outer = getattr(_ANSWERING, "active", False)
-    _ANSWERING.active = True
-    try:
-        with gate_of(backend).answering():
-            yield
-    finally:
-        _ANSWERING.active = outer
+def answer_decoder(backend) -> FastDecoder:
+    """The backend's answer decoder (built on first use; it never steps aside)."""
+    fast = backend.fast
+    with fast._lock:
+        if fast.answer is None:
+            fast.answer = _new_decoder(backend)
+        return fast.answer
 
 
-def step_aside(backend) -> None:
-    """Where a caption starts GPU work outside the decoders (its vision encode): wait while an
-    answer runs."""
-    if not getattr(_ANSWERING, "active", False):
-        gate_of(backend).wait_for_answers()
+def batch_decoder(backend) -> BatchDecoder:
+    """The backend's batched decoder over its caption decoder's weights (built on first use,
+    and again when the caption decoder was replaced)."""
+    single = caption_decoder(backend)
+    fast = backend.fast
+    with fast._lock:
+        if fast.batch is None or fast.batch.single is not single:
+            fast.batch = BatchDecoder(single, fused=fast.config.fused_batch)
+        return fast.batch
 
 
-def decoder_for(backend, role: str) -> FastDecoder:
-    """The backend's decoder of ``role``: ``_fast_decoder`` for captions, ``_answer_decoder``
-    for answers (calls inside :func:`answering`). Each has its own lock, KV buffers and CUDA
-    graphs over the same packed weights, so an answer never waits for a whole caption; the
-    caption decoder also steps aside between layers and tokens while an answer runs
-    (test/test_fast_decode.py; bench_busy_ask measures it on the GPU, bench/RESULTS.md)."""
-    decoder = getattr(backend, role, None)
-    if decoder is None:
-        with _CREATE_LOCK:  # caption and QA threads: pack the weights once, not concurrently
-            decoder = getattr(backend, role, None)
-            if decoder is None:
-                decoder = FastDecoder(backend.model, backend.readout_layers,
-                                      weights=getattr(backend, "weights", "native"))
-                setattr(backend, role, decoder)
-    if role == "_fast_decoder":  # also when a bench or _quantize set the decoder itself
-        decoder.gate = gate_of(backend)
-    return decoder
+def _new_decoder(backend) -> FastDecoder:
+    return FastDecoder(backend.model, backend.readout_layers, weights=backend.weights)
 
 
 def prepare(backend, cameras: int) -> float:
@@ -95,97 +111,67 @@ def prepare(backend, cameras: int) -> float:
     if not serves(backend):
         return 0.0
     started = time.perf_counter()
-    decoder_for(backend, "_fast_decoder")
-    decoder_for(backend, "_answer_decoder")
+    caption_decoder(backend)
+    answer_decoder(backend)
     if cameras > 1:
-        batch_decoder_for(backend)
+        batch_decoder(backend)
     return time.perf_counter() - started
 
 
-def batch_decoder_for(backend) -> BatchDecoder:
-    """The backend's batched decoder over its caption decoder's weights (built on first use,
-    and again when the caption decoder was replaced)."""
-    single = decoder_for(backend, "_fast_decoder")
-    batch = getattr(backend, "_batch_decoder", None)
-    if batch is None or batch.single is not single:
-        batch = backend._batch_decoder = BatchDecoder(single)
-    return batch
-
-
-def maybe_greedy(backend, embeds: torch.Tensor, max_new_tokens: int,
-                 timings: dict) -> list[int] | None:
+def maybe_greedy(backend, inputs: PrefillInputs, max_new_tokens: int, timings: dict,
+                 readout=None, answering: bool = False) -> list[int] | None:
     """The seam ``HFVideoBackend.greedy`` calls first: fast greedy decoding, or ``None``.
 
-    Feeds the calling thread's active read-out session (``readout.active``) exactly as the plain
-    path's registered attention function would (same sums, same count), so
-    ``Readout.scores()`` is unchanged. Returns ``None`` when the fast path is off or unsupported,
-    and the backend then runs its plain loop.
+    Feeds ``readout`` exactly as the plain path's registered attention function would (same
+    sums, same count), so ``Readout.scores()`` is unchanged. Returns ``None`` when the fast path
+    is off or unsupported, and the backend then runs its plain loop.
 
-    :param embeds: ``(1, L, D)`` prompt embeddings.
+    :param inputs: the prompt (``embeds`` ``(1, L, D)``), its clip span and DeepStack features.
     :param timings: receives ``prefill`` and ``decode`` in seconds.
+    :param readout: the caption's read-out, or None.
+    :param answering: served by the answer decoder (else the caption decoder).
     :returns: generated ids (the final EOS included), or ``None``.
     """
     if not serves(backend):
         return None
-    from rats_ros.stream import readout as ro
-
-    session = ro.current()
-    answer = getattr(_ANSWERING, "active", False)
-    decoder = decoder_for(backend, "_answer_decoder" if answer else "_fast_decoder")
-    span = None
-    if session is not None:
-        if set(session.layers) != set(decoder.readout_layers):
-            raise ModelError(f"read-out layers {sorted(session.layers)} differ from the fast "
-                             f"decoder's {list(decoder.readout_layers)}")
-        span = _span(session)
-    deepstack = _deepstack(backend, decoder.device)  # Qwen3-VL's, of this prompt
-    result = decoder.run(embeds[0], max_new_tokens, sorted(backend.eos_ids), span,
-                         deepstack=deepstack)
-    if session is not None:
-        session.add(result.sums, result.count)
+    decoder = answer_decoder(backend) if answering else caption_decoder(backend)
+    if readout is not None and set(readout.layers) != set(decoder.readout_layers):
+        raise ModelError(f"read-out layers {sorted(readout.layers)} differ from the fast "
+                         f"decoder's {list(decoder.readout_layers)}")
+    span = inputs.span if readout is not None else None
+    result = decoder.run(inputs.embeds[0], max_new_tokens, sorted(backend.eos_ids), span,
+                         deepstack=_deepstack(inputs, decoder.device))
+    if readout is not None:
+        readout.add(result.sums, result.count)
     timings["prefill"] = result.prefill_ns / 1e9
     timings["decode"] = result.decode_ns / 1e9
     return result.token_ids
 
 
-def _span(session) -> tuple[int, int]:
-    """The key positions a read-out session scores: the clip's tokens."""
-    return session.key_start, session.key_start + session.num_keys
-
-
-def _deepstack(backend, device):
-    """This thread's pending DeepStack features as the decoders take them, or None."""
-    extras = backend.take_prefill_extras()
-    if not extras.get("deepstack_visual_embeds"):
+def _deepstack(inputs: PrefillInputs, device):
+    """``inputs``' DeepStack features as the decoders take them (``(positions (N,), [features
+    (N, D)] per layer)``), or None."""
+    if inputs.deepstack is None:
         return None
-    positions = extras["visual_pos_masks"][0].nonzero()[:, 0]  # (N,)
-    return positions.to(device), extras["deepstack_visual_embeds"]
+    return inputs.positions().to(device), list(inputs.deepstack)
 
 
 def caption_many(backend, items, prompt: str, max_new_tokens: int, readout: bool):
     """Caption several clips (one per camera) with one batched decode (:mod:`fast.batch`).
 
-    :param items: ``(memory (M_b, D), visual (N_b, D))`` per clip.
+    :param items: ``(memory (M_b, D), visual)`` per clip (``visual``: ``ClipTokens``).
     :returns: a ``CaptionOutput`` per item, each equal to ``backend.caption`` of it alone; or
         None where the fast path is off (the caller then captions one by one).
     """
     if not serves(backend):
         return None
-    from rats_ros.models.base import CaptionOutput
-    from rats_ros.stream import readout as ro
-
-    batch = batch_decoder_for(backend)
-    single = batch.single
-    prompts, spans, deepstacks, sessions = [], [], [], []
-    for memory, visual in items:
-        embeds, start = backend.build_inputs(memory, visual, prompt)
-        prompts.append(embeds[0])
-        deepstacks.append(_deepstack(backend, single.device))
-        session = (ro.Readout(backend.readout_layers, start, visual.shape[0], backend.device)
-                   if readout else None)
-        sessions.append(session)
-        spans.append(_span(session) if session is not None else None)
-    results = batch.run(prompts, max_new_tokens, sorted(backend.eos_ids), spans, deepstacks)
+    batch = batch_decoder(backend)
+    device = batch.single.device
+    inputs = [backend.build_inputs(memory, visual, prompt) for memory, visual in items]
+    sessions = [backend.readout_for(i) if readout else None for i in inputs]
+    results = batch.run([i.embeds[0] for i in inputs], max_new_tokens, sorted(backend.eos_ids),
+                        [i.span if readout else None for i in inputs],
+                        [_deepstack(i, device) for i in inputs])
     outputs = []
     for result, session in zip(results, sessions, strict=True):
         if session is not None:

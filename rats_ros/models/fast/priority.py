@@ -26,8 +26,8 @@ import torch
 class AnswerFirst:
     """Counts the answers in flight on one model; caption threads wait while there are any.
 
-    :param hold: False: count answers but never hold captions back (the behaviour before this
-        gate; bench_busy_ask's baseline in the same run).
+    :param hold: False: count answers but never hold captions back (bench_busy_ask's
+        baseline in the same run: captions and answers share the GPU unordered).
     """
 
     def __init__(self, hold: bool = True):

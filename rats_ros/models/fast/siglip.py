@@ -11,8 +11,8 @@ Why: with 8 cameras a LLaVA-OV 0.5B round spends 62 % of its time in the tower (
 - :func:`attention` puts cuDNN's fused attention first among SDPA's kernels for the tower
   (flash, then the others, where cuDNN cannot take a shape).
 
-On the CPU, or with :data:`ENABLED` off (bench_clip's ``ours_stock_siglip``), the stock modules
-run. Only ``gelu_pytorch_tanh`` MLPs are changed (the published checkpoints' activation).
+On the CPU, or with ``FastConfig.siglip`` off (bench_clip's ``ours_stock_siglip``), the stock
+modules run. Only ``gelu_pytorch_tanh`` MLPs are changed (the published checkpoints' activation).
 """
 from __future__ import annotations
 
@@ -22,35 +22,38 @@ import types
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-ENABLED = True  # False: the stock MLP and SDPA's own kernel order (a bench baseline)
 ATTENTION_ORDER = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
                    SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
-def install(model) -> int:
-    """Swap the forward of every tanh-GELU SigLIP MLP of ``model``. :returns: how many."""
+def install(model, enabled: bool = True) -> int:
+    """Swap the forward of every tanh-GELU SigLIP MLP of ``model`` (``enabled``), or put the
+    stock forward back (``FastConfig.siglip`` off). :returns: how many MLPs now run ours."""
     count = 0
     for module in model.modules():
         if type(module).__name__ == "SiglipMLP" and \
                 getattr(module.config, "hidden_act", "") == "gelu_pytorch_tanh":
-            module.forward = types.MethodType(_mlp_forward, module)
-            count += 1
+            if enabled:
+                module.forward = types.MethodType(_mlp_forward, module)
+                count += 1
+            else:
+                module.__dict__.pop("forward", None)  # the class's forward again
     return count
 
 
 def _mlp_forward(self, hidden: torch.Tensor) -> torch.Tensor:
     """``fc2(gelu_tanh(fc1(hidden)))``, fc1 and the GELU in one cuBLASLt call on CUDA when no
     gradient is wanted (training the tower keeps the stock ops)."""
-    if not (ENABLED and hidden.is_cuda) or torch.is_grad_enabled():
+    if not hidden.is_cuda or torch.is_grad_enabled():
         return self.fc2(self.activation_fn(self.fc1(hidden)))
     rows = hidden.reshape(-1, hidden.shape[-1])  # (B T P, D)
     inner = torch._addmm_activation(self.fc1.bias, rows, self.fc1.weight.t(), use_gelu=True)
     return self.fc2(inner).view(*hidden.shape[:-1], -1)
 
 
-def attention(device: torch.device):
+def attention(device: torch.device, enabled: bool = True):
     """The context the tower runs in on ``device``: cuDNN attention first on CUDA (when
-    :data:`ENABLED`); elsewhere SDPA's own choice, unchanged."""
-    if not (ENABLED and device.type == "cuda"):
+    ``enabled``, ``FastConfig.siglip``); elsewhere SDPA's own choice, unchanged."""
+    if not (enabled and device.type == "cuda"):
         return contextlib.nullcontext()
     return sdpa_kernel(ATTENTION_ORDER, set_priority=True)

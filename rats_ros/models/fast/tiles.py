@@ -20,13 +20,15 @@ from rats_ros.errors import ModelError
 from rats_ros.models.fast import fused, fused_batch
 from rats_ros.models.fast.static import capture_graph
 
-# (BLOCK_N, BLOCK_K, num_warps): the winners of the H200 sweep, and their neighbours
+# The tiles timed per GPU and product shape when a decoder is built (the fastest is kept in
+# ``_chosen``). One-row products, (BLOCK_N, BLOCK_K, num_warps): the tiles that won on an H200
+# over LLaVA-OV 0.5B / 7B and Qwen-VL shapes, and their neighbours
 CANDIDATES = ((1, 512, 8), (1, 1024, 4), (1, 2048, 4), (2, 1024, 4), (4, 512, 4), (4, 1024, 4),
               (4, 2048, 4), (8, 1024, 4), (8, 2048, 4))
 # the batched products' (fused_batch.norm_gemm: tl.dot of 16 rows, so 16 columns at least),
 # with the loop's pipeline depth (num_stages): few programs (N / BLOCK_N) must still keep
-# enough loads in flight. The winners of 14 candidates on the H200 (round19: 0.5B, 7B,
-# Qwen3-VL-2B, Qwen2.5-VL-3B) and two neighbours: each candidate compiles on a fresh machine
+# enough loads in flight. The tiles that won among 14 timed on an H200 (0.5B, 7B, Qwen3-VL-2B,
+# Qwen2.5-VL-3B shapes) and two neighbours: each candidate compiles on a fresh machine
 ROW_CANDIDATES = ((16, 128, 4, 5), (16, 256, 4, 3), (16, 256, 4, 4), (16, 512, 4, 3),
                   (32, 128, 4, 3), (32, 128, 4, 5), (32, 256, 4, 3), (64, 128, 4, 3),
                   (64, 128, 8, 3))

@@ -82,28 +82,36 @@ def rotary_qk(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 class SegmentAttention(torch.nn.Module):
     """A Qwen vision attention block's forward with :func:`rotary_qk` and a direct call of the
-    segment attention (``attend(q, k, v, cu_seqlens, scale) -> (n, H, d)``).
+    segment attention (``attend(q, k, v, cu_seqlens, scale, groups, varlen) -> (n, H, d)``).
 
     :param attention: the module replaced (its ``qkv`` and ``proj`` become ours: same names).
+    :param plans: the tower's ``SegmentPlans`` (each boundary tensor grouped once).
     """
 
-    def __init__(self, attention, attend):
+    #: segment attention as varlen flash on CUDA where it serves
+    varlen: bool = True
+    #: q and k RoPE as one Triton kernel on CUDA where it compiles
+    fused_rope: bool = True
+
+    def __init__(self, attention, attend, plans):
         super().__init__()
         self.qkv, self.proj = attention.qkv, attention.proj
         self.heads, self.scaling = attention.num_heads, attention.scaling
         self.__dict__["original"] = attention
         self.__dict__["attend"] = attend
+        self.__dict__["plans"] = plans
 
     def forward(self, hidden_states: torch.Tensor, cu_seqlens: torch.Tensor,
                 position_embeddings=None, **kwargs) -> torch.Tensor:
         n = hidden_states.shape[0]
         qkv = self.qkv(hidden_states).view(n, 3, self.heads, -1)  # (n, 3, H, d)
-        if vision_rope.usable(qkv):  # one Triton kernel; q, k, v contiguous
+        if self.fused_rope and vision_rope.usable(qkv):  # one Triton kernel; q, k, v contiguous
             q, k, v = vision_rope.rope_qkv(qkv, *position_embeddings)
         else:
             qk = rotary_qk(qkv[:, :2], *position_embeddings)  # (n, 2, H, d)
             q, k, v = qk[:, 0], qk[:, 1], qkv[:, 2]
-        out = self.attend(q, k, v, cu_seqlens, self.scaling)  # (n, H, d)
+        out = self.attend(q, k, v, cu_seqlens, self.scaling, self.plans.of(cu_seqlens),
+                          self.varlen)  # (n, H, d)
         return self.proj(out.reshape(n, -1))
 
 

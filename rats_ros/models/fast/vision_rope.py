@@ -16,7 +16,6 @@ from rats_ros.models.fast.fused import triton
 if triton is not None:
     import triton.language as tl
 
-ENABLED = True  # bench_clip's ``ours_torch_rope`` turns it off to measure what it buys
 
 
 def _rope_kernel(qkv, cos, sin, q_out, k_out, v_out, row_stride, HEADS: tl.constexpr,
@@ -51,10 +50,10 @@ if triton is not None:
 
 
 def usable(x: torch.Tensor) -> bool:
-    """Whether :func:`rope_qkv` runs for ``x``: compiled Triton on CUDA, and :data:`ENABLED`."""
+    """Whether :func:`rope_qkv` can run for ``x``: compiled Triton on CUDA."""
     from rats_ros.models.fast import fused
 
-    return ENABLED and x.device.type == "cuda" and fused.available(x.device)
+    return x.device.type == "cuda" and fused.available(x.device)
 
 
 def rope_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):

@@ -20,7 +20,6 @@ import torch
 
 from rats_ros.errors import ConfigError, ModelError
 from rats_ros.models.onnx.manifest import Manifest
-from rats_ros.stream import readout as ro
 
 
 def _providers(device: torch.device) -> list[str]:
@@ -111,14 +110,15 @@ class OnnxEngine:
                                  "encoding a clip")
         return self._tensor(tokens), self._tensor(deepstack) if len(deepstack) else None
 
-    def greedy(self, backend, embeds: torch.Tensor, max_new_tokens: int,
-               timings: dict) -> list[int]:
-        """Greedy decoding of ``embeds`` ``(1, L, D)`` with the calling thread's read-out."""
-        m, length = self.manifest, embeds.shape[1]
+    def greedy(self, backend, inputs, max_new_tokens: int, timings: dict,
+               readout=None) -> list[int]:
+        """Greedy decoding of ``inputs`` (``PrefillInputs``: ``embeds`` ``(1, L, D)``), summing
+        the clip's attention into ``readout`` if given."""
+        m, embeds = self.manifest, inputs.embeds
+        length = embeds.shape[1]
         shape = (m.num_layers, m.kv_heads, length + max_new_tokens, m.head_dim)
         keys, values = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-        deepstack = self._deepstack(backend.take_prefill_extras(), length)
-        readout = ro.current()
+        deepstack = self._deepstack(inputs, length)
         start = time.perf_counter()
         logits, keys, values = self._step(embeds, 0, keys, values, deepstack, readout)
         ids = [int(logits.argmax())]
@@ -144,12 +144,11 @@ class OnnxEngine:
                         self.manifest.heads * rows.shape[0])
         return logits, keys, values
 
-    def _deepstack(self, extras: dict, length: int) -> np.ndarray:
+    def _deepstack(self, inputs, length: int) -> np.ndarray:
         """``(K, L, D)``: the prefill's DeepStack features at the clip's positions, else 0."""
         m = self.manifest
         dense = np.zeros((m.deepstack_layers, length, m.hidden_size), np.float32)
-        features = extras.get("deepstack_visual_embeds")
-        if features:
-            where = extras["visual_pos_masks"][0].cpu().numpy()  # (L,) bool
-            dense[:, where] = torch.stack(features).float().cpu().numpy()  # (K, N, D)
+        if inputs.deepstack is not None:
+            start, end = inputs.span
+            dense[:, start:end] = inputs.deepstack.float().cpu().numpy()  # (K, N, D)
         return dense

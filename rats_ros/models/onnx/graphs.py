@@ -4,8 +4,8 @@
 step) through the language model over a static KV cache of ``S`` positions and returns, besides
 the next-token logits and the updated cache, the read-out rows: the attention probabilities of
 the step's last query row, summed over heads, at every read-out layer -- the quantity
-:class:`rats_ros.stream.readout.Readout` accumulates in the torch path (and computed by the same
-function, :func:`~rats_ros.stream.readout.last_row_probabilities`). The decoder layers are the
+:class:`rats_ros.models.readout.Readout` accumulates in the torch path (and computed by the same
+function, :func:`~rats_ros.models.readout.last_row_probabilities`). The decoder layers are the
 model's own modules; only the KV cache and the attention function are swapped for export-ready
 ones while the step is traced.
 
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from rats_ros.stream.readout import READOUT_ATTENTION, last_row_probabilities
+from rats_ros.models.readout import READOUT_ATTENTION, last_row_probabilities
 
 EXPORT_ATTENTION = "rats_export"
 # transformers' Qwen vision attention hands the segment boundaries (cu_seqlens) only to

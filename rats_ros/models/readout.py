@@ -1,19 +1,18 @@
 """Selective attention read-out: the attention caption queries pay to the current clip's tokens.
 
 A registered attention function (:data:`READOUT_ATTENTION`) replaces the language model's stock
-SDPA function. At the read-out layers, and only while a :class:`Readout` is active in the calling
-thread, it computes softmax probabilities for the LAST query row only (the last prompt position in
-prefill, the single new row in decoding) -- never a full attention matrix -- sums them over heads
-at the visual key positions and accumulates them; then it delegates to stock SDPA for the layer's
-output, so the model's outputs are exactly those of the stock model. Every other layer and every
-call without an active read-out (e.g. question answering from another thread) is plain SDPA.
+SDPA function. At the read-out layers of a forward given a :class:`Readout` (the language model's
+``readout=`` keyword, which transformers hands to every attention call), it computes softmax
+probabilities for the LAST query row only (the last prompt position in prefill, the single new row
+in decoding) -- never a full attention matrix -- sums them over heads at the visual key positions
+and accumulates them; then it delegates to stock SDPA for the layer's output, so the model's
+outputs are exactly those of the stock model. Every other layer and every forward without a
+read-out (question answering) is plain SDPA.
 
 The accumulator is a preallocated device tensor updated in place, so a later static-cache /
 CUDA-graph decode step can keep the same arithmetic inside a captured graph.
 """
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 from transformers import AttentionInterface
@@ -25,9 +24,6 @@ READOUT_ATTENTION = "rats_readout"
 # kept as fractions of depth so other depths get the same relative positions.
 _PAPER_LAYERS_1_INDEXED = (5, 9, 14, 20)
 _PAPER_DEPTH = 28
-
-_state = threading.local()
-
 
 class Readout:
     """Per-call read-out state: which layers, which key positions, and the running sums.
@@ -102,11 +98,11 @@ def last_row_probabilities(query: torch.Tensor, key: torch.Tensor,
 
 
 def readout_attention_forward(module, query, key, value, attention_mask, dropout=0.0,
-                              scaling=None, **kwargs):
-    """The registered attention function: read out if asked, then stock SDPA."""
-    session = getattr(_state, "readout", None)
-    if session is not None and module.layer_idx in session.layers:
-        session.accumulate(module, query, key, attention_mask, scaling)
+                              scaling=None, readout: Readout | None = None, **kwargs):
+    """The registered attention function: read out into ``readout`` if given, then stock
+    SDPA."""
+    if readout is not None and module.layer_idx in readout.layers:
+        readout.accumulate(module, query, key, attention_mask, scaling)
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                   scaling=scaling, **kwargs)
 
@@ -119,22 +115,6 @@ def install(model) -> None:
     AttentionInterface.register(READOUT_ATTENTION, readout_attention_forward)
     AttentionMaskInterface.register(READOUT_ATTENTION, sdpa_mask)
     model.set_attn_implementation({"text_config": READOUT_ATTENTION})
-
-
-def current() -> Readout | None:
-    """:returns: the calling thread's active read-out, or None."""
-    return getattr(_state, "readout", None)
-
-
-@contextmanager
-def active(readout: Readout | None) -> Iterator[Readout | None]:
-    """Make ``readout`` the calling thread's read-out for the duration of the block."""
-    previous = getattr(_state, "readout", None)
-    _state.readout = readout
-    try:
-        yield readout
-    finally:
-        _state.readout = previous
 
 
 def default_readout_layers(num_layers: int, count: int = 4) -> list[int]:
