@@ -152,3 +152,14 @@ def test_every_shell_of_a_user_gets_the_same_ros_domain():
     first, second = _domain_of_a_fresh_shell(), _domain_of_a_fresh_shell()
     assert first == second and 0 <= int(first) <= 101
     assert _domain_of_a_fresh_shell(ROS_DOMAIN_ID="42") == "42"
+
+
+def test_the_benchmark_results_document_is_current():
+    """bench/RESULTS.md is written from bench/results/ (fix: python bench/report.py)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "report.py"), "--check"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(list((ROOT / "bench" / "results").glob("*.jsonl"))) <= 12
