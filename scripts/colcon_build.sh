@@ -22,7 +22,7 @@ site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 # directories inside the source tree, and a checkout may hold the venv and an install/ tree.
 rm -rf "$ws/src"; mkdir -p "$ws/src/rats_ros"
 (cd "$source_dir" && cp -r CMakeLists.txt package.xml msg srv rats_ros launch config \
-  --parents scripts/stream_node scripts/replay_node "$ws/src/rats_ros/")
+  --parents scripts/stream_node scripts/replay_node scripts/rats-ros "$ws/src/rats_ros/")
 find "$ws/src" -name __pycache__ -prune -exec rm -rf {} +
 
 export AMENT_PREFIX_PATH="$venv" CMAKE_PREFIX_PATH="$venv"

@@ -247,3 +247,16 @@ def test_a_bag_of_two_cameras_and_odometry_captions_each_camera_with_poses(tmp_p
     with pytest.raises(SystemExit) as refused:
         main(["ask", "Where?", "--store", str(store), "--near", "nan,0"])
     assert refused.value.code == 2 and "X,Y or X,Y,Z" in capsys.readouterr().err
+
+
+def test_one_exit_code_rule_across_commands(tmp_path, capsys):
+    """Bad input or settings are exit 2 for every command, and the message names the
+    command's own option, not a node parameter."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a store, not a bag\n")
+    code, _, err = run_cli(capsys, "ask", "--store", notes, "what?")
+    assert code == 2 and "not a caption store" in err and "store_path" not in err
+    code, _, err = run_cli(capsys, "caption", notes, "--model", "tiny-random")
+    assert code == 2 and "neither a rosbag2 bag nor a video" in err
+    code, _, err = run_cli(capsys, "replay", notes)
+    assert code == 2 and "Traceback" not in err

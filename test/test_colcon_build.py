@@ -41,12 +41,14 @@ def install_env(install: Path) -> dict:
 
 
 def test_install_tree_has_the_executables_launch_config_and_manifest(installed):
-    for path in ("lib/rats_ros/stream_node", "lib/rats_ros/replay_node",
+    for path in ("lib/rats_ros/stream_node", "lib/rats_ros/replay_node", "lib/rats_ros/rats-ros",
+                 "bin/rats-ros",
                  "share/rats_ros/launch/stream.launch.py", "share/rats_ros/config/stream.yaml",
                  "share/rats_ros/package.xml",
                  "share/ament_index/resource_index/packages/rats_ros"):
         assert (installed / path).is_file(), path
     assert os.access(installed / "lib/rats_ros/stream_node", os.X_OK)
+    assert os.access(installed / "bin/rats-ros", os.X_OK)
 
 
 def test_interfaces_and_sources_import_as_one_package_from_the_install_tree(installed, tmp_path):
@@ -57,6 +59,14 @@ def test_interfaces_and_sources_import_as_one_package_from_the_install_tree(inst
     assert done.returncode == 0, done.stderr[-3000:]
     for line in done.stdout.split():
         assert line.startswith(str(installed)), line  # not this checkout's rats_ros/
+
+
+def test_installed_rats_ros_command_runs_from_the_install_tree(installed, tmp_path):
+    done = subprocess.run([str(installed / "bin" / "rats-ros"), "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, env=os.environ | install_env(installed),
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ask-node" in done.stdout and "caption" in done.stdout
 
 
 def test_installed_node_refuses_a_bad_parameter_with_exit_2(installed, tmp_path, domain_id):

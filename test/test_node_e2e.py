@@ -152,10 +152,39 @@ def test_selection_overlay_and_diagnostics_after_the_stream(streamed):
     assert float(values["avg_processing_time"]) > 0
 
 
+def test_ask_node_asks_the_running_node_from_another_process(streamed, domain_id):
+    """``rats-ros ask-node`` from another process (another shell): several questions in one
+    call, each answered by the node's loaded model, evidence at clock times; a question the node
+    refuses is exit 1 with the node's reason, no traceback."""
+    import json
+    import subprocess
+    import sys
+
+    from helpers import ros_env
+
+    command = [sys.executable, "-m", "rats_ros", "ask-node", "--json", "--timeout", "60"]
+    done = subprocess.run([*command, "What moves?", "What is there?"], env=ros_env(domain_id),
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [a["question"] for a in answers] == ["What moves?", "What is there?"]
+    assert all(a["success"] and a["answer"] and a["evidence"] for a in answers)
+    assert answers[0]["evidence"][0]["start"].startswith("1970-01-01")  # the bag's t = 100 s
+    refused = subprocess.run([*command, " "], env=ros_env(domain_id), capture_output=True,
+                             text=True, timeout=180)
+    assert refused.returncode == 1 and not json.loads(refused.stdout)["success"]
+    assert_no_traceback(refused.stderr)
+
+
 def test_sigterm_stops_cleanly(node, streamed):
     code = node.stop(signal.SIGTERM)
     assert code == 0, f"exit code {code}; node log:\n{node.log()[-4000:]}"
-    assert_no_traceback(node.log())
+    log = node.log()
+    assert_no_traceback(log)
+    # the console tells the story without ros2 tools: a line per caption, one at shutdown
+    for index in range(CLIPS):
+        assert f"clip {index} captioned in " in log, log[-3000:]
+    assert f"stopping: {CLIPS} clips captioned and stored since start" in log
 
 
 def test_use_sim_time_follows_the_bag_clock(tmp_path, bag, domain_id, model_cache,

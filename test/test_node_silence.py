@@ -70,6 +70,8 @@ def test_a_silent_camera_is_warned_about_by_topic_and_cleared_when_it_speaks(
         assert "/front/image" not in values["_message"], values["_message"]
         assert float(values["camera.rear.seconds_since_message"]) >= 1.5  # shown to 0.1 s
         assert float(values["camera.front.seconds_since_message"]) < 1.5
+        # the same WARN in the node's log (rate-limited): a console without ros2 tools shows it
+        node.wait_log("no image message on /rear/image since activation", timeout=30)
         rear.on.set()
         wait_for(lambda: diagnostics_values(diagnostics[-1]).get("_level") == DiagnosticStatus.OK,
                  timeout=30)

@@ -93,9 +93,10 @@ ALLOWED_IMPORTS = {
     "__init__": set(),
     "__main__": {"tools"},
 }
-#: the one import against the table, and why: ``rats-ros replay`` publishes over DDS by nature,
-#: so the CLI loads the ROS replayer on demand (rclpy is imported only when replaying)
-IMPORT_EXCEPTIONS = {("tools", "rats_ros.ros.replay")}
+#: the imports against the table, and why: ``rats-ros replay`` and ``rats-ros ask-node`` are ROS
+#: programs by nature (a publisher, a service client), so the CLI loads them on demand (rclpy is
+#: imported only when one of them runs)
+IMPORT_EXCEPTIONS = {("tools", "rats_ros.ros.replay"), ("tools", "rats_ros.ros.ask_client")}
 
 
 def _part(path: Path) -> str:

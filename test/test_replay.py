@@ -81,9 +81,9 @@ def test_replay_of_a_compressed_mcap_bag(tmp_path, domain_id, ros_client):  # no
 
 def test_replay_refuses_a_missing_bag_and_an_unknown_topic(tmp_path, domain_id):
     code, err = _finish(start_replay(tmp_path / "nothing", domain_id))
-    assert code == 1 and "does not exist" in err and "Traceback" not in err
+    assert code == 2 and "does not exist" in err and "Traceback" not in err
     write_image_bag(tmp_path / "bag", scene_frames(2, fps=10.0), topic="/a/image")
     code, err = _finish(start_replay(tmp_path / "bag", domain_id, "--topic", "/b/image"))
-    assert code == 1 and "no image topic '/b/image'" in err and "/a/image" in err
+    assert code == 2 and "no image topic '/b/image'" in err and "/a/image" in err
     code, err = _finish(start_replay(tmp_path / "bag", domain_id, "--rate", "0"))
     assert code == 2 and "--rate must be > 0" in err

@@ -13,7 +13,7 @@ import pytest
 from helpers import make_caption as Caption
 from helpers import wait_for
 
-from rats_ros.errors import ConfigError, StoreError
+from rats_ros.errors import ConfigError, StoreError, StoreRefused
 from rats_ros.recall.store import CaptionStore, ClipIndexTaken, RetentionPolicy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,14 +88,15 @@ def test_restart_continues_and_streams_are_separate(tmp_path):
 def test_bad_files_raise_store_error_saying_what_to_do(tmp_path):
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(os.urandom(8192))
-    with pytest.raises(StoreError, match="corrupt or not a SQLite file.*fresh store_path"):
+    # not a store is a setting to fix (StoreRefused: exit code 2), not a fault to retry
+    with pytest.raises(StoreRefused, match="corrupt or not a caption store.*new store file"):
         CaptionStore(garbage)
-    with pytest.raises(StoreError, match="is a directory"):
+    with pytest.raises(StoreRefused, match="is a directory"):
         CaptionStore(tmp_path)
     other = tmp_path / "other.db"
     with sqlite3.connect(other) as conn:
         conn.execute("CREATE TABLE things (x)")
-    with pytest.raises(StoreError, match="not a rats_ros caption store"):
+    with pytest.raises(StoreRefused, match="not a rats_ros caption store"):
         CaptionStore(other)
     newer = tmp_path / "newer.db"
     CaptionStore(newer).close()

@@ -35,7 +35,7 @@ class StreamClaim:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
             raise StoreError(f"cannot create the writer lock {self.path}: {err}; choose a "
-                             "store_path in a writable directory") from err
+                             "store file in a writable directory") from err
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

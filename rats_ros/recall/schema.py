@@ -71,15 +71,23 @@ def error_hint(message: str) -> str:
     """What to do about a SQLite error, judged from its message."""
     text = message.lower()
     if "locked" in text or "busy" in text:
-        return "another process holds a lock on it; stop that process or use another store_path"
+        return "another process holds a lock on it; stop that process or use another store file"
     if "not a database" in text or "malformed" in text or "corrupt" in text:
-        return ("the file is corrupt or not a SQLite file; move it aside (keep it for inspection) "
-                "and start with a fresh store_path")
+        return ("the file is corrupt or not a caption store; move it aside (keep it for "
+                "inspection) and give a new store file")
     if "readonly" in text or "unable to open" in text or "permission" in text:
-        return "check that store_path is a file path in a writable directory"
+        return "check that the store is a file path in a writable directory"
     if "full" in text or "i/o" in text:
-        return "check free disk space and the health of the disk holding store_path"
-    return "check store_path and the disk it is on"
+        return "check free disk space and the health of the disk holding the store"
+    return "check the store's path and the disk it is on"
+
+
+def not_a_store(error: Exception) -> bool:
+    """Whether opening failed because the file is no caption store (corrupt, not SQLite, another
+    schema): a setting to fix, not a fault that a retry or a restart cures."""
+    cause = f"{error} {error.__cause__ or ''}".lower()
+    return any(word in cause for word in ("not a database", "malformed", "corrupt",
+                                          "not a rats_ros caption store", "schema version"))
 
 
 def init_schema(conn: sqlite3.Connection, path: str):
@@ -111,7 +119,7 @@ def check_schema(conn: sqlite3.Connection, path: str, upgradable: bool = False) 
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if tables and "meta" not in tables:
         raise StoreError(f"{path} is a SQLite file but not a rats_ros caption store "
-                         f"(tables {sorted(tables)}); choose another store_path")
+                         f"(tables {sorted(tables)}); choose another store file")
     if "meta" in tables:
         _check_version(conn, path, upgradable)
     return bool(tables)

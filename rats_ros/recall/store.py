@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rats_ros.errors import ConfigError, StoreError
+from rats_ros.errors import ConfigError, StoreError, StoreRefused
 from rats_ros.recall.claim import StreamClaim
 from rats_ros.recall.connections import ThreadConnections, file_identity
 from rats_ros.recall.retention import Pruner, RetentionPolicy
@@ -27,6 +27,7 @@ from rats_ros.recall.schema import (
     check_schema,
     error_hint,
     init_schema,
+    not_a_store,
     transaction,
 )
 from rats_ros.records import RECORD_FIELDS, CaptionRecord, record_values
@@ -133,6 +134,14 @@ class CaptionStore:
                              "node to start a new store (clip indices then start over)")
 
     def _open(self):
+        try:
+            self._open_file()
+        except StoreError as error:
+            if not_a_store(error) and not isinstance(error, StoreRefused):
+                raise StoreRefused(str(error)) from error  # a setting to fix: exit code 2
+            raise
+
+    def _open_file(self):
         if self.readonly:
             self.run("opening read-only", lambda conn: check_schema(conn, self.path))
             self._identity = file_identity(self.path)
@@ -142,10 +151,10 @@ class CaptionStore:
             os.makedirs(directory, exist_ok=True)
         except OSError as err:
             raise StoreError(f"cannot create directory {directory} for the caption store: {err}; "
-                             "choose a store_path in a writable location") from err
+                             "choose a store file in a writable location") from err
         if os.path.isdir(self.path):
-            raise StoreError(f"store_path {self.path} is a directory; give a file path such as "
-                             f"{os.path.join(self.path, 'captions.db')}")
+            raise StoreRefused(f"caption store {self.path} is a directory; give a file path "
+                               f"such as {os.path.join(self.path, 'captions.db')}")
         self.run("opening", lambda conn: init_schema(conn, self.path))
         self._identity = file_identity(self.path)
 

@@ -123,22 +123,10 @@ class Listener:
                  if msg.clip_index < len(self.truth) else ""), flush=True)
 
     def call(self, srv_type, name, request, timeout: float):
-        """Call a service; re-send every 5 s while discovery settles. :returns: the response."""
-        client = self.node.create_client(srv_type, name)
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                if not client.wait_for_service(timeout_sec=1.0):
-                    continue
-                future = client.call_async(request)
-                done = threading.Event()
-                future.add_done_callback(lambda _, event=done: event.set())
-                if done.wait(min(5.0, max(0.1, deadline - time.monotonic()))):
-                    return future.result()
-                client.remove_pending_request(future)
-            raise TimeoutError(f"{name} did not answer within {timeout:.0f} s")
-        finally:
-            self.node.destroy_client(client)
+        """Call a service (:func:`rats_ros.ros.client.call_service`). :returns: the response."""
+        from rats_ros.ros.client import call_service
+
+        return call_service(self.node, srv_type, name, request, timeout)
 
     def span(self, msg) -> str:
         """``[start .. end s]`` of a caption, in seconds from the first caption's start."""

@@ -222,14 +222,14 @@ def level_and_message(snap: dict, clip_duration_s: float, queue_full: bool) -> t
     if behind:
         return DiagnosticStatus.WARN, "captioning behind real time: " + "; ".join(behind)
     if snap.get("silent"):
-        return DiagnosticStatus.WARN, _silence(snap["silent"])
+        return DiagnosticStatus.WARN, silence_message(snap["silent"])
     if snap["recent_refused"]:
         reasons = ", ".join(snap["recent_refused_reasons"])
         return DiagnosticStatus.WARN, f"refusing input frames ({reasons})"
     return DiagnosticStatus.OK, "captioning"
 
 
-def _silence(silent: list) -> str:
+def silence_message(silent: list) -> str:
     """The WARN message of cameras whose topics went quiet: ``(topic, seconds, ever)``."""
     quiet = "; ".join(f"{topic} for {age:.0f} s" if ever else
                       f"{topic} since activation {age:.0f} s ago" for topic, age, ever in silent)

@@ -31,7 +31,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from rats_ros.errors import ConfigError, RatsError
 from rats_ros.msg import Caption
 from rats_ros.ros import params as node_params
-from rats_ros.ros.diagnostics import StreamStats, diagnostic_array
+from rats_ros.ros.diagnostics import StreamStats, diagnostic_array, silence_message
 from rats_ros.ros.intake import FrameIntake, PoseIntake
 from rats_ros.ros.messages import caption_msg
 from rats_ros.ros.parts import Parts
@@ -196,6 +196,8 @@ class StreamNode(LifecycleNode):
 
     def _release_parts(self) -> None:
         if self.parts is not None:
+            self.get_logger().info(f"stopping: {self.stats.clips} clips captioned and stored "
+                                   f"since start, store {self.parts.store_path}")
             self.parts.close()
             self.parts = None
 
@@ -240,8 +242,11 @@ class StreamNode(LifecycleNode):
         if self.worker is not None:
             info["captions_waiting_for_store"] = len(self.worker.backlog)
             info["clips_waiting"] = self.worker.clips_waiting()
+        snap = self.stats.snapshot()
+        if snap.get("silent"):  # also in the log: a console without ros2 tools shows it
+            self.get_logger().warning(silence_message(snap["silent"]), throttle_duration_sec=30.0)
         self._diag_pub.publish(diagnostic_array(
-            self.get_clock().now().to_msg(), self.stats.snapshot(), info,
+            self.get_clock().now().to_msg(), snap, info,
             value("clip_frames") / value("fps"), len(self.frames), self.frames.capacity))
 
 

@@ -9,6 +9,7 @@ runs is checked by :func:`check` at once and takes effect at the next configure.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass, fields, make_dataclass
@@ -269,6 +270,7 @@ def declare(node) -> None:
     :raises ConfigError: when an override (YAML file, ``-p``) has the wrong type or is out of
         range; the message names the parameter and the allowed range.
     """
+    refuse_unknown(node)
     for spec in SPECS:
         try:
             node.declare_parameter(spec.name, spec.default, descriptor(spec))
@@ -280,6 +282,24 @@ def declare(node) -> None:
         except InvalidParameterValueException as error:
             raise ConfigError(f"parameter {spec.name} refused ({error}); allowed range "
                               f"{spec.allowed()}") from error
+
+
+def refuse_unknown(node) -> None:
+    """Refuse an override (``-p``, a params file) that names no parameter of this node: a typo
+    such as ``modle:=...`` would otherwise be ignored and the node start on a default.
+
+    :raises ConfigError: naming the override and the closest parameter.
+    """
+    # rclpy keeps a node's overrides in _parameter_overrides (it has no public accessor);
+    # parameters rclpy declares itself (use_sim_time, ...) are already declared here
+    unknown = sorted(name for name in getattr(node, "_parameter_overrides", {})
+                     if name not in SPECS_BY_NAME and not node.has_parameter(name))
+    if unknown:
+        name = unknown[0]
+        close = difflib.get_close_matches(name, list(SPECS_BY_NAME), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"parameter {name!r} is not a parameter of this node; {hint}"
+                          "docs/PARAMETERS.md lists them all")
 
 
 def read(node) -> NodeParams:

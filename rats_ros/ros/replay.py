@@ -11,8 +11,10 @@ recorded log-time spacing divided by ``--rate``. ``--clock`` also publishes ``/c
 QoS: reliable, keep last 10, volatile by default (what ``ros2 bag play`` offers for a topic
 recorded without QoS metadata). A reliable publisher matches both reliable and best-effort
 (sensor-data) subscribers, so the node's default subscription receives it; ``--qos best_effort``
-mimics a camera driver. ``--wait-subscribers N`` waits until N subscriptions are matched, so
-nothing is published into the void while the receiving node is still starting.
+mimics a camera driver. It waits (``--wait-timeout``, 60 s) until ``--wait-subscribers``
+subscriptions (1) are matched, so nothing is published into the void while the receiving node
+is still starting; ``--wait-subscribers 0`` plays at once. Exit codes: 0 played, 2 bad input or
+options (a missing bag, an unknown topic, a rate of 0), 1 a fault.
 """
 from __future__ import annotations
 
@@ -46,8 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="publish on this topic instead of the recorded one")
     parser.add_argument("--qos", choices=("reliable", "best_effort"), default="reliable",
                         help="reliability of the image publisher (default: reliable)")
-    parser.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
-                        help="wait (up to 60 s) for N matched subscriptions before playing")
+    parser.add_argument("--wait-subscribers", type=int, default=1, metavar="N",
+                        help="wait for N matched subscriptions before playing (default 1; 0: "
+                             "play at once)")
+    parser.add_argument("--wait-timeout", type=float, default=_WAIT_TIMEOUT_S, metavar="S",
+                        help="play anyway after this many seconds without them (default 60)")
 
 
 def _bag_dir(path: Path) -> Path:
@@ -117,7 +122,7 @@ class Player:
 
     def wait_for_subscribers(self, count: int) -> bool:
         """Wait until ``count`` subscriptions match the image publisher (or stop/timeout)."""
-        deadline = time.monotonic() + _WAIT_TIMEOUT_S
+        deadline = time.monotonic() + self._options.wait_timeout
         while self.publisher.get_subscription_count() < count:
             if self._stop.wait(0.05) or time.monotonic() > deadline:
                 return False
@@ -184,7 +189,7 @@ def run(options) -> int:
         topic, msgtype = pick_topic(bag, options.topic)
     except InputError as error:
         print(f"replay: {error}", file=sys.stderr)
-        return 1
+        return 2
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
@@ -196,17 +201,21 @@ def run(options) -> int:
     node = rclpy.create_node("rats_replay", context=context)
     try:
         player = Player(node, bag, topic, msgtype, options, stop)
+        if options.wait_subscribers:
+            print(f"replay: waiting up to {options.wait_timeout:.0f} s for "
+                  f"{options.wait_subscribers} subscriber(s) on {player.publisher.topic_name} "
+                  "(--wait-subscribers 0 plays at once)", file=sys.stderr)
         if options.wait_subscribers and not player.wait_for_subscribers(options.wait_subscribers):
             if not stop.is_set():
                 print(f"replay: no {options.wait_subscribers} subscriber(s) within "
-                      f"{_WAIT_TIMEOUT_S:.0f} s; playing anyway", file=sys.stderr)
+                      f"{options.wait_timeout:.0f} s; playing anyway", file=sys.stderr)
         count = player.play()
         print(f"replay: published {count} messages from {topic} "
               f"on {player.publisher.topic_name}", file=sys.stderr)
         return 0
     except InputError as error:
         print(f"replay: {error}", file=sys.stderr)
-        return 1
+        return 2
     finally:
         node.destroy_node()
         rclpy.try_shutdown(context=context)

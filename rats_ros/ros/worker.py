@@ -240,6 +240,9 @@ class Worker:
     def _stored(self, caption, clip) -> None:
         self.stats.clear_error("store", f"camera {caption.camera}")  # what this caption proves
         self.stats.clip(caption.processing_time, camera=caption.camera)
+        camera = f" camera {caption.camera}" if caption.camera else ""
+        self._logger.info(f"clip {caption.clip_index}{camera} captioned in "
+                          f"{caption.processing_time:.2f} s: {caption.text[:80]!r}")
         self._publish(caption)
         if self._overlay is not None:
             self._publish_overlay(clip, caption)

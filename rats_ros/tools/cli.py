@@ -67,7 +67,8 @@ def _sample_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``rats-ros`` argument parser (``replay`` is handed to :mod:`rats_ros.ros.replay`)."""
+    """The ``rats-ros`` argument parser (``replay`` and ``ask-node`` are handed to
+    :mod:`rats_ros.ros.replay` and :mod:`rats_ros.ros.ask_client`)."""
     parser = argparse.ArgumentParser(prog="rats-ros",
                                      description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("--debug", action="store_true",
@@ -81,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     _sample_parser(sub)
     sub.add_parser("replay", add_help=False,
                    help="publish a bag's image topic on ROS 2 (rats-ros replay --help)")
+    sub.add_parser("ask-node", add_help=False,
+                   help="ask a running node's ask_video from another shell, several questions "
+                        "per call (rats-ros ask-node --help)")
     return parser
 
 
@@ -91,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         from rats_ros.ros.replay import main as replay_main  # imports rclpy only when replaying
 
         return replay_main(argv[1:])
+    if argv and argv[0] == "ask-node":
+        from rats_ros.ros.ask_client import main as ask_node_main  # a ROS client by nature
+
+        return ask_node_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

@@ -1,0 +1,107 @@
+"""``rats-ros ask-node``: ask a running node's ``ask_video`` from another shell.
+
+    rats-ros ask-node "What shape is the blue object?" ["Which object left last?" ...]
+
+The node keeps its model loaded, so each answer takes the model's answering time alone (the
+offline ``rats-ros ask`` loads the model on every call). Several questions go in one call, in
+order. Exit codes: 0 every question answered, 1 a question was not answered (the node's message
+says why) or no node answered, 2 bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import threading
+
+_NS = 1_000_000_000
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rats-ros ask-node", description="Ask a running rats_stream node's ask_video "
+        "service (the same ROS_DOMAIN_ID as the node: source scripts/env.sh in both shells).")
+    parser.add_argument("questions", nargs="+", help="one or more questions, asked in order")
+    parser.add_argument("--service", default="ask_video",
+                        help="the service name, relative to the root namespace unless it starts "
+                             "with / (default: ask_video)")
+    parser.add_argument("--cameras", default="", help="only these cameras, comma-separated")
+    parser.add_argument("--max-captions", type=int, default=0,
+                        help="cap on the captions used (default 0: as many as fit the budget)")
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="seconds to wait for the node and for each answer (default 120)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per question")
+    return parser
+
+
+def clock_time(stamp) -> str:
+    """A ``builtin_interfaces/Time`` as local ISO time to the second."""
+    seconds = (stamp.sec * _NS + stamp.nanosec) / _NS
+    return datetime.datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="seconds")
+
+
+def _report(question: str, response, as_json: bool) -> None:
+    evidence = [{"clip_index": c.clip_index, "start": clock_time(c.start),
+                 "end": clock_time(c.end), "camera": c.camera, "text": c.text}
+                for c in response.evidence]
+    if as_json:
+        print(json.dumps({"question": question, "success": response.success,
+                          "message": response.message, "answer": response.answer,
+                          "processing_time": response.processing_time, "evidence": evidence}))
+        return
+    if not response.success:
+        print(f"{question}\n  not answered: {response.message}")
+        return
+    print(f"{question}\n  {response.answer}  ({response.processing_time:.2f} s, "
+          f"{len(evidence)} captions)", flush=True)
+    for item in evidence:
+        camera = f" {item['camera']}" if item["camera"] else ""
+        print(f"    [{item['start']} .. {item['end']}{camera}] #{item['clip_index']}: "
+              f"{item['text']}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``rats-ros ask-node``. :returns: the exit code."""
+    args = build_parser().parse_args(argv)  # exits 2 on bad arguments
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from rats_ros.ros.client import call_service
+    from rats_ros.srv import AskVideo
+
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node(f"rats_ask_{os.getpid()}", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
+    status = 0
+    try:
+        for question in args.questions:
+            request = AskVideo.Request(question=question, max_captions=args.max_captions,
+                                       cameras=cameras)
+            response = call_service(node, AskVideo, args.service, request, args.timeout)
+            _report(question, response, args.json)
+            status = status or (0 if response.success else 1)
+    except TimeoutError as error:
+        print(f"rats-ros ask-node: {error}: is the node running in this ROS_DOMAIN_ID "
+              f"({os.environ.get('ROS_DOMAIN_ID', '0')})? source scripts/env.sh in both shells",
+              file=sys.stderr)
+        status = 1
+    except KeyboardInterrupt:
+        status = 130
+    finally:
+        executor.shutdown()
+        spinner.join(timeout=10)  # a thread still in rcl at exit aborts the process
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
