@@ -138,8 +138,8 @@ def test_ask_errors_still_print_json_and_exit_non_zero(captioned, tmp_path, caps
 def test_sample_bag_console_script_and_replay_dispatch(tmp_path, capsys):
     script = Path(sys.executable).parent / "rats-ros"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "rats_ros"]
-    done = subprocess.run([*command, "sample-bag", str(tmp_path / "bag"), "--seconds", "3",
-                           "--fps", "4", "--storage", "mcap", "--compressed"],
+    done = subprocess.run([*command, "sample-bag", str(tmp_path / "bag"), "--scene", "shapes",
+                           "--seconds", "3", "--fps", "4", "--storage", "mcap", "--compressed"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert list_image_topics(tmp_path / "bag") == [
@@ -260,3 +260,22 @@ def test_one_exit_code_rule_across_commands(tmp_path, capsys):
     assert code == 2 and "neither a rosbag2 bag nor a video" in err
     code, _, err = run_cli(capsys, "replay", notes)
     assert code == 2 and "Traceback" not in err
+
+
+def test_the_default_sample_bag_is_a_world_the_bundled_model_captions(tmp_path, capsys):
+    """``rats-ros sample-bag`` writes what the demo replays: synthetic-world captions it in its
+    own grammar (object, action), not word salad; --help gives every default."""
+    from rats_ros.world import language
+
+    code, out, _ = run_cli(capsys, "sample-bag", tmp_path / "bag", "--clips", "2")
+    assert code == 0 and "32 frames" in out
+    code, out, _ = run_cli(capsys, "caption", tmp_path / "bag", "--model", "synthetic-world",
+                           "--quiet")
+    assert code == 0
+    captions = [json.loads(line)["text"] for line in out.splitlines()]
+    assert len(captions) == 2
+    for text in captions:  # every sentence parses as a fact of the world's grammar
+        assert language.parse(text), text
+    with pytest.raises(SystemExit):
+        main(["sample-bag", "--help"])
+    assert "(default: world)" in capsys.readouterr().out

@@ -178,20 +178,33 @@ def test_lifecycle_through_services_with_the_yaml_loaded(tmp_path, domain_id, mo
     assert_no_traceback(node.log())
 
 
-def test_launch_file_declares_the_documented_arguments():
+def test_launch_file_takes_every_parameter_as_an_argument():
+    """launch_ros cannot be installed here: the file is parsed, and the argument handling it
+    calls (rats_ros.ros.launch_args) is tested."""
+    from rats_ros.ros import launch_args
+
     source = (ROOT / "launch" / "stream.launch.py").read_text()
     tree = ast.parse(source)
-    declared = {}
-    for call in ast.walk(tree):
-        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "DeclareLaunchArgument":
-            keywords = {k.arg: k.value for k in call.keywords}
-            declared[call.args[0].value] = keywords
-    assert set(declared) == {"camera_topic", "image_transport", "config_file", "model", "device",
-                             "use_sim_time", "autostart"}
-    for name, keywords in declared.items():
-        assert "description" in keywords and "default_value" in keywords, name
     assert "exercised on real installs" in ast.get_docstring(tree)
-    assert '"stream_node"' in source and '"rats_stream"' in source
+    for used in ("LAUNCH_ONLY", "parameter_arguments", "overrides", '"stream_node"',
+                 '"rats_stream"', "respawn=", "namespace=", "use_sim_time"):
+        assert used in source, used
+    names = [name for name, _ in launch_args.parameter_arguments()]
+    assert names == [spec.name for spec in node_params.SPECS]  # dtype included
+    assert {"config_file", "camera_topic", "namespace", "use_sim_time", "respawn"} <= {
+        name for name, _, _ in launch_args.LAUNCH_ONLY}
+
+
+def test_launch_arguments_are_typed_as_the_node_declares_them():
+    from rats_ros.ros import launch_args
+
+    typed = launch_args.overrides({"dtype": "bfloat16", "fps": "1", "clip_frames": "8",
+                                   "recurrence": "false", "cameras": "[front, rear]",
+                                   "model": "", "camera_topic": "/x"})
+    assert typed == {"dtype": "bfloat16", "fps": 1.0, "clip_frames": 8, "recurrence": False,
+                     "cameras": ["front", "rear"]}  # empty and non-parameters: not given
+    with pytest.raises(ConfigError, match="dtype='int3'.*'float32'"):
+        launch_args.overrides({"dtype": "int3"})
 
 
 def test_the_parameter_document_is_current():

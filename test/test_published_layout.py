@@ -138,8 +138,11 @@ def test_check_model_prints_the_prompt_tokens_and_memory_estimate(llava_hf, caps
     summary = json.loads(capsys.readouterr().out)
     assert code == 0
     assert summary["family"] == "llava_onevision" and summary["tokens_per_frame"] == 16
-    assert summary["tokens_per_clip"] == 4 * 16 + 1  # the processor's count, newline included
-    assert "<video x 65>" in summary["prompt"] and "<|im_start|>assistant" in summary["prompt"]
+    # the processor's count is visual tokens + the image_newline; a Caption's visual_tokens
+    # (and the demo's kept/visual) count the visual ones alone
+    assert (summary["visual_tokens"], summary["clip_trailer_tokens"]) == (4 * 16, 1)
+    assert "<video x 64><clip trailer>" in summary["prompt"]
+    assert "<|im_start|>assistant" in summary["prompt"]
     assert summary["estimate_mib"] >= summary["weights_mib"] > 0
     assert len(summary["readout_layers"]) == 4
 

@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass
 class ModelSummary:
     """A checkpoint's figures for one frame size (memory figures in MiB).
 
+    :param visual_tokens: a clip's visual tokens N (the ``visual_tokens`` of each
+        ``rats_ros/Caption``), of which ``kept_tokens`` stay in memory.
+    :param clip_trailer_tokens: tokens the family puts after a clip (LLaVA-OV's image_newline).
     :param prompt: the captioning prompt as the LLM reads it, the clip shown as
         ``<video x N>`` (and the memory as ``<memory x M>``).
     """
@@ -21,7 +24,9 @@ class ModelSummary:
     engine: str
     weights: str
     tokens_per_frame: float
-    tokens_per_clip: int
+    visual_tokens: int
+    kept_tokens: int
+    clip_trailer_tokens: int
     memory_tokens: int
     readout_layers: list[int]
     prompt: str
@@ -46,15 +51,18 @@ def summarize(backend, frames: int = 16, height: int = 480, width: int = 640,
     runtime's own memory come on top.
     """
     groups, rows, cols = backend.token_grid(frames, height, width)
-    clip_tokens = groups * rows * cols + backend._clip_trailer().shape[0]
-    kept = max(1, round(groups * rows * cols * keep_ratio))
+    visual = groups * rows * cols
+    trailer = backend._clip_trailer().shape[0]
+    clip_tokens = visual + trailer
+    kept = max(1, round(visual * keep_ratio))
     memory = memory_clips * kept
     prefix, suffix = backend.prompt_layout(prompt)
     def decode(ids):
         with backend._tokenizer_lock:
             return backend.tokenizer.decode(ids, skip_special_tokens=False)
 
-    shown = (decode(prefix.tolist()) + f"<memory x {memory}><video x {clip_tokens}>"
+    shown = (decode(prefix.tolist()) + f"<memory x {memory}><video x {visual}>"
+             + ("<clip trailer>" * trailer)
              + decode(suffix.tolist()))
     text = backend.model.config.text_config
     element = backend.embed_tokens.weight.element_size()
@@ -71,7 +79,8 @@ def summarize(backend, frames: int = 16, height: int = 480, width: int = 640,
         dtype=str(backend.dtype).removeprefix("torch."),
         engine="torch" if backend.engine is None else f"onnx ({backend.engine.directory})",
         weights=backend.weights,
-        tokens_per_frame=groups * rows * cols / frames, tokens_per_clip=clip_tokens,
+        tokens_per_frame=visual / frames, visual_tokens=visual, kept_tokens=kept,
+        clip_trailer_tokens=trailer,
         memory_tokens=memory, readout_layers=list(backend.readout_layers), prompt=shown,
         weights_mib=round(figures[0], 1), kv_caption_mib=round(figures[1], 1),
         kv_answer_mib=round(figures[2], 1), estimate_mib=math.ceil(sum(figures)))

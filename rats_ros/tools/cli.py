@@ -55,13 +55,25 @@ def _run_check_model(args) -> int:
 
 
 def _sample_parser(sub) -> None:
-    parser = sub.add_parser("sample-bag", help="write a synthetic camera bag (for demos, tests)")
+    parser = sub.add_parser(
+        "sample-bag", help="write a synthetic camera bag (for demos, tests)",
+        description="Write a synthetic camera bag: by default the synthetic world the bundled "
+                    "synthetic-world model captions (what make demo replays).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("out_dir", help="bag directory to create")
-    parser.add_argument("--seconds", type=positive_float, default=64.0)
-    parser.add_argument("--fps", type=positive_float, default=2.0)
+    parser.add_argument("--scene", choices=("world", "shapes"), default="world",
+                        help="world: coloured shapes entering, moving and leaving, one frame "
+                             "every 2 s (synthetic-world captions it); shapes: a moving ball, "
+                             "box and bar (for decoding and timing tests)")
+    parser.add_argument("--clips", type=int, default=6,
+                        help="world: clips of 16 frames (32 s each)")
+    parser.add_argument("--seed", type=int, default=3,
+                        help="world: which unseen world (3 is the demo's)")
+    parser.add_argument("--seconds", type=positive_float, default=64.0, help="shapes: length")
+    parser.add_argument("--fps", type=positive_float, default=2.0, help="shapes: frame rate")
+    parser.add_argument("--size", default="320x240", help="shapes: WIDTHxHEIGHT")
     parser.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
     parser.add_argument("--compressed", action="store_true", help="CompressedImage (JPEG)")
-    parser.add_argument("--size", default="320x240", help="WIDTHxHEIGHT")
     parser.add_argument("--topic", default="/camera/image_raw")
     parser.set_defaults(handler=_run_sample_bag)
 
@@ -115,19 +127,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_sample_bag(args) -> int:
-    from rats_ros.io.sample_scene import write_sample_bag
-
     try:
-        width, height = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        return fail("sample-bag", ConfigError(f"--size must be WIDTHxHEIGHT, got {args.size!r}"))
-    try:
-        count = write_sample_bag(args.out_dir, seconds=args.seconds, fps=args.fps,
-                                 size=(width, height), storage=args.storage,
-                                 compressed=args.compressed, topic=args.topic)
+        count = _write_sample(args)
     except RatsError as error:
         return fail("sample-bag", error)
     print(f"wrote {count} frames on {args.topic} to {args.out_dir} ({args.storage})")
     return 0
 
 
+def _write_sample(args) -> int:
+    """The bag ``args`` ask for. :returns: frames written. :raises RatsError: bad settings."""
+    if args.scene == "world":
+        from rats_ros.io.bags import write_image_bag
+        from rats_ros.world import scene
+        from rats_ros.world.evaluate import EVAL_SEED_BASE
+
+        if not 1 <= args.clips <= 10_000 or args.seed < 0:
+            raise ConfigError("--clips must be 1 to 10000 and --seed >= 0")
+        frames = scene.frames(scene.generate(EVAL_SEED_BASE + args.seed, args.clips))
+        return write_image_bag(args.out_dir, frames, topic=args.topic, storage=args.storage,
+                               compressed=args.compressed)
+    from rats_ros.io.sample_scene import write_sample_bag
+
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError as error:
+        raise ConfigError(f"--size must be WIDTHxHEIGHT, got {args.size!r}") from error
+    return write_sample_bag(args.out_dir, seconds=args.seconds, fps=args.fps,
+                            size=(width, height), storage=args.storage,
+                            compressed=args.compressed, topic=args.topic)
