@@ -279,3 +279,15 @@ def test_the_default_sample_bag_is_a_world_the_bundled_model_captions(tmp_path, 
     with pytest.raises(SystemExit):
         main(["sample-bag", "--help"])
     assert "(default: world)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command, shown", [
+    (["caption"], "frames sampled per second (default: 0.5)"),
+    (["ask"], "caption token budget (default: 10000)"),
+    (["check-model"], "(default: 480)"), (["eval", "synthetic"], "(default: 16"),
+    (["sample-bag"], "(default: world)"), (["export-onnx"], "(default: 16)")])
+def test_every_command_help_gives_descriptions_and_defaults(capsys, command, shown):
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert done.value.code == 0 and shown in text, text

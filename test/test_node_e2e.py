@@ -185,6 +185,7 @@ def test_sigterm_stops_cleanly(node, streamed):
     for index in range(CLIPS):
         assert f"clip {index} captioned in " in log, log[-3000:]
     assert f"stopping: {CLIPS} clips captioned and stored since start" in log
+    assert log.count("has RANDOM weights") == 1  # the config's default model says so, once
 
 
 def test_use_sim_time_follows_the_bag_clock(tmp_path, bag, domain_id, model_cache,

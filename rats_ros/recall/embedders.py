@@ -55,8 +55,12 @@ class SentenceEmbedder:
 
     def __init__(self, path_or_name: str, device: str = "cpu", name: str | None = None,
                  batch_size: int = 64):
-        from sentence_transformers import SentenceTransformer
-
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as err:
+            raise ModelError("the sentence embedder needs the package sentence-transformers: "
+                             "pip install -r requirements/ml.txt (or sentence-transformers"
+                             "==6.2.0), or use embedder 'model'") from err
         try:
             self._model = SentenceTransformer(path_or_name, device=device,
                                               local_files_only=True)

@@ -100,8 +100,7 @@ def open_writer(location: str, stream_id: str, *, writer: str, robot: str = "",
 
     if not is_url(location):
         return CaptionStore(location, stream_id, retention, writer=writer)
-    from rats_ros.recall.pg_store import PgCaptionStore
-
+    PgCaptionStore = _pg_store_class()
     robot = robot or default_robot()
     if spool is None:
         return PgCaptionStore(location, stream_id, robot, writer=writer, retention=retention)
@@ -138,7 +137,18 @@ def open_reader(location: str, stream_id: str, *, robot: str = "",
 
         return CaptionStore(location, stream_id, create=not existing, readonly=existing,
                             read_streams=streams)
-    from rats_ros.recall.pg_store import PgCaptionStore
-
+    PgCaptionStore = _pg_store_class()
     return PgCaptionStore(location, stream_id, robot or default_robot(), read_robots=robots,
                           read_streams=streams, lazy=lazy)
+
+
+def _pg_store_class():
+    """:class:`~rats_ros.recall.pg_store.PgCaptionStore`, imported on the path that needs it.
+
+    :raises ConfigError: psycopg is not installed (a setting: install it or give a file)."""
+    try:
+        from rats_ros.recall.pg_store import PgCaptionStore
+    except ImportError as err:
+        raise ConfigError("a postgresql:// store needs psycopg 3: pip install 'psycopg[binary]' "
+                          "(requirements/ml.txt), or give a SQLite file") from err
+    return PgCaptionStore

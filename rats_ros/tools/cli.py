@@ -17,7 +17,13 @@ import sys
 
 from rats_ros.errors import ConfigError, RatsError
 from rats_ros.tools import ask, caption, evaluate, export
-from rats_ros.tools.options import add_engine_options, backend_options, fail, positive_float
+from rats_ros.tools.options import (
+    add_engine_options,
+    backend_options,
+    fail,
+    positive_float,
+    show_defaults,
+)
 
 
 def _check_model_parser(sub) -> None:
@@ -59,7 +65,7 @@ def _sample_parser(sub) -> None:
         "sample-bag", help="write a synthetic camera bag (for demos, tests)",
         description="Write a synthetic camera bag: by default the synthetic world the bundled "
                     "synthetic-world model captions (what make demo replays).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+)
     parser.add_argument("out_dir", help="bag directory to create")
     parser.add_argument("--scene", choices=("world", "shapes"), default="world",
                         help="world: coloured shapes entering, moving and leaving, one frame "
@@ -97,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("ask-node", add_help=False,
                    help="ask a running node's ask_video from another shell, several questions "
                         "per call (rats-ros ask-node --help)")
+    show_defaults(parser)
     return parser
 
 

@@ -86,3 +86,22 @@ def where_json(caption) -> dict:
                          "qx": caption.pose_qx, "qy": caption.pose_qy, "qz": caption.pose_qz,
                          "qw": caption.pose_qw, "frame": caption.pose_frame}
     return where
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default, unless its help already says it."""
+
+    def _get_help_string(self, action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS) \
+                or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` and every subcommand below it :class:`DefaultsFormatter`."""
+    parser.formatter_class = DefaultsFormatter
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        for child in getattr(action, "choices", {}).values():
+            show_defaults(child)
