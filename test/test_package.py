@@ -164,3 +164,26 @@ def test_the_benchmark_results_document_is_current():
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(list((ROOT / "bench" / "results").glob("*.jsonl"))) <= 12
+
+
+def test_the_regression_check_flags_a_slower_commit(tmp_path):
+    """bench/regress.py reads one results file of two commits (gpu_run.sh regress)."""
+    import json
+    import subprocess
+    import sys
+
+    def run(new_ms: float, new_rate: float) -> subprocess.CompletedProcess:
+        rows = [{"bench": "clip", "variant": "ours", "memory": "full", "size": "0.5b",
+                 "commit": c, "total_ms": ms} for c, ms in (("old", 100.0), ("new", new_ms))]
+        rows += [{"bench": "cameras", "cameras": 8, "size": "0.5b", "commit": c,
+                  "clips_per_s": rate, "per_clip_ms": {"p50": 300.0}}
+                 for c, rate in (("old", 24.0), ("new", new_rate))]
+        path = tmp_path / "results.jsonl"
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        return subprocess.run([sys.executable, str(ROOT / "bench" / "regress.py"), str(path),
+                               "--baseline", "old"], capture_output=True, text=True)
+
+    assert run(103.0, 23.5).returncode == 0  # within 5 %
+    slower = run(110.0, 24.0)
+    assert slower.returncode == 1 and "clip_ms" in slower.stdout and "REGRESSED" in slower.stdout
+    assert run(100.0, 22.0).returncode == 1  # fewer clips/s
