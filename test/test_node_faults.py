@@ -363,8 +363,9 @@ def test_a_memory_shortage_mid_stream_is_reported_and_captioning_goes_on(
     uses, so its next allocation fails. Which allocation fails first is the allocator's choice:
     torch's or numpy's (reported as ``out of memory``, the node goes on with the next clip once
     memory returns) or oneDNN's (an unexpected error: FATAL, exit 1 for a restart, which
-    continues the stream). Either way: never silent, no traceback, no repeated clip index.
-    Before, any of them ended the captioner thread while the node stayed active. In some runs
+    continues the stream). Either way: never silent, no traceback, no repeated clip index, and
+    no captioner thread ends while the node stays active. (The model's own out-of-memory path is
+    tested deterministically in test_memory_shortage.py.) In some runs
     the DDS layer's receive allocations fail first and no frame reaches the node: it must then
     say on /diagnostics that its camera topic has been silent for the whole replay
     (``input_timeout_s``), and it is replaced, as a supervisor reading /diagnostics would. Large
