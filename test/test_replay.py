@@ -70,10 +70,11 @@ def test_replay_of_a_compressed_mcap_bag(tmp_path, domain_id, ros_client):  # no
     write_image_bag(tmp_path / "bag", frames, topic="/cam/image_raw/compressed",
                     storage="mcap", compressed=True)
     images = ros_client.collect(CompressedImage, "/cam/image_raw/compressed")
-    replay = start_replay(tmp_path / "bag", domain_id, "--wait-subscribers", "1")
+    replay = start_replay(tmp_path / "bag", domain_id)  # waits for 1 subscriber by default
     code, err = _finish(replay)
     assert code == 0, err
-    wait_for(lambda: len(images) == 4, timeout=10)
+    assert "waiting up to 60 s for 1 subscriber(s) on /cam/image_raw/compressed" in err
+    wait_for(lambda: len(images) == 4, timeout=10)  # none published into the void
     decoded = decode_compressed(images[0].format, images[0].data, max_side=None)
     assert decoded.shape == frames[0].image.shape
     assert np.abs(decoded.astype(int) - frames[0].image).mean() < 10  # JPEG, lossy

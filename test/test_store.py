@@ -340,3 +340,21 @@ def test_a_version_1_store_is_upgraded_in_place_and_keeps_its_captions(tmp_path)
             "an old caption", "", False, 1)
     with CaptionStore(path, readonly=True) as reader:
         assert reader.count() == 2
+
+
+def test_both_stores_meet_the_declared_store_contract():
+    """CaptionStoreLike declares what every layer uses of a store; the SQLite and PostgreSQL
+    stores implement all of it with the same parameters."""
+    import inspect
+
+    from rats_ros.recall.pg_store import PgCaptionStore
+    from rats_ros.recall.stores import CaptionStoreLike
+
+    members = [name for name, value in vars(CaptionStoreLike).items()
+               if callable(value) and not name.startswith("_")]
+    assert len(members) >= 13
+    for store in (CaptionStore, PgCaptionStore):
+        for name in members:
+            contract = list(inspect.signature(getattr(CaptionStoreLike, name)).parameters)
+            theirs = list(inspect.signature(getattr(store, name)).parameters)
+            assert theirs[:len(contract)] == contract, (store.__name__, name, theirs)
