@@ -22,7 +22,7 @@ caption token pay to the candidate range, averaged over heads, read-out layers a
 (rows: the last prompt position and tokens 1..n-1; token n is never fed), exactly as
 :mod:`rats_ros.models.readout` computes them on the plain path.
 
-The backend seam is :mod:`rats_ros.models.fast.hook` (``backend.fast_decode``: None = on CUDA).
+The backend seam is :mod:`rats_ros.models.fast.hook` (``FastConfig.decode``: None = on CUDA).
 """
 from __future__ import annotations
 
@@ -122,8 +122,8 @@ class FastDecoder:
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self._pool = None
         self._lock = threading.Lock()
-        # the model's answers-first gate, set on caption decoders (hook.decoder_for); None: never
-        # step aside (answer decoders, benches of one decoder)
+        # the model's answers-first gate, set on caption decoders (hook.caption_decoder);
+        # None: never step aside (answer decoders, benches of one decoder)
         self.gate: AnswerFirst | None = None
 
     # ----------------------------------------------------------------------------- public
