@@ -79,8 +79,10 @@ def test_bad_raw_images_are_refused_by_reason_and_good_ones_still_captioned(
     diagnostics = ros_client.collect(DiagnosticArray, "/diagnostics")
     rgb = np.zeros((8, 10, 3), dtype=np.uint8)
     bad = {
-        "unsupported_encoding": [_image("32FC1", 10, 8, 40, bytes(320)),
-                                 _image("bayer_rggb8", 10, 8, 10, bytes(80))],
+        "unsupported_encoding": [_image("8UC3", 10, 8, 30, bytes(240)),
+                                 _image("rgb16", 10, 8, 60, bytes(480))],
+        "depth_image": [_image("32FC1", 10, 8, 40, bytes(320)),  # refused by default
+                        _image("16UC1", 10, 8, 20, bytes(160))],
         "bad_step_or_size": [_image("rgb8", 10, 8, 20, rgb.tobytes()),        # step < 3 x width
                              _image("rgb8", 10, 8, 30, rgb.tobytes()[:-7])],  # data truncated
         "zero_size": [_image("rgb8", 0, 8, 0, b""), _image("mono8", 10, 0, 10, b"")],
@@ -101,7 +103,8 @@ def test_bad_raw_images_are_refused_by_reason_and_good_ones_still_captioned(
     assert values["_level"] == DiagnosticStatus.WARN and "refusing" in values["_message"]
     log = raw_node.log()
     # One warning per reason and 5 s, naming the problem (the second of a reason is only counted).
-    assert "'32FC1' is not supported" in log and "step 20 < width 10" in log
+    assert "'8UC3' is not supported" in log and "step 20 < width 10" in log
+    assert "32FC1 is a depth image, not colour" in log and "depth_images" in log
     assert "has zero size" in log and "truncated" not in log
     assert raw_node.alive()
 

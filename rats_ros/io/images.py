@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from rats_ros.errors import ConfigError, FrameError
+from rats_ros.io.raw_formats import DEPTH_MODES, EXTRA_ENCODINGS, decode_extra
 
 # sensor_msgs/image_encodings names -> (bytes per pixel, cv2 conversion to RGB or None).
 # "yuv422"/"yuv422_yuy2" are the deprecated names of "uyvy"/"yuyv" and mean the same layouts.
@@ -38,7 +39,10 @@ _TO_ENCODING = {
     "yuyv": cv2.COLOR_RGB2YUV_YUYV,
     "yuv422_yuy2": cv2.COLOR_RGB2YUV_YUYV,
 }
-SUPPORTED_ENCODINGS = tuple(_RAW_ENCODINGS)
+#: the raw encodings encode_raw writes too (8-bit colour and YUV 4:2:2)
+COLOUR_ENCODINGS = tuple(_RAW_ENCODINGS)
+#: every raw encoding decode_raw takes (depth only with depth="colormap")
+SUPPORTED_ENCODINGS = (*COLOUR_ENCODINGS, *EXTRA_ENCODINGS)
 #: compressed images above this many pixels are refused before decoding (8K is 33 MP)
 MAX_PIXELS = 50_000_000
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -49,7 +53,8 @@ class ImageTooLarge(FrameError):
 
 
 def decode_raw(encoding: str, width: int, height: int, step: int, data,
-               is_bigendian: int = 0, max_side: int | None = 768) -> np.ndarray:
+               is_bigendian: int = 0, max_side: int | None = 768,
+               depth: str = "refuse") -> np.ndarray:
     """Decode the fields of a ``sensor_msgs/msg/Image`` into an RGB array.
 
     :param encoding: one of :data:`SUPPORTED_ENCODINGS` (sensor_msgs/image_encodings names).
@@ -58,15 +63,21 @@ def decode_raw(encoding: str, width: int, height: int, step: int, data,
     :param step: bytes per row, including any padding at its end.
     :param data: ``step * height`` bytes (bytes, bytearray, memoryview, array.array or a uint8
         numpy array); viewed, not copied.
-    :param is_bigendian: ignored: every supported encoding has 8-bit channels.
+    :param is_bigendian: the byte order of 16- and 32-bit samples (8-bit ones have none).
     :param max_side: shrink (INTER_AREA) so the longest side is at most this; ``None`` keeps
         the full size.
+    :param depth: what 16UC1 / 32FC1 depth becomes: ``refuse`` (FrameError) or ``colormap``
+        (:mod:`rats_ros.io.raw_formats`, which also converts Bayer, mono16 and NV12 / NV21).
     :returns: ``(H', W', 3)`` uint8 RGB array that owns its memory.
     :raises FrameError: for an unsupported encoding, a zero size, or a step/size mismatch.
     :raises ConfigError: for ``max_side`` < 1.
     """
-    del is_bigendian  # 8-bit channels have no byte order
     _check_max_side(max_side)
+    if depth not in DEPTH_MODES:
+        raise ConfigError(f"depth must be one of {DEPTH_MODES}, got {depth!r}")
+    if encoding in EXTRA_ENCODINGS:
+        rgb = decode_extra(encoding, width, height, step, _as_uint8(data), is_bigendian, depth)
+        return _shrink(rgb, max_side, copy=False)  # (H', W', 3), owns its memory
     if encoding not in _RAW_ENCODINGS:
         raise FrameError(
             f"image encoding {encoding!r} is not supported; supported: "
@@ -213,7 +224,7 @@ def encode_raw(rgb: np.ndarray, encoding: str = "rgb8") -> tuple[str, int, int, 
     """Encode an RGB array as the fields of a ``sensor_msgs/msg/Image`` (no row padding).
 
     :param rgb: ``(H, W, 3)`` uint8 RGB.
-    :param encoding: one of :data:`SUPPORTED_ENCODINGS`.
+    :param encoding: one of :data:`COLOUR_ENCODINGS`.
     :returns: ``(encoding, width, height, step, data)``.
     :raises FrameError: for an unsupported encoding, a bad array, or an odd width for YUV 4:2:2.
     """

@@ -19,6 +19,7 @@ from rats_ros.io.images import (
     decode_compressed,
     decode_raw,
 )
+from rats_ros.io.raw_formats import DEPTH_ENCODINGS
 from rats_ros.ros.messages import time_to_ns
 from rats_ros.samples import Frame, Pose
 from rats_ros.stream.clips import unusable_size
@@ -45,7 +46,8 @@ class FrameIntake:
         self.node.stats.heard(self.camera)
         try:
             rgb = decode_raw(msg.encoding, msg.width, msg.height, msg.step, msg.data,
-                             msg.is_bigendian, max_side=self.node.params.max_image_side)
+                             msg.is_bigendian, max_side=self.node.params.max_image_side,
+                             depth=self.node.params.depth_images)
         except FrameError as error:
             self._refuse(_raw_reason(msg), error)
             return
@@ -139,6 +141,8 @@ class PoseIntake:
 
 def _raw_reason(msg: Image) -> str:
     """Why a raw image was refused, as a short counter key."""
+    if msg.encoding in DEPTH_ENCODINGS:
+        return "depth_image"
     if msg.encoding not in SUPPORTED_ENCODINGS:
         return "unsupported_encoding"
     if msg.width == 0 or msg.height == 0:

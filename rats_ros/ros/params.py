@@ -109,6 +109,9 @@ SPECS: tuple[Spec, ...] = (
     Spec("image_transport", "raw", "raw subscribes `image` (sensor_msgs/Image); compressed "
          "subscribes `image/compressed` (sensor_msgs/CompressedImage).",
          choices=("raw", "compressed")),
+    Spec("depth_images", "refuse", "16UC1 / 32FC1 depth images: refuse them (counted as "
+         "depth_image: a Video-LLM captions colour) or colormap (caption a colour-mapped "
+         "picture of the depth, as cv_bridge displays it).", choices=("refuse", "colormap")),
     Spec("qos_reliability", "best_effort", "Reliability of the image subscription; the rest is "
          "sensor-data QoS (keep last 5, volatile).", choices=("best_effort", "reliable")),
     Spec("queue_size", 8, "Decoded frames waiting for the sampler; when full the oldest is "
