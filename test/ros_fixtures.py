@@ -164,8 +164,10 @@ def start_node(workdir, domain_id, wait_active: bool = True, **params) -> NodePr
     """Start the node with :data:`FAST_PARAMS` plus ``params`` and wait until it is active."""
     name, remaps, env = params.pop("name", "node"), params.pop("remaps", None), \
         params.pop("env", None)
+    command = params.pop("command", None)
     merged = {**FAST_PARAMS, "store_path": str(Path(workdir) / "captions.db"), **params}
-    node = NodeProcess(workdir, domain_id, merged, name=name, remaps=remaps, env=env)
+    node = NodeProcess(workdir, domain_id, merged, name=name, remaps=remaps, env=env,
+                       command=command)
     if wait_active:
         node.wait_log("active: listening", timeout=180)
     return node

@@ -291,3 +291,21 @@ def test_every_command_help_gives_descriptions_and_defaults(capsys, command, sho
         main([*command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert done.value.code == 0 and shown in text, text
+
+
+def test_doctor_says_what_is_usable_and_what_installs_the_rest(capsys):
+    code, out, _ = run_cli(capsys, "doctor", "--json")
+    parts = {c["part"]: c for c in map(json.loads, out.splitlines())}
+    assert code == 0  # torch, transformers and ROS 2 are here
+    assert parts["transformers"]["state"] == "ok" and parts["ROS 2 (rclpy, msgs)"]["state"] == "ok"
+    expected = "ok" if __import__("torch").cuda.is_available() else "off"
+    assert parts["torch / CUDA"]["state"] == expected
+    assert "CPUExecutionProvider" in parts["onnxruntime"]["detail"]
+    hidden = subprocess.run([sys.executable, "-c", (
+        "import sys; sys.modules['psycopg'] = None; sys.modules['onnxruntime'] = None\n"
+        "from rats_ros.tools.cli import main; sys.exit(main(['doctor']))")],
+        capture_output=True, text=True, timeout=120)
+    assert hidden.returncode == 0, hidden.stderr  # optional parts missing: reported, exit 0
+    assert "psycopg                missing" in hidden.stdout
+    assert "pip install 'psycopg[binary]'" in hidden.stdout
+    assert "pip install onnxruntime" in hidden.stdout

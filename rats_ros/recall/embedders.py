@@ -58,9 +58,10 @@ class SentenceEmbedder:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as err:
-            raise ModelError("the sentence embedder needs the package sentence-transformers: "
-                             "pip install -r requirements/ml.txt (or sentence-transformers"
-                             "==6.2.0), or use embedder 'model'") from err
+            # an install to fix, not a fault a restart cures (the node exits 2)
+            raise ConfigError("the sentence embedder needs the package sentence-transformers: "
+                              "pip install -r requirements/robot.txt, or use embedder "
+                              "'model'") from err
         try:
             self._model = SentenceTransformer(path_or_name, device=device,
                                               local_files_only=True)

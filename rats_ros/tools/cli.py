@@ -16,7 +16,7 @@ import json
 import sys
 
 from rats_ros.errors import ConfigError, RatsError
-from rats_ros.tools import ask, caption, evaluate, export
+from rats_ros.tools import ask, caption, doctor, evaluate, export
 from rats_ros.tools.options import (
     add_engine_options,
     backend_options,
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _check_model_parser(sub)
     evaluate.add_parser(sub)
     export.add_parser(sub)
+    doctor.add_parser(sub)
     _sample_parser(sub)
     sub.add_parser("replay", add_help=False,
                    help="publish a bag's image topic on ROS 2 (rats-ros replay --help)")

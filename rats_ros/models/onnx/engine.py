@@ -71,8 +71,8 @@ class OnnxEngine:
         try:
             import onnxruntime  # noqa: F401
         except ImportError as exc:
-            raise ModelError("engine 'onnx' needs the onnxruntime package: pip install "
-                             "onnxruntime (or onnxruntime-gpu)") from exc
+            raise ConfigError("engine 'onnx' needs the onnxruntime package: pip install "
+                              "onnxruntime (or onnxruntime-gpu)") from exc
         self.directory = Path(directory)
         self.manifest = Manifest.read(self.directory)
         self.manifest.check(backend)
