@@ -244,6 +244,8 @@ def test_a_bag_of_two_cameras_and_odometry_captions_each_camera_with_poses(tmp_p
     assert code == 0 and answer["success"], err
     assert len(answer["evidence"]) == 2  # clip 0 of each camera
     assert all(abs(e["pose"]["x"] - first_end) <= 1 for e in answer["evidence"])
+    assert answer["target"]["pose"]["frame"] == "odom"  # "Where?": a pose of the evidence
+    assert answer["target"]["pose"] in [e["pose"] for e in answer["evidence"]]
     with pytest.raises(SystemExit) as refused:
         main(["ask", "Where?", "--store", str(store), "--near", "nan,0"])
     assert refused.value.code == 2 and "X,Y or X,Y,Z" in capsys.readouterr().err

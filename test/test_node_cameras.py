@@ -121,6 +121,12 @@ def _ask_by_camera_and_place(ros_client) -> None:  # noqa: F811
     assert all(abs(c.pose.position.x - 1.5) <= 0.6 for c in near.evidence)
     everything = ask()
     assert {c.camera for c in everything.evidence} == set(CAMERAS)
+    # "where": a pose to drive to, one of the evidence's, in the poses' frame at its clip's end
+    assert near.has_target and near.target_pose.header.frame_id == "odom"
+    chosen = [c for c in near.evidence if c.end == near.target_pose.header.stamp]
+    assert chosen and chosen[0].pose == near.target_pose.pose
+    assert ask(cameras=["rear"]).has_target
+
     unknown = ask(cameras=["roof"])
     assert not unknown.success and "unknown cameras ['roof']" in unknown.message
     nowhere = ask(use_position=True, position=_point(500.0), radius=1.0)

@@ -169,6 +169,7 @@ def test_ask_node_asks_the_running_node_from_another_process(streamed, domain_id
     answers = [json.loads(line) for line in done.stdout.splitlines()]
     assert [a["question"] for a in answers] == ["What moves?", "What is there?"]
     assert all(a["success"] and a["answer"] and a["evidence"] for a in answers)
+    assert all(a["target"] is None for a in answers)  # no "where", and the bag has no poses
     assert answers[0]["evidence"][0]["start"].startswith("1970-01-01")  # the bag's t = 100 s
     refused = subprocess.run([*command, " "], env=ros_env(domain_id), capture_output=True,
                              text=True, timeout=180)

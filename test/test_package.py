@@ -44,6 +44,8 @@ def test_interfaces_have_the_fields_robots_rely_on():
     response = AskVideo.Response.get_fields_and_field_types()
     assert response["evidence"] == "sequence<rats_ros/Caption>"
     assert {"success", "message", "answer", "processing_time"} <= set(response)
+    assert response["has_target"] == "boolean"
+    assert response["target_pose"] == "geometry_msgs/PoseStamped"  # where to go for "where"
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "msg").glob("*.msg")) + sorted(

@@ -158,3 +158,25 @@ def test_model_embedder_answers_too(tmp_path, backend):
                                                                  max_answer_tokens=4))
         answer = qa.ask("When was the fridge opened?")
         assert answer.used_mmr and answer.evidence and answer.context_tokens <= 200
+
+
+def test_a_where_question_gets_the_pose_that_best_supports_its_answer():
+    """The target is the evidence caption with a pose closest to the answer's text (the real
+    MiniLM embedder); a question that asks no place gets none, and neither does evidence
+    without poses."""
+    from rats_ros.recall.target import asks_for_place, best_supported
+
+    ns = 1_000_000_000
+    embedder = SentenceEmbedder.default()
+    evidence = [Caption(0, 0, 8 * ns, "a red ball rolls under the kitchen table",
+                        has_pose=True, pose_x=1.0, pose_frame="map"),
+                Caption(1, 10 * ns, 18 * ns, "someone puts the keys on the shelf by the door",
+                        has_pose=True, pose_x=7.0, pose_frame="map"),
+                Caption(2, 20 * ns, 28 * ns, "the keys are on the shelf")]  # no pose
+    target = best_supported("the keys are on the shelf by the door", evidence, embedder)
+    assert target is not None and target.pose_x == 7.0
+    assert best_supported("the ball", evidence[2:], embedder) is None
+    for question, place in (("Where did I leave the keys?", True), ("which room is the cat in",
+                            True), ("What colour is the ball?", False),
+                            ("How many times did the door open?", False)):
+        assert asks_for_place(question) is place, question

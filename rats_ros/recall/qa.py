@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from rats_ros.errors import ConfigError, QuestionError
 from rats_ros.recall.retrieval import Place, RetrievalIndex, format_caption
 from rats_ros.recall.store import StoredCaption
+from rats_ros.recall.target import asks_for_place, best_supported
 
 DEFAULT_INSTRUCTION = (
     "These are captions of a video stream in time order; each starts with its time span in "
@@ -61,7 +62,9 @@ class Answer:
     ``processing_time`` (s) is the whole ``ask``; ``timings`` (s) splits it into ``retrieval``
     (index refresh + MMR + reading the captions) and ``generation``. ``context_tokens`` is the
     prompt size of the evidence, ``candidates`` the number of captions in the window and
-    ``used_mmr`` whether they had to be ranked (False: all fitted the budget).
+    ``used_mmr`` whether they had to be ranked (False: all fitted the budget). ``target`` is the
+    evidence caption with a pose that best supports the answer, for a question that asks where
+    (:mod:`rats_ros.recall.target`), else None.
     """
 
     text: str
@@ -71,6 +74,7 @@ class Answer:
     context_tokens: int = 0
     candidates: int = 0
     used_mmr: bool = False
+    target: StoredCaption | None = None
 
 
 class QuestionAnswerer:
@@ -121,10 +125,12 @@ class QuestionAnswerer:
         retrieved = time.perf_counter()
         prompt = self.build_prompt(question, selection.captions)
         text = self._backend.generate(prompt, cfg.max_answer_tokens).strip()
+        target = best_supported(text, selection.captions, self._embedder) \
+            if asks_for_place(question) else None
         done = time.perf_counter()
         return Answer(text, selection.captions, done - started,
                       {"retrieval": retrieved - started, "generation": done - retrieved},
-                      selection.tokens, selection.candidates, selection.used_mmr)
+                      selection.tokens, selection.candidates, selection.used_mmr, target)
 
     def build_prompt(self, question: str, captions: list[StoredCaption]) -> str:
         """The user message: instruction, captions in time order with time spans, question."""

@@ -46,16 +46,27 @@ def _report(question: str, response, as_json: bool) -> None:
     evidence = [{"clip_index": c.clip_index, "start": clock_time(c.start),
                  "end": clock_time(c.end), "camera": c.camera, "text": c.text}
                 for c in response.evidence]
+    target = None
+    if response.has_target:  # a "where" question: the pose to drive to
+        p, q = response.target_pose.pose.position, response.target_pose.pose.orientation
+        target = {"frame": response.target_pose.header.frame_id,
+                  "at": clock_time(response.target_pose.header.stamp),
+                  "position": [p.x, p.y, p.z], "orientation": [q.x, q.y, q.z, q.w]}
     if as_json:
         print(json.dumps({"question": question, "success": response.success,
                           "message": response.message, "answer": response.answer,
-                          "processing_time": response.processing_time, "evidence": evidence}))
+                          "processing_time": response.processing_time, "evidence": evidence,
+                          "target": target}))
         return
     if not response.success:
         print(f"{question}\n  not answered: {response.message}")
         return
     print(f"{question}\n  {response.answer}  ({response.processing_time:.2f} s, "
           f"{len(evidence)} captions)", flush=True)
+    if target is not None:
+        x, y, z = target["position"]
+        print(f"  go to ({x:.2f}, {y:.2f}, {z:.2f}) in {target['frame'] or 'the poses frame'} "
+              f"(seen {target['at']})", flush=True)
     for item in evidence:
         camera = f" {item['camera']}" if item["camera"] else ""
         print(f"    [{item['start']} .. {item['end']}{camera}] #{item['clip_index']}: "

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from builtin_interfaces.msg import Time as TimeMsg
-from geometry_msgs.msg import Point, Pose, Quaternion
+from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion
 from std_msgs.msg import Header
 
 from rats_ros.msg import Caption
@@ -33,3 +33,10 @@ def caption_msg(caption, frame_id: str, model: str, robot: str | None = None) ->
     robot = getattr(caption, "robot", "") if robot is None else robot
     return Caption(header=Header(stamp=end, frame_id=frame_id), start=start, end=end, pose=pose,
                    robot=robot, **values)
+
+
+def target_pose(caption) -> PoseStamped:
+    """The pose of a caption with a pose, as where to go: stamped with its clip's end, in the
+    poses' frame (``AskVideo.Response.target_pose``)."""
+    msg = caption_msg(caption, caption.pose_frame, caption.model)
+    return PoseStamped(header=Header(stamp=msg.end, frame_id=caption.pose_frame), pose=msg.pose)

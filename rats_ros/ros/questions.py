@@ -14,7 +14,7 @@ import time
 import traceback
 
 from rats_ros.errors import RatsError
-from rats_ros.ros.messages import caption_msg
+from rats_ros.ros.messages import caption_msg, target_pose
 
 
 class QuestionDesk:
@@ -64,6 +64,8 @@ class QuestionDesk:
         response.success, response.answer = True, answer.text
         response.evidence = [caption_msg(c, node.frame_ids.get(c.camera, ""), c.model)
                              for c in answer.evidence]
+        if answer.target is not None:  # a "where" question: where to go
+            response.has_target, response.target_pose = True, target_pose(answer.target)
         response.processing_time = float(answer.processing_time)
         return response
 

@@ -58,11 +58,19 @@ def run(args) -> int:
         return fail("ask", error, quiet=args.json)
     evidence = [{"clip_index": c.clip_index, "start": c.start_ns / NS, "end": c.end_ns / NS,
                  "text": c.text} | where_json(c) for c in answer.evidence]
+    target = None if answer.target is None else {  # a "where" question: where to go
+        "clip_index": answer.target.clip_index, "end": answer.target.end_ns / NS,
+        **where_json(answer.target)}
     if args.json:
         print(json.dumps({"success": True, "message": "", "answer": answer.text,
-                          "evidence": evidence, "processing_time": answer.processing_time}))
+                          "evidence": evidence, "target": target,
+                          "processing_time": answer.processing_time}))
     else:
         print(answer.text)
+        if target is not None and "pose" in target:
+            pose = target["pose"]
+            print(f"  go to ({pose['x']:.2f}, {pose['y']:.2f}, {pose['z']:.2f}) in "
+                  f"{pose['frame'] or 'the poses frame'} (clip {target['clip_index']})")
         for item in evidence:
             print(f"  [{item['start']:.1f}s-{item['end']:.1f}s] #{item['clip_index']}: "
                   f"{item['text']}", file=sys.stderr)
