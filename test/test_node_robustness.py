@@ -104,7 +104,7 @@ def test_bad_raw_images_are_refused_by_reason_and_good_ones_still_captioned(
     log = raw_node.log()
     # One warning per reason and 5 s, naming the problem (the second of a reason is only counted).
     assert "'8UC3' is not supported" in log and "step 20 < width 10" in log
-    assert "32FC1 is a depth image, not colour" in log and "depth_images" in log
+    assert "'32FC1' is a depth image, not colour" in log and "depth_images" in log
     assert "has zero size" in log and "truncated" not in log
     assert raw_node.alive()
 

@@ -47,7 +47,7 @@ def decode_extra(encoding: str, width: int, height: int, step: int, data: np.nda
         return _semi_planar(encoding, width, height, step, data)
     if encoding in DEPTH_ENCODINGS:
         if depth != "colormap":
-            raise FrameError(f"{encoding} is a depth image, not colour: a Video-LLM cannot "
+            raise FrameError(f"{encoding!r} is a depth image, not colour: a Video-LLM cannot "
                              "caption it; subscribe to a colour topic, or set depth_images "
                              "to colormap to caption a colour-mapped picture of the depth")
         return _colormap(_plane(encoding, width, height, step, data, is_bigendian,
