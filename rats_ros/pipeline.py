@@ -4,12 +4,12 @@ it here from one :class:`PipelineConfig`; none of them wires the parts itself.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from rats_ros.errors import ConfigError
 from rats_ros.models import load_backend
 from rats_ros.models.base import BackendConfig
-from rats_ros.recall.embedders import make_embedder
+from rats_ros.recall.embedders import ModelEmbedder, make_embedder
 from rats_ros.recall.qa import QAConfig, QuestionAnswerer
 from rats_ros.stream.captioner import CaptionerConfig, RecurrentCaptioner
 from rats_ros.stream.clips import ClipAssembler
@@ -59,9 +59,7 @@ class Pipeline:
     def __init__(self, config: PipelineConfig):
         self.config = config
         b = config.backend
-        self.backend = load_backend(b.model, b.device, b.dtype, readout_layers=b.readout_layers,
-                                    engine=b.engine, engine_dir=b.engine_dir, weights=b.weights,
-                                    fast=b.fast)
+        self.backend = load_backend(**{f.name: getattr(b, f.name) for f in fields(b)})
         if self.backend.engine is not None:
             self.backend.engine.check_clip_frames(config.clip_frames)
         self.embedder = (None if config.embedder == "none"
@@ -85,8 +83,6 @@ class Pipeline:
     def answerer(self, store) -> QuestionAnswerer:
         """A question answerer over ``store`` (captions embedded lazily with the pipeline's
         embedder; the model's own when the pipeline embeds none)."""
-        from rats_ros.recall.embedders import ModelEmbedder
-
         embedder = self.embedder if self.embedder is not None else ModelEmbedder(self.backend)
         return QuestionAnswerer(store, embedder, self.backend, self.config.qa)
 

@@ -18,7 +18,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 
 from rats_ros.errors import ConfigError
-from rats_ros.recall.pg_schema import is_url
+from rats_ros.recall.stores import is_url, stream_name
 
 DEFAULT_STORE_NAME = "rats_ros/captions.db"
 
@@ -165,9 +165,7 @@ class _ParamRules:
     def camera_streams(self) -> list[tuple[str, str]]:
         """``(camera, stream id)`` per camera: ``stream_id`` alone for the single unnamed
         camera, ``<stream_id>/<camera>`` for named ones."""
-        if self.cameras == ("",):
-            return [("", self.stream_id)]
-        return [(camera, f"{self.stream_id}/{camera}") for camera in self.cameras]
+        return [(camera, stream_name(self.stream_id, camera)) for camera in self.cameras]
 
     def resolved_store_path(self) -> str:
         """The store: a PostgreSQL URL as given, ``store_path`` with ``~`` expanded, or the
