@@ -97,10 +97,11 @@ suite_world() {
     run 580 python3 -m rats_ros.world.train "$OUT/synthetic_world" ${WORLD_ARGS:-}
 }
 
-suite_regress() {  # this tree and $BASELINE (commit $BASELINE_COMMIT) in turn, twice each
+suite_regress() {  # this tree and $BASELINE (commit $BASELINE_COMMIT) in turn, $PAIRS times
     [ -d "${BASELINE:-}" ] || { echo "regress needs BASELINE=<a tree of another commit>"; return 1; }
-    local tree commit size
-    for tree in "$BASELINE" "$ROOT" "$BASELINE" "$ROOT"; do  # twice: the spread shows
+    local tree commit size trees=()
+    for _ in $(seq "${PAIRS:-2}"); do trees+=("$BASELINE" "$ROOT"); done  # twice: the spread shows
+    for tree in "${trees[@]}"; do
         commit=$([ "$tree" = "$ROOT" ] && echo "$RATS_GIT_COMMIT" || echo "${BASELINE_COMMIT:-baseline}")
         for size in $SIZES; do
             run 150 env PYTHONPATH="/tmp/site:$tree" RATS_GIT_COMMIT="$commit" \
