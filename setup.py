@@ -13,7 +13,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/rats_ros"]),
         ("share/rats_ros", ["package.xml"]),
         ("share/rats_ros/launch", ["launch/stream.launch.py"]),
-        ("share/rats_ros/config", ["config/stream.yaml"]),
+        ("share/rats_ros/config", ["config/stream.yaml", "config/synthetic_world.yaml"]),
     ],
     entry_points={
         "console_scripts": [

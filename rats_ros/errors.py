@@ -29,6 +29,10 @@ class QuestionError(RatsError):
     """A question or its time window is invalid, or nothing can answer it yet."""
 
 
+class AnswerCancelled(QuestionError):
+    """The asker cancelled the question while it was being answered (the AskVideo action)."""
+
+
 class InputError(RatsError):
     """An offline input (rosbag2 directory, video file) is missing, empty or corrupt."""
 

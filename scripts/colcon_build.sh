@@ -21,7 +21,7 @@ site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 # The package goes into the workspace as a copy of what it ships: CMake refuses exported include
 # directories inside the source tree, and a checkout may hold the venv and an install/ tree.
 rm -rf "$ws/src"; mkdir -p "$ws/src/rats_ros"
-(cd "$source_dir" && cp -r CMakeLists.txt package.xml msg srv rats_ros launch config \
+(cd "$source_dir" && cp -r CMakeLists.txt package.xml msg srv action rats_ros launch config \
   --parents scripts/stream_node scripts/replay_node scripts/rats-ros "$ws/src/rats_ros/")
 find "$ws/src" -name __pycache__ -prune -exec rm -rf {} +
 

@@ -35,7 +35,7 @@ fi
 # install tree in install/ (scripts/env.sh puts it on the paths, this checkout's sources first).
 # Rebuilt when a build input changes or a module is added, moved or removed (so no stale copy
 # of a removed module stays importable from install/).
-build_hash=$( (cat msg/*.msg srv/*.srv CMakeLists.txt package.xml scripts/colcon_build.sh \
+build_hash=$( (cat msg/*.msg srv/*.srv action/*.action CMakeLists.txt package.xml scripts/colcon_build.sh \
   scripts/stream_node scripts/replay_node scripts/rats-ros; find rats_ros launch config -type f -not -name '*.pyc' \
   | sort) | sha256sum | cut -c1-16)
 if [ "$(cat "$venv/.build-stamp" 2>/dev/null)" != "$build_hash" ] || [ ! -d install/lib ]; then

@@ -71,9 +71,10 @@ def test_ask_json_answers_with_evidence_from_the_window(captioned, capsys):
     assert code == 0 and answer["success"] is True and answer["message"] == ""
     assert isinstance(answer["answer"], str) and answer["processing_time"] > 0
     by_index = {r["clip_index"]: r for r in records}
+    keys = ("clip_index", "start", "end", "text")
     assert answer["evidence"] and all(
-        e == {k: by_index[e["clip_index"]][k] for k in ("clip_index", "start", "end", "text")}
-        for e in answer["evidence"])
+        {k: e[k] for k in keys} == {k: by_index[e["clip_index"]][k] for k in keys}
+        and set(e) == {*keys, "when"} for e in answer["evidence"])
     code, out, _ = run_cli(capsys, "ask", "--store", store, "--json", "--max-new-tokens", "4",
                            "--since", START + 7, "--until", START + 15, "what moved?")
     assert code == 0
@@ -170,13 +171,30 @@ def test_a_bag_of_undecodable_depth_images_exits_2_with_the_reason(tmp_path, cap
 
 
 @pytest.mark.parametrize("window", [["--since", "nan"], ["--until", "inf"], ["--since", "1e300"],
-                                    ["--until", "-1"]])
+                                    ["--until", "-1"], ["--since", "yesterday"],
+                                    ["--now", "2 parsecs"], ["--timezone", "Mars/Olympus"]])
 def test_ask_refuses_non_finite_or_absurd_times_with_exit_2(captioned, window, capsys):
     _, _, store, _ = captioned
-    with pytest.raises(SystemExit) as refused:
-        main(["ask", "what?", "--store", str(store), *window])
-    assert refused.value.code == 2
-    assert "must be a time in seconds" in capsys.readouterr().err
+    code, out, err = run_cli(capsys, "ask", "what?", "--store", store, *window)
+    assert (code, out) == (2, "") and ("seconds" in err or "IANA" in err), err
+    assert "Traceback" not in err
+
+
+def test_ask_takes_durations_and_iso_times_and_prints_clock_times(captioned, capsys):
+    """The sample bag's stamps are 2023-11-14 (epoch 1.7e9): asked a day later, the evidence
+    reads as clock times with their age."""
+    _, _, store, _ = captioned
+    now = "2023-11-15T22:13:20+00:00"  # one day after the bag's first stamp
+    code, out, err = run_cli(capsys, "ask", "What happened?", "--store", store, "--json",
+                             "--max-new-tokens", "2", "--now", now, "--since", "2d",
+                             "--timezone", "UTC")
+    assert code == 0, err
+    evidence = json.loads(out)["evidence"]
+    assert evidence and evidence[0]["when"].startswith("2023-11-14 22:13:")
+    assert evidence[0]["when"].endswith("UTC (23 h 59 min ago)")
+    code, out, err = run_cli(capsys, "ask", "What happened?", "--store", store, "--json",
+                             "--max-new-tokens", "2", "--now", now, "--since", "2h")
+    assert code == 2 and "no captions in the window" in json.loads(out)["message"]
 
 
 def test_caption_checks_out_before_loading_the_model(tmp_path, capsys):

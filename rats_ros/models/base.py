@@ -1,12 +1,13 @@
 """The model-family-independent backend contract: what the captioner and QA need from a model."""
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 
-from rats_ros.errors import ConfigError
+from rats_ros.errors import AnswerCancelled, ConfigError
 
 
 def clock(device) -> float:
@@ -48,6 +49,23 @@ class FastConfig:
             value = getattr(self, f.name)
             if not (isinstance(value, bool) or (f.name == "decode" and value is None)):
                 raise ConfigError(f"fast.{f.name} must be true or false, got {value!r}")
+
+
+def stream_step(stream, decode: Callable[[list[int]], str]) -> Callable:
+    """The per-step callable a decode loop calls as ``step(count, ids)`` for an answer that
+    streams (``ids()`` gives the ids so far, read only when text is wanted): the cancel is
+    polled, then the text so far goes to ``stream.on_text``.
+
+    :param stream: any object with ``on_text`` (``(str) -> None`` or None) and
+        ``cancelled`` (``() -> bool``), e.g. :class:`rats_ros.recall.qa.AskProgress`.
+    :raises AnswerCancelled: (from the step) once ``stream.cancelled()`` is true.
+    """
+    def step(count: int, ids: Callable[[], list[int]]) -> None:
+        if stream.cancelled():
+            raise AnswerCancelled(f"the question was cancelled after {count} answer tokens")
+        if stream.on_text is not None:
+            stream.on_text(decode(ids()))
+    return step
 
 
 @dataclass(frozen=True, eq=False)
@@ -255,8 +273,13 @@ class VideoBackend(ABC):
         return 0.0
 
     @abstractmethod
-    def generate(self, prompt: str, max_new_tokens: int) -> str:
-        """Greedy text-only answer to the user message ``prompt`` (chat template applied)."""
+    def generate(self, prompt: str, max_new_tokens: int, stream=None) -> str:
+        """Greedy text-only answer to the user message ``prompt`` (chat template applied).
+
+        :param stream: ``on_text`` gets the answer so far after each token and ``cancelled()``
+            is polled before each decode step (:func:`stream_step`); None: neither.
+        :raises AnswerCancelled: ``stream.cancelled()`` turned true; nothing more is generated.
+        """
 
     @abstractmethod
     def embed_text(self, texts: list[str]) -> np.ndarray:

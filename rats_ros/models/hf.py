@@ -26,6 +26,7 @@ from rats_ros.models.base import (
     PrefillInputs,
     VideoBackend,
     clock,
+    stream_step,
 )
 from rats_ros.models.fast import decode as fast_decode
 from rats_ros.models.fast import hook as fast_hook
@@ -253,15 +254,18 @@ class HFVideoBackend(ChatPrompts, VideoBackend):
         return self.model.lm_head(hidden[:, -1])[0]
 
     def greedy(self, inputs: PrefillInputs, max_new_tokens: int, timings: dict,
-               readout: ro.Readout | None = None, answering: bool = False) -> list[int]:
+               readout: ro.Readout | None = None, answering: bool = False,
+               step=None) -> list[int]:
         """Greedy decoding: prefill, then one token per step; the last token is never fed.
 
         :param readout: where the caption's attention to the clip is summed, or None.
         :param answering: an answer (the answer decoder serves it), not a caption.
+        :param step: ``step(count, ids)`` after each token (:func:`stream_step`), or None.
         """
         if self.engine is not None:
-            return self.engine.greedy(self, inputs, max_new_tokens, timings, readout)
-        ids = fast_hook.maybe_greedy(self, inputs, max_new_tokens, timings, readout, answering)
+            return self.engine.greedy(self, inputs, max_new_tokens, timings, readout, step)
+        ids = fast_hook.maybe_greedy(self, inputs, max_new_tokens, timings, readout, answering,
+                                     step)
         if ids is not None:  # the CUDA fast path ran
             return ids
         cache = DynamicCache(config=self.model.config.text_config)
@@ -272,6 +276,8 @@ class HFVideoBackend(ChatPrompts, VideoBackend):
         timings["prefill"] = self.clock() - start
         start = time.perf_counter()
         while len(ids) < max_new_tokens and ids[-1] not in self.eos_ids:
+            if step is not None:
+                step(len(ids), lambda: ids)
             token = self.decode_step(token.view(1, 1), cache, readout).argmax(-1)
             ids.append(int(token))
         timings["decode"] = self.clock() - start
@@ -306,14 +312,17 @@ class HFVideoBackend(ChatPrompts, VideoBackend):
         with model_errors(f"building {self.name}'s decoders"), torch.inference_mode():
             return fast_hook.prepare(self, cameras)
 
-    def generate(self, prompt: str, max_new_tokens: int) -> str:
+    def generate(self, prompt: str, max_new_tokens: int, stream=None) -> str:
         if max_new_tokens < 1:
             raise ModelError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         ids = torch.tensor(self.prompt_ids(prompt), device=self.device)
+        step = stream_step(stream, self._decode) if stream is not None else None
         with model_errors("answering"), torch.inference_mode(), \
                 self.fast.gate.answering():  # captions on this model step aside meanwhile
             inputs = PrefillInputs(self.embed_tokens(ids)[None])
-            out = self.greedy(inputs, max_new_tokens, {}, answering=True)
+            out = self.greedy(inputs, max_new_tokens, {}, answering=True, step=step)
+        if stream is not None and stream.on_text is not None:
+            stream.on_text(self._decode(out))  # the whole answer, whatever ``every`` left out
         return self._decode(out)
 
     def embed_text(self, texts: list[str]) -> np.ndarray:

@@ -14,11 +14,14 @@ chosen rows.
 """
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from rats_ros.errors import QuestionError, StoreError
+from rats_ros.recall.clock import TimeStyle
+from rats_ros.recall.coverage import NOTE_TOKENS, Coverage, QuestionPlan, WordIndex, cover
+from rats_ros.recall.filters import Place, check_window, where_mask
 from rats_ros.recall.mmr import mmr_picks, select_under_budget
 from rats_ros.recall.store import StoredCaption
 
@@ -26,15 +29,17 @@ from rats_ros.recall.store import StoredCaption
 __all__ = ["Place", "RetrievalIndex", "Selection", "check_window", "format_caption", "mmr_picks",
            "select_under_budget"]
 _LOG = logging.getLogger(__name__)
+STREAM_TIMES = TimeStyle("stream")
 
 
-def format_caption(caption, origin_ns: int) -> str:
-    """One caption as it appears in the QA prompt: ``[12.0s-44.0s] text`` (seconds from the
-    stream's first caption, so the numbers stay short and stable under retention), with
-    ``camera front`` and ``at (x, y, z) m`` in the brackets when the caption has them, so "where"
-    questions can be answered with coordinates."""
-    start, end = (caption.start_ns - origin_ns) / 1e9, (caption.end_ns - origin_ns) / 1e9
-    tags = [f"{start:.1f}s-{end:.1f}s"]
+def format_caption(caption, origin_ns: int, style: TimeStyle = STREAM_TIMES,
+                   now_ns: int | None = None) -> str:
+    """One caption as it appears in the QA prompt: its span as ``style`` writes it
+    (:mod:`rats_ros.recall.clock`: ``[14:03:12-14:03:44, 2 h 5 min ago]`` or seconds from the
+    stream's first caption, ``[12.0s-44.0s]``), with ``camera front`` and ``at (x, y, z) m`` in
+    the brackets when the caption has them, so "where" questions can be answered with
+    coordinates. :param now_ns: the question's time (None: the longest age, to count tokens)."""
+    tags = [style.span(caption.start_ns, caption.end_ns, origin_ns, now_ns)]
     if getattr(caption, "robot", ""):
         tags.append(f"robot {caption.robot}")
     if caption.camera:
@@ -45,36 +50,6 @@ def format_caption(caption, origin_ns: int) -> str:
     return f"[{', '.join(tags)}] {caption.text}"
 
 
-@dataclass(frozen=True)
-class Place:
-    """A spatial filter: captions whose pose lies within ``radius`` metres of ``(x, y, z)``.
-
-    :raises QuestionError: a coordinate or radius that is not finite, or a radius <= 0.
-    """
-
-    x: float
-    y: float
-    z: float
-    radius: float
-
-    def __post_init__(self):
-        values = (self.x, self.y, self.z, self.radius)
-        if not all(np.isfinite(values)) or self.radius <= 0:
-            raise QuestionError(f"position ({self.x}, {self.y}, {self.z}) with radius "
-                                f"{self.radius}: give finite coordinates in metres and a radius "
-                                "> 0")
-
-
-def check_window(since_ns: int, until_ns: int):
-    """:raises QuestionError: negative stamps, or ``since`` after ``until`` (``until`` 0 = open)."""
-    if since_ns < 0 or until_ns < 0:
-        raise QuestionError(f"time window stamps must be >= 0 ns (got since={since_ns}, "
-                            f"until={until_ns}); use 0 for an open end")
-    if until_ns > 0 and since_ns > until_ns:
-        raise QuestionError(f"time window is inverted: since ({since_ns} ns) is after until "
-                            f"({until_ns} ns); swap them or set until to 0 for 'up to now'")
-
-
 @dataclass
 class Selection:
     """Captions chosen for one question."""
@@ -83,6 +58,8 @@ class Selection:
     tokens: int  # prompt tokens of the chosen captions
     candidates: int  # captions in the window
     used_mmr: bool  # False: all candidates fitted and were taken
+    kind: str = "plain"  # the question's kind (rats_ros.recall.coverage.KINDS)
+    coverage: list[Coverage] = field(default_factory=list)  # temporal kinds: per subject
 
 
 class _Columns:
@@ -133,16 +110,20 @@ class RetrievalIndex:
     :param embedder: ``embed(texts) -> (n, d)`` unit rows, with ``name``.
     :param count_tokens: ``count_tokens(text) -> int`` of the answering model's tokenizer.
     :param read_batch: rows read from the store per query while catching up.
+    :param style: how prompt lines write times (their token counts assume the longest age).
     """
 
-    def __init__(self, store, embedder, count_tokens, read_batch: int = 5000):
+    def __init__(self, store, embedder, count_tokens, read_batch: int = 5000,
+                 style: TimeStyle = STREAM_TIMES):
         self._store = store
+        self._style = style
         self._embedder = embedder
         self._count_tokens = count_tokens
         self._read_batch = read_batch
         self._lock = threading.Lock()
         self._dim = int(embedder.embed(["dimension probe"]).shape[1])
         self._cols = _Columns(self._dim)
+        self._words = WordIndex()
         self._last_id = 0
         self._deleted = 0
         self._origin: int | None = None
@@ -191,7 +172,7 @@ class RetrievalIndex:
 
     def _append(self, rows: list[StoredCaption]):
         name = self._embedder.name
-        lines = [format_caption(r, self._origin) for r in rows]
+        lines = [format_caption(r, self._origin, self._style) for r in rows]
         tokens = np.array([self._count_tokens(line) + 1 for line in lines])  # +1: the newline
         emb = np.empty((len(rows), self._dim), np.float32)  # (b, d)
         missing = []
@@ -208,6 +189,7 @@ class RetrievalIndex:
         self._cols.append(ids=[r.id for r in rows], start=[r.start_ns for r in rows],
                           end=[r.end_ns for r in rows], tokens=tokens, emb=emb,
                           camera=[r.camera for r in rows], pose=pose)
+        self._words.add([r.id for r in rows], [r.text for r in rows])
 
     def _store_lazy_embeddings(self, rows, missing, emb):
         """Keep lazily computed embeddings for rows stored without one (a cache: a failed write
@@ -222,13 +204,21 @@ class RetrievalIndex:
 
     def select(self, query_embedding: np.ndarray, since_ns: int = 0, until_ns: int = 0,
                budget_tokens: int = 10000, mmr_lambda: float = 0.5,
-               max_captions: int = 0, cameras=(), place: Place | None = None) -> Selection:
+               max_captions: int = 0, cameras=(), place: Place | None = None,
+               plan: QuestionPlan | None = None, subject_vecs: np.ndarray | None = None,
+               mmr_pool: int = 0) -> Selection:
         """Choose the captions for one question.
 
         :param query_embedding: ``(d,)`` unit vector of the question.
         :param since_ns: earliest clip start; :param until_ns: latest clip end (0: no bound).
         :param cameras: only captions of these cameras (empty: all).
         :param place: only captions whose pose lies inside it (None: anywhere, pose or not).
+        :param plan: a temporal question's kind and subjects (:mod:`rats_ros.recall.coverage`):
+            their matches come first, MMR fills the rest of the budget; None or ``plain``: MMR.
+        :param mmr_pool: MMR ranks only this many most relevant candidates (0: all;
+            :func:`rats_ros.recall.mmr.select_under_budget`).
+        :param subject_vecs: ``(s, d)`` the plan's subjects embedded (embedded here if None;
+            callers embed them with the question in one call).
         :raises QuestionError: inverted window, no captions yet, none in the window (or of
             those cameras, or near that place), or every caption in it longer than the budget.
         """
@@ -246,40 +236,52 @@ class RetrievalIndex:
             raise QuestionError(
                 f"no captions in the window since={since_ns} ns, until={until_ns} ns (stored "
                 f"captions span {int(start.min())}..{int(end.max())} ns); widen the window")
-        in_window = _where_mask(in_window, cols["camera"], cols["pose"], cameras, place)
+        in_window = where_mask(in_window, cols["camera"], cols["pose"], cameras, place)
         usable = in_window & (tokens <= budget_tokens)
         if not usable.any():
             raise QuestionError(f"every caption in the window is longer than the context budget "
                                 f"({budget_tokens} tokens); raise context_tokens")
         idx = np.arange(len(ids)) if usable.all() else np.flatnonzero(usable)
-        cand_emb = emb if usable.all() else emb[idx]  # (m, d); a view when nothing is excluded
         q = np.asarray(query_embedding, np.float32).reshape(-1)  # (d,)
-        picks, used_mmr = select_under_budget(cand_emb, tokens[idx], q, budget_tokens,
-                                              mmr_lambda, max_captions)
-        chosen = idx[picks]
+        if plan is not None and plan.kind != "plain":
+            if subject_vecs is None:
+                subject_vecs = self._embedder.embed(list(plan.subjects))  # (s, d)
+            return self._covering(plan, subject_vecs, cols, idx, q, budget_tokens,
+                                  (mmr_lambda, mmr_pool), int(in_window.sum()))
+        chosen, used_mmr = _ranked(cols, idx, q, budget_tokens, mmr_lambda, max_captions,
+                                   mmr_pool)
         return Selection(self._store.get_many(ids[chosen]), int(tokens[chosen].sum()),
                          int(in_window.sum()), used_mmr)
 
+    def _covering(self, plan, vecs, cols, idx, q, budget: int, mmr: tuple, in_window: int):
+        """A temporal question: every subject's matches (earliest and latest always), then
+        MMR over the other candidates for the budget left; time order."""
+        order = idx[np.argsort(cols["start"][idx], kind="stable")]  # (m,) time order
+        budget = max(1, budget - NOTE_TOKENS * len(plan.subjects))
+        must, report = cover(plan, vecs, cols, order, self._words, budget)
+        left = budget - int(cols["tokens"][must].sum())
+        rest = np.setdiff1d(idx, must)
+        if left > 0 and len(rest):
+            extra, _ = _ranked(cols, rest, q, left, mmr[0], 0, mmr[1])
+            must = np.concatenate([must, extra])
+        chosen = np.sort(must)
+        return Selection(self._store.get_many(cols["ids"][chosen]),
+                         int(cols["tokens"][chosen].sum()), in_window, True, plan.kind, report)
 
-def _where_mask(in_window, camera: np.ndarray, pose: np.ndarray, cameras, place: Place | None):
-    """``(n,)`` bool: rows in the window, of the wanted cameras, near the wanted place.
 
-    :param in_window: ``(n,)`` bool; :param camera: ``(n,)`` camera names;
-    :param pose: ``(n, 3)`` positions, NaN without pose.
-    :raises QuestionError: when no row is left, naming the filter that left none.
+def _ranked(cols, idx, q, budget: int, lam: float, max_captions: int, pool: int):
+    """The paper's rule over rows ``idx``; with ``pool`` > 0, MMR ranks only the ``pool`` most
+    relevant of them (a budget holds a few hundred captions, and MMR's picks come from the
+    relevant end: ``bench/bench_retrieval.py`` measures how often a pool changes them).
+
+    :returns: ``(chosen rows, used_mmr)``.
     """
-    mask = in_window.copy()
-    if cameras:
-        mask &= np.isin(camera, list(cameras))
-        if not mask.any():
-            raise QuestionError(f"no captions of cameras {sorted(cameras)} (stored cameras: "
-                                f"{sorted(set(camera.tolist()))}) in the window")
-    if place is not None:
-        offset = pose - np.array([place.x, place.y, place.z])  # (n, 3)
-        with np.errstate(invalid="ignore"):
-            mask &= np.sqrt((offset ** 2).sum(axis=1)) <= place.radius  # NaN (no pose): False
-        if not mask.any():
-            raise QuestionError(f"no captions with a pose within {place.radius} m of "
-                                f"({place.x}, {place.y}, {place.z}) in the window; widen the "
-                                "radius or check pose_topic")
-    return mask
+    tokens = cols["tokens"]
+    if int(tokens[idx].sum()) <= budget and (max_captions <= 0 or len(idx) <= max_captions):
+        return idx, False
+    if 0 < pool < len(idx):
+        rel = (cols["emb"] @ q)[idx]  # (m,): a product over all rows, no (m, d) gather
+        idx = idx[np.sort(np.argpartition(-rel, pool - 1)[:pool])]  # store order kept
+    emb = cols["emb"] if len(idx) == len(cols["ids"]) else cols["emb"][idx]
+    picks, used = select_under_budget(emb, tokens[idx], q, budget, lam, max_captions)
+    return idx[picks], used

@@ -1,6 +1,7 @@
 """``rats-ros ask-node``: ask a running node's ``ask_video`` from another shell.
 
     rats-ros ask-node "What shape is the blue object?" ["Which object left last?" ...]
+    rats-ros ask-node --stream "Describe the last hour."   # the action: tokens as they come
 
 The node keeps its model loaded, so each answer takes the model's answering time alone (the
 offline ``rats-ros ask`` loads the model on every call). Several questions go in one call, in
@@ -33,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds to wait for the node and for each answer (default 120)")
     parser.add_argument("--json", action="store_true", help="one JSON object per question")
+    parser.add_argument("--stream", action="store_true",
+                        help="ask through the ask_video action: print the answer as it is "
+                             "generated; Ctrl-C cancels it on the node")
     return parser
 
 
@@ -42,7 +46,8 @@ def clock_time(stamp) -> str:
     return datetime.datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="seconds")
 
 
-def _report(question: str, response, as_json: bool) -> None:
+def _report(question: str, response, as_json: bool, streamed: bool = False) -> None:
+    """Print one answer; ``streamed``: its question and text are already out (``--stream``)."""
     evidence = [{"clip_index": c.clip_index, "start": clock_time(c.start),
                  "end": clock_time(c.end), "camera": c.camera, "text": c.text}
                 for c in response.evidence]
@@ -61,8 +66,8 @@ def _report(question: str, response, as_json: bool) -> None:
     if not response.success:
         print(f"{question}\n  not answered: {response.message}")
         return
-    print(f"{question}\n  {response.answer}  ({response.processing_time:.2f} s, "
-          f"{len(evidence)} captions)", flush=True)
+    stats = f"({response.processing_time:.2f} s, {len(evidence)} captions)"
+    print(f"  {stats}" if streamed else f"{question}\n  {response.answer}  {stats}", flush=True)
     if target is not None:
         x, y, z = target["position"]
         print(f"  go to ({x:.2f}, {y:.2f}, {z:.2f}) in {target['frame'] or 'the poses frame'} "
@@ -71,6 +76,31 @@ def _report(question: str, response, as_json: bool) -> None:
         camera = f" {item['camera']}" if item["camera"] else ""
         print(f"    [{item['start']} .. {item['end']}{camera}] #{item['clip_index']}: "
               f"{item['text']}", file=sys.stderr, flush=True)
+
+
+def _streamed(node, args, question: str, request):
+    """Ask through the action, printing the answer's new text as feedback brings it (plain
+    output only). :returns: the result (the service's response fields)."""
+    from rats_ros.action import AskVideo as AskAction
+    from rats_ros.ros.client import call_action
+
+    shown = [""]
+
+    def on_feedback(feedback) -> None:
+        text = feedback.partial_answer
+        if args.json or not text or not text.startswith(shown[0]):
+            return  # a stage's feedback (no text yet), or a text that rewrote its start
+        if not shown[0]:
+            print(f"{question}\n  ", end="")
+        print(text[len(shown[0]):], end="", flush=True)
+        shown[0] = text
+
+    goal = AskAction.Goal(**{f: getattr(request, f)
+                             for f in AskAction.Goal.get_fields_and_field_types()})
+    _, result = call_action(node, AskAction, args.service, goal, args.timeout, on_feedback)
+    if shown[0]:
+        print(flush=True)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         for question in args.questions:
             request = AskVideo.Request(question=question, max_captions=args.max_captions,
                                        cameras=cameras)
-            response = call_service(node, AskVideo, args.service, request, args.timeout)
-            _report(question, response, args.json)
+            if args.stream:
+                response = _streamed(node, args, question, request)
+            else:
+                response = call_service(node, AskVideo, args.service, request, args.timeout)
+            _report(question, response, args.json, streamed=args.stream)
             status = status or (0 if response.success else 1)
     except TimeoutError as error:
         print(f"rats-ros ask-node: {error}: is the node running in this ROS_DOMAIN_ID "

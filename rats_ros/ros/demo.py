@@ -149,7 +149,9 @@ def start_node(args, env, workdir: Path) -> tuple[subprocess.Popen, Path]:
     log_path = workdir / "rats_stream.log"
     command = [sys.executable, "-m", "rats_ros.ros.main", "--ros-args",
                "--params-file", str(ROOT / "config" / "stream.yaml"),
-               "-p", f"model:={args.model}", "-p", f"device:={args.device}",
+               *(["--params-file", str(ROOT / "config" / "synthetic_world.yaml")]
+                 if args.model == "synthetic-world" else ["-p", f"model:={args.model}"]),
+               "-p", f"device:={args.device}",
                "-p", f"store_path:={workdir / 'captions.db'}", "-p", "idle_flush:=3.0",
                "-p", "qos_reliability:=reliable", "-r", "image:=/camera/image_raw"]
     with open(log_path, "w") as log:

@@ -40,10 +40,11 @@ def main(args=None) -> int:
         print(f"[{NODE_NAME}] invalid parameters: {error}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
-    # ask_video holds up to question_queue_size callbacks at once (one answering, the rest
-    # waiting their turn); three more threads keep lifecycle, parameters, diagnostics and the
-    # image callbacks served meanwhile.
-    threads = node.get_parameter("question_queue_size").value + 3
+    # ask_video (service and action) holds up to question_queue_size callbacks at once (one
+    # answering, the rest waiting their turn); four more threads keep lifecycle, parameters,
+    # diagnostics, the image callbacks and the action's goal / cancel / result requests served
+    # meanwhile.
+    threads = node.get_parameter("question_queue_size").value + 4
     executor = MultiThreadedExecutor(num_threads=threads)
     executor.add_node(node)
     _start_executor_threads(executor, threads)

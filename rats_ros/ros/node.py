@@ -31,6 +31,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from rats_ros.errors import ConfigError, RatsError
 from rats_ros.msg import Caption
 from rats_ros.ros import params as node_params
+from rats_ros.ros.ask_action import AskAction
 from rats_ros.ros.diagnostics import StreamStats, diagnostic_array, silence_message
 from rats_ros.ros.intake import FrameIntake, PoseIntake
 from rats_ros.ros.messages import caption_msg
@@ -74,6 +75,7 @@ class StreamNode(LifecycleNode):
         self._service = self.create_service(
             AskVideo, "ask_video", self.desk.answer, qos_profile=QoSProfile(depth=1000),
             callback_group=ReentrantCallbackGroup())
+        self._action = AskAction(self, self.desk)  # the same desk: streamed, cancellable
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         period = self.get_parameter("diagnostics_period").value
         # A steady clock: with use_sim_time, diagnostics keep coming while /clock is silent.

@@ -92,7 +92,9 @@ class Parts:
                             selection=params.selection, recurrence=params.recurrence,
                             max_new_tokens=params.max_caption_tokens),
             QAConfig(context_tokens=params.context_tokens,
-                     max_answer_tokens=params.max_answer_tokens),
+                     max_answer_tokens=params.max_answer_tokens, mmr_pool=params.mmr_pool,
+                     time_format=params.time_format, timezone=params.timezone,
+                     temporal=params.temporal_evidence),
             embedder=params.embedder, fps=params.fps, clip_frames=params.clip_frames))
         self.backend, self.embedder = self.pipeline.backend, self.pipeline.embedder
         self.lanes = [Lane(camera, store.stream_id, store, self.pipeline.assembler(),
@@ -120,8 +122,12 @@ class Parts:
                             prompt=DEFAULT_PROMPT)
         return "; ".join(line.replace("\n", "\\n") for line in summary.lines())
 
-    def ask(self, request):
-        """Answer an ``AskVideo`` request. :raises RatsError: the reason it cannot be answered."""
+    def ask(self, request, now_ns: int | None = None, progress=None):
+        """Answer an ``AskVideo`` request (service request or action goal) asked at ``now_ns``
+        (the node's clock; ages in the prompt count from it), reporting to ``progress``
+        (:class:`~rats_ros.recall.qa.AskProgress`, the action's feedback and cancel).
+
+        :raises RatsError: the reason it cannot be answered."""
         from rats_ros.recall.retrieval import Place
 
         if not request.robots and self.store.count() == 0:
@@ -141,7 +147,8 @@ class Parts:
             place = Place(p.x, p.y, p.z, float(request.radius))
         return self._answerer(tuple(request.robots)).ask(
             request.question, since_ns=_time_ns(request.since), until_ns=_time_ns(request.until),
-            max_captions=int(request.max_captions), cameras=tuple(request.cameras), place=place)
+            max_captions=int(request.max_captions), cameras=tuple(request.cameras), place=place,
+            now_ns=now_ns, progress=progress)
 
     def _answerer(self, robots: tuple[str, ...]):
         """This robot's answerer, or one over other robots' captions (a fleet store), kept per

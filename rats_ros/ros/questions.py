@@ -1,4 +1,7 @@
-"""The ``ask_video`` service's desk: every request gets a response, none is silently lost.
+"""The ``ask_video`` desk: every request gets a response, none is silently lost.
+
+The service and the action (:mod:`rats_ros.ros.ask_action`) share it: one capacity, one answer
+at a time, the same refusals.
 
 Requests are taken off the service as fast as they arrive (a reentrant callback group and
 enough executor threads), so DDS never drops one from the service's history. Up to
@@ -13,7 +16,7 @@ import threading
 import time
 import traceback
 
-from rats_ros.errors import RatsError
+from rats_ros.errors import AnswerCancelled, RatsError
 from rats_ros.ros.messages import caption_msg, target_pose
 
 
@@ -29,8 +32,12 @@ class QuestionDesk:
         self._slots = threading.BoundedSemaphore(capacity)
         self._turn = threading.Lock()  # one answer at a time
 
-    def answer(self, request, response):
-        """The service callback. :returns: ``response``, always filled."""
+    def answer(self, request, response, progress=None):
+        """The service callback, and the action's body (``response``: its result; ``progress``:
+        its feedback and cancel, :class:`~rats_ros.recall.qa.AskProgress`).
+
+        :returns: ``response``, always filled.
+        """
         started = time.monotonic()
         if not self._slots.acquire(blocking=False):
             self.node.stats.question("busy")
@@ -38,11 +45,11 @@ class QuestionDesk:
                                                    "waiting or being answered; retry shortly")
         try:
             with self._turn:
-                return self._answer(request, response, started)
+                return self._answer(request, response, started, progress)
         finally:
             self._slots.release()
 
-    def _answer(self, request, response, started: float):
+    def _answer(self, request, response, started: float, progress=None):
         node = self.node
         parts, state = node.parts, node.state_label()
         if parts is None or state != "active":
@@ -50,7 +57,11 @@ class QuestionDesk:
             return self._refuse(response, started, f"rats_stream is {state}, not active: "
                                                    "configure and activate it, then ask")
         try:
-            answer = parts.ask(request)
+            answer = parts.ask(request, now_ns=node.get_clock().now().nanoseconds,
+                               progress=progress)
+        except AnswerCancelled as error:
+            node.stats.question("cancelled")
+            return self._refuse(response, started, str(error))
         except RatsError as error:
             node.stats.question("refused")
             return self._refuse(response, started, str(error))

@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 
 from rats_ros.errors import InputError, QuestionError, RatsError
+from rats_ros.recall.clock import TIME_FORMATS, TimeStyle, parse_when
 from rats_ros.tools.options import (
     NS,
     add_model_options,
     backend_config,
     fail,
-    stream_seconds,
     where_json,
 )
 
@@ -27,10 +27,21 @@ def add_parser(sub) -> None:
                                          "use, comma-separated, or '*' for the whole fleet "
                                          "(default: --robot)")
     add_model_options(parser, required=False)
-    parser.add_argument("--since", type=stream_seconds, default=0.0,
-                        help="only clips that started at or after this time, seconds (0: all)")
-    parser.add_argument("--until", type=stream_seconds, default=0.0,
-                        help="only clips that ended at or before this time, seconds (0: now)")
+    parser.add_argument("--since", default="0",
+                        help="only clips that started at or after this time: a duration back "
+                             "from now (2h, 90min, 1d), an ISO time (2026-12-07T09:00) or "
+                             "seconds since the epoch (0: all)")
+    parser.add_argument("--until", default="0",
+                        help="only clips that ended at or before this time, as --since (0: now)")
+    parser.add_argument("--now", help="the question's time, as --since (default: the system "
+                                      "clock): ages and durations count from it, e.g. for a "
+                                      "bag recorded earlier")
+    parser.add_argument("--time-format", choices=TIME_FORMATS, default="auto",
+                        help="times in the prompt: clock (local time and age), stream (seconds "
+                             "from the first caption) or auto (clock unless simulation time)")
+    parser.add_argument("--timezone", default="",
+                        help="IANA time zone of clock times and ISO times without an offset "
+                             "(default: the system's)")
     parser.add_argument("--embedder", choices=("sentence", "model"), default="sentence")
     parser.add_argument("--max-captions", type=int, default=0, help="cap on captions (0: budget)")
     parser.add_argument("--context-tokens", type=int, default=10000, help="caption token budget")
@@ -50,14 +61,19 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     started = time.perf_counter()
     try:
-        answer = _answer(args)
+        now_ns = _now_ns(args)
+        answer = _answer(args, now_ns)
     except RatsError as error:
         if args.json:
             print(json.dumps({"success": False, "message": str(error), "answer": "",
                               "evidence": [], "processing_time": time.perf_counter() - started}))
         return fail("ask", error, quiet=args.json)
+    style = TimeStyle(args.time_format, args.timezone)
+    clock = style.uses_clock(answer.evidence[0].start_ns) if answer.evidence else False
     evidence = [{"clip_index": c.clip_index, "start": c.start_ns / NS, "end": c.end_ns / NS,
-                 "text": c.text} | where_json(c) for c in answer.evidence]
+                 "text": c.text} | where_json(c)
+                | ({"when": style.clock_text(c.end_ns, now_ns)} if clock else {})
+                for c in answer.evidence]
     target = None if answer.target is None else {  # a "where" question: where to go
         "clip_index": answer.target.clip_index, "end": answer.target.end_ns / NS,
         **where_json(answer.target)}
@@ -72,16 +88,17 @@ def run(args) -> int:
             print(f"  go to ({pose['x']:.2f}, {pose['y']:.2f}, {pose['z']:.2f}) in "
                   f"{pose['frame'] or 'the poses frame'} (clip {target['clip_index']})")
         for item in evidence:
-            print(f"  [{item['start']:.1f}s-{item['end']:.1f}s] #{item['clip_index']}: "
-                  f"{item['text']}", file=sys.stderr)
+            when = item.get("when") or f"{item['start']:.1f}s-{item['end']:.1f}s"
+            print(f"  [{when}] #{item['clip_index']}: {item['text']}", file=sys.stderr)
     return 0
 
 
-def _answer(args):
+def _answer(args, now_ns: int):
     from rats_ros.recall.retrieval import Place, check_window
     from rats_ros.recall.stores import is_url, open_reader
 
-    since_ns, until_ns = round(args.since * NS), round(args.until * NS)
+    since_ns, until_ns = (parse_when(t, now_ns, args.timezone) for t in (args.since, args.until))
+    TimeStyle(args.time_format, args.timezone)  # a bad time zone fails before the model loads
     check_window(since_ns, until_ns)  # before the model loads: a bad window fails fast
     place = None if args.near is None else Place(*args.near, args.radius)  # checked early too
     if args.robots and not is_url(args.store):
@@ -95,10 +112,10 @@ def _answer(args):
         streams = listing.streams_under(args.stream_id)
     with open_reader(args.store, args.stream_id, robot=args.robot, robots=robots,
                      streams=streams or None, existing=True) as store:
-        return _ask_store(args, store, since_ns, until_ns, place)
+        return _ask_store(args, store, (since_ns, until_ns, now_ns), place)
 
 
-def _ask_store(args, store, since_ns, until_ns, place):
+def _ask_store(args, store, times: tuple[int, int, int], place):
     from rats_ros.pipeline import Pipeline, PipelineConfig
     from rats_ros.recall.qa import QAConfig
 
@@ -106,12 +123,19 @@ def _ask_store(args, store, since_ns, until_ns, place):
     if not first:
         raise QuestionError(f"store {store.path!r} has no captions for stream "
                             f"{args.stream_id!r}; caption an input into it first")
-    qa = QAConfig(context_tokens=args.context_tokens, max_answer_tokens=args.max_new_tokens)
+    qa = QAConfig(context_tokens=args.context_tokens, max_answer_tokens=args.max_new_tokens,
+                  time_format=args.time_format, timezone=args.timezone)
     pipeline = Pipeline(PipelineConfig(backend_config(args, args.model or first[0].model),
                                        qa=qa, embedder=args.embedder))
     cameras = tuple(c.strip() for c in (args.cameras or "").split(",") if c.strip())
+    since_ns, until_ns, now_ns = times
     return pipeline.answerer(store).ask(args.question, since_ns, until_ns, args.max_captions,
-                                        cameras=cameras, place=place)
+                                        cameras=cameras, place=place, now_ns=now_ns)
+
+
+def _now_ns(args) -> int:
+    """The question's time: ``--now``, else the system clock."""
+    return parse_when(args.now, timezone=args.timezone) if args.now else time.time_ns()
 
 
 def _point(text: str) -> tuple[float, float, float]:

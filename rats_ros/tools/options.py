@@ -11,17 +11,6 @@ NS = 1_000_000_000
 USAGE_ERRORS = (ConfigError, InputError, ModelError, QuestionError)
 
 
-def stream_seconds(text: str) -> float:
-    """A time on the input's clock in seconds: finite, 0 or more, at most 1e11 (year 5138)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0.0 <= value <= 1e11:  # also false for nan
-        raise argparse.ArgumentTypeError(f"must be a time in seconds in [0, 1e11], got {text}")
-    return value
-
-
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:

@@ -32,6 +32,7 @@ from rats_ros.recall.store import CaptionStore
 from rats_ros.stream.captioner import CaptionerConfig
 from rats_ros.stream.selection import METHODS
 from rats_ros.world import language, scene
+from rats_ros.world.model import TRAINED_PROMPT
 
 EVAL_SEED_BASE = 10**9
 FRAME_SIZE = 128
@@ -71,9 +72,11 @@ class EvalConfig:
 
 def pipeline_config(backend: BackendConfig) -> PipelineConfig:
     """The pipeline a world is evaluated with: its frame rate and clip length, the model's
-    own embedder (the paper's), answers of at most 16 tokens (a world's answers are short)."""
-    return PipelineConfig(backend, qa=QAConfig(max_answer_tokens=16), embedder="model",
-                          fps=1 / scene.FRAME_INTERVAL_S, clip_frames=scene.CLIP_FRAMES)
+    own embedder (the paper's), answers of at most 16 tokens (a world's answers are short), the
+    prompt the model was trained on (:data:`~rats_ros.world.model.TRAINED_PROMPT`)."""
+    return PipelineConfig(backend, qa=QAConfig(max_answer_tokens=16, **TRAINED_PROMPT),
+                          embedder="model", fps=1 / scene.FRAME_INTERVAL_S,
+                          clip_frames=scene.CLIP_FRAMES)
 
 
 def evaluate(pipeline: Pipeline, config: EvalConfig, log=lambda line: None) -> list[dict]:

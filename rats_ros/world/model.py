@@ -19,6 +19,9 @@ from rats_ros.records import CaptionRecord
 from rats_ros.world import language, scene
 
 IMAGE_SIZE, PATCH = 64, 8  # 8x8 patches, pooled 2x2: 16 tokens per frame
+#: the answerer's prompt the model is trained on (:func:`qa_example`): spans in seconds from the
+#: first caption, no notes on a temporal question's matches (QAConfig fields)
+TRAINED_PROMPT = {"time_format": "stream", "temporal": False}
 _NS = 1_000_000_000
 
 

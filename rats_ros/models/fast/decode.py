@@ -130,7 +130,7 @@ class FastDecoder:
     @torch.inference_mode()
     def run(self, inputs_embeds: torch.Tensor, max_new_tokens: int,
             eos_token_ids: Sequence[int] = (), readout_range: tuple[int, int] | None = None,
-            ignore_eos: bool = False, deepstack=None) -> FastResult:
+            ignore_eos: bool = False, deepstack=None, step=None) -> FastResult:
         """Greedy-decode after ``inputs_embeds`` and read out attention over ``readout_range``.
 
         :param inputs_embeds: ``(P, D)`` prompt embeddings (model dtype, model device).
@@ -140,6 +140,8 @@ class FastDecoder:
         :param ignore_eos: timing mode: decode ``max_new_tokens`` regardless of EOS.
         :param deepstack: Qwen3-VL's ``(positions (N,), [features (N, D)] per layer)``, added to
             the prefill's hidden states after layers ``0, 1, ...``; or None.
+        :param step: ``step(count, ids)`` before each decode step (``base.stream_step``: a
+            cancel raises out of the loop, the state is reset by the next run), or None.
         :returns: :class:`FastResult`.
         :raises ModelError: on bad shapes or arguments.
         """
@@ -152,10 +154,10 @@ class FastDecoder:
         if len(eos) > MAX_EOS_IDS:
             raise ModelError(f"at most {MAX_EOS_IDS} EOS ids are supported")
         with self._lock:
-            return self._run(inputs_embeds, max_new_tokens, eos, readout_range, deepstack)
+            return self._run(inputs_embeds, max_new_tokens, eos, readout_range, deepstack, step)
 
     # ----------------------------------------------------------------------------- internals
-    def _run(self, embeds, max_new, eos, readout_range, deepstack) -> FastResult:
+    def _run(self, embeds, max_new, eos, readout_range, deepstack, step=None) -> FastResult:
         prompt_len = int(embeds.shape[0])
         capacity = -(-(prompt_len + max_new) // self.bucket) * self.bucket
         st = self._ensure_state(capacity)
@@ -174,6 +176,10 @@ class FastDecoder:
         t1 = self._now()
         done = 1
         while done < max_new:
+            if step is not None:  # an answer streamed: the ids so far, the cancel polled
+                if eos and float(st.alive) == 0.0:
+                    break
+                step(done, lambda n=done: st.out[:n].flatten().tolist())
             pace()
             step_fn()
             done += 1

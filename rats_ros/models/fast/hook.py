@@ -119,7 +119,7 @@ def prepare(backend, cameras: int) -> float:
 
 
 def maybe_greedy(backend, inputs: PrefillInputs, max_new_tokens: int, timings: dict,
-                 readout=None, answering: bool = False) -> list[int] | None:
+                 readout=None, answering: bool = False, step=None) -> list[int] | None:
     """The seam ``HFVideoBackend.greedy`` calls first: fast greedy decoding, or ``None``.
 
     Feeds ``readout`` exactly as the plain path's registered attention function would (same
@@ -130,6 +130,7 @@ def maybe_greedy(backend, inputs: PrefillInputs, max_new_tokens: int, timings: d
     :param timings: receives ``prefill`` and ``decode`` in seconds.
     :param readout: the caption's read-out, or None.
     :param answering: served by the answer decoder (else the caption decoder).
+    :param step: ``step(count, ids)`` after each token (``base.stream_step``), or None.
     :returns: generated ids (the final EOS included), or ``None``.
     """
     if not serves(backend):
@@ -140,7 +141,7 @@ def maybe_greedy(backend, inputs: PrefillInputs, max_new_tokens: int, timings: d
                          f"decoder's {list(decoder.readout_layers)}")
     span = inputs.span if readout is not None else None
     result = decoder.run(inputs.embeds[0], max_new_tokens, sorted(backend.eos_ids), span,
-                         deepstack=_deepstack(inputs, decoder.device))
+                         deepstack=_deepstack(inputs, decoder.device), step=step)
     if readout is not None:
         readout.add(result.sums, result.count)
     timings["prefill"] = result.prefill_ns / 1e9

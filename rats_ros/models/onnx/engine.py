@@ -111,9 +111,10 @@ class OnnxEngine:
         return self._tensor(tokens), self._tensor(deepstack) if len(deepstack) else None
 
     def greedy(self, backend, inputs, max_new_tokens: int, timings: dict,
-               readout=None) -> list[int]:
+               readout=None, step=None) -> list[int]:
         """Greedy decoding of ``inputs`` (``PrefillInputs``: ``embeds`` ``(1, L, D)``), summing
-        the clip's attention into ``readout`` if given."""
+        the clip's attention into ``readout`` if given; ``step(count, ids)`` after each token
+        (``base.stream_step``), if given."""
         m, embeds = self.manifest, inputs.embeds
         length = embeds.shape[1]
         shape = (m.num_layers, m.kv_heads, length + max_new_tokens, m.head_dim)
@@ -126,6 +127,8 @@ class OnnxEngine:
         start, none = time.perf_counter(), np.zeros((m.deepstack_layers, 1, m.hidden_size),
                                                     np.float32)
         while len(ids) < max_new_tokens and ids[-1] not in backend.eos_ids:
+            if step is not None:
+                step(len(ids), lambda: ids)
             token = torch.tensor([[ids[-1]]], device=backend.device)
             logits, keys, values = self._step(backend.embed_tokens(token), length + len(ids) - 1,
                                               keys, values, none, readout)
