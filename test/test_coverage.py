@@ -112,8 +112,9 @@ def test_the_prompt_gives_clock_times_ages_and_the_matches_note(tmp_path, backen
     prompt = qa.build_prompt("When did you first see the red mug?", answer.evidence,
                              NOON + 5 * 60 * NS, answer.coverage)
     assert "It is now Monday 2026-12-07 12:05:00 UTC." in prompt
-    assert "[08:00:00-08:00:30, 4 h 4 min ago] A red mug sits on the counter." in prompt
-    assert "(2 captions mention red mug, in 2 separate episodes, 08:00:00-10:00:30" in prompt
+    assert "[08:00, 4 h 4 min ago] A red mug sits on the counter." in prompt
+    assert "(2 captions mention red mug, in 2 separate episodes, between 08:00 and 10:00; " \
+        "all shown.)" in prompt
     assert answer.kind == "first" and [c.clip_index for c in answer.evidence] == [0, 1, 2, 3]
     stream = QuestionAnswerer(store, embedder, backend, QAConfig(time_format="stream",
                                                                  temporal=False))
@@ -136,7 +137,8 @@ def test_ages_and_clock_text():
     berlin = TimeStyle("clock", "Europe/Berlin")
     assert berlin.clock_text(NOON, NOON + 90 * NS) == "2026-12-07 13:00:00 CET (1 min ago)"
     yesterday = TimeStyle("clock", "UTC").span(NOON - 86400 * NS, NOON - 86370 * NS, 0, NOON)
-    assert yesterday == "2026-12-06 12:00:00-12:00:30, 23 h 59 min ago"
+    assert yesterday == "2026-12-06 12:00, 23 h 59 min ago"
+    assert TimeStyle("clock", "UTC").span(NOON, NOON, 0, None).startswith("2026-12-07 12:00")
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -1,9 +1,10 @@
 """Times as a robot's people read them: local clock times and ages, and the CLI's time words.
 
-A caption line in the answerer's prompt carries its clip's span. With ``time_format`` ``clock``
-it is the local time in the configured time zone and the age relative to the question
-(``[14:03:12-14:03:44, 2 h 5 min ago, ...]``, the date added when it is not the question's
-day); with ``stream`` it is seconds from the stream's first caption (the paper's format, which
+A caption line in the answerer's prompt carries its clip's time. With ``time_format`` ``clock``
+it is the local start time to the minute in the configured time zone and the age of its end
+relative to the question (``[14:03, 2 h 5 min ago, ...]``, the date added when it is not the
+question's day: fewer tokens than seconds since the stream began, bench_recall.py); with
+``stream`` it is seconds from the stream's first caption (the paper's format, which
 the synthetic-world model was trained on); ``auto`` is ``clock`` unless the stamps are
 simulation time (before 2000-01-01), where a clock time would read as 1970.
 """
@@ -77,17 +78,27 @@ class TimeStyle:
         return self.time_format == "clock"
 
     def span(self, start_ns: int, end_ns: int, origin_ns: int, now_ns: int | None) -> str:
-        """One caption's span. :param now_ns: the question's time (None: the worst-case age,
-        for counting a line's tokens before a question exists)."""
+        """One caption's time. :param now_ns: the question's time (None: the worst-case age
+        and date, for counting a line's tokens before a question exists)."""
         if not self.uses_clock(origin_ns):
             return f"{(start_ns - origin_ns) / NS:.1f}s-{(end_ns - origin_ns) / NS:.1f}s"
-        tz = zone(self.timezone)
-        start, end = (dt.datetime.fromtimestamp(t / NS, tz) for t in (start_ns, end_ns))
-        today = None if now_ns is None else dt.datetime.fromtimestamp(now_ns / NS, tz).date()
-        first = start.strftime("%H:%M:%S" if start.date() == today else "%Y-%m-%d %H:%M:%S")
-        last = end.strftime("%H:%M:%S" if end.date() == start.date() else "%Y-%m-%d %H:%M:%S")
         age = _LONGEST_AGE if now_ns is None else age_text((now_ns - end_ns) / NS)
-        return f"{first}-{last}, {age}"
+        return f"{self._minute(start_ns, now_ns)}, {age}"
+
+    def between(self, first_ns: int, last_ns: int, origin_ns: int, now_ns: int) -> str:
+        """A span of several captions, for the prompt's notes: ``between 08:00 and 10:30``."""
+        if not self.uses_clock(origin_ns):
+            first, last = (first_ns - origin_ns) / NS, (last_ns - origin_ns) / NS
+            return f"between {first:.1f}s and {last:.1f}s"
+        return f"between {self._minute(first_ns, now_ns)} and {self._minute(last_ns, now_ns)}"
+
+    def _minute(self, stamp_ns: int, now_ns: int | None) -> str:
+        """``14:03`` on the question's day, else ``2026-12-05 14:03`` (a line's start: clips
+        are shorter than a minute, and lines are in time order, so minutes place them)."""
+        tz = zone(self.timezone)
+        when = dt.datetime.fromtimestamp(stamp_ns / NS, tz)
+        today = None if now_ns is None else dt.datetime.fromtimestamp(now_ns / NS, tz).date()
+        return when.strftime("%H:%M" if when.date() == today else "%Y-%m-%d %H:%M")
 
     def now_line(self, origin_ns: int, now_ns: int) -> str:
         """The prompt's statement of the question's time (clock format only, else empty)."""

@@ -21,7 +21,7 @@ DEFAULT_INSTRUCTION = (
     "position in metres). Answer the question using only these captions.")
 CLOCK_INSTRUCTION = (
     "These are captions of a video stream in time order; each starts with its time span in "
-    "local clock time and how long ago it ended (and, where known, the camera and the robot's "
+    "local clock time and how long ago it was (and, where known, the camera and the robot's "
     "position in metres). Answer the question using only these captions, giving times as "
     "clock times.")
 
@@ -35,7 +35,7 @@ def coverage_note(item: Coverage, style: TimeStyle, origin_ns: int, now_ns: int)
     """The prompt line that reports a temporal question's matches for one subject."""
     if not item.found:
         return f"(No caption mentions {item.subject}.)"
-    span = style.span(item.first_ns, item.last_ns, origin_ns, now_ns)
+    span = style.between(item.first_ns, item.last_ns, origin_ns, now_ns)
     shown = "all shown" if item.shown == item.found else \
         f"{item.shown} shown: the first, the last and others spread between"
     return (f"({item.found} captions mention {item.subject}, in {item.episodes} separate "
@@ -63,7 +63,7 @@ class QAConfig:
 
     context_tokens: int = 10000
     mmr_lambda: float = 0.5
-    mmr_pool: int = 4096
+    mmr_pool: int = 0
     max_answer_tokens: int = 64
     max_question_chars: int = 4000
     max_captions: int = 0

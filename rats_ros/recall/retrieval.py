@@ -35,7 +35,7 @@ STREAM_TIMES = TimeStyle("stream")
 def format_caption(caption, origin_ns: int, style: TimeStyle = STREAM_TIMES,
                    now_ns: int | None = None) -> str:
     """One caption as it appears in the QA prompt: its span as ``style`` writes it
-    (:mod:`rats_ros.recall.clock`: ``[14:03:12-14:03:44, 2 h 5 min ago]`` or seconds from the
+    (:mod:`rats_ros.recall.clock`: ``[14:03, 2 h 5 min ago]`` or seconds from the
     stream's first caption, ``[12.0s-44.0s]``), with ``camera front`` and ``at (x, y, z) m`` in
     the brackets when the caption has them, so "where" questions can be answered with
     coordinates. :param now_ns: the question's time (None: the longest age, to count tokens)."""

@@ -132,7 +132,7 @@ SPECS: tuple[Spec, ...] = (
          "answer (paper: 10K).", low=256, high=1_000_000),
     Spec("max_answer_tokens", 128, "Most new tokens in one answer.", low=1, high=4096),
     Spec("time_format", "auto", "How the answerer's caption lines give times: clock (local "
-         "time and age, '14:03:12-14:03:44, 2 h 5 min ago'), stream (seconds from the first "
+         "time and age, '14:03, 2 h 5 min ago'), stream (seconds from the first "
          "caption, the paper's format) or auto (clock unless the stamps are simulation time).",
          choices=("auto", "clock", "stream")),
     Spec("timezone", "", "IANA time zone of clock times (e.g. Europe/Berlin, UTC); empty: the "
@@ -140,8 +140,10 @@ SPECS: tuple[Spec, ...] = (
     Spec("temporal_evidence", True, "Give first / last / how many / before-after questions "
          "evidence holding every matching caption's earliest and latest and each episode "
          "(false: MMR alone, the paper's rule)."),
-    Spec("mmr_pool", 4096, "MMR ranks only this many captions most relevant to the question "
-         "(0: the whole window, exact; slower past ~20k captions).", low=0, high=100_000_000),
+    Spec("mmr_pool", 0, "MMR ranks only this many captions most relevant to the question; 0: "
+         "the whole window, the paper's exact rule. 4096 over a month of captions: ~20x faster, "
+         "a different evidence set (bench/RESULTS.md 'Temporal evidence').", low=0,
+         high=100_000_000),
     Spec("question_queue_size", 4, "AskVideo requests held at once (one answered, the rest "
          "waiting their turn); more are answered at once with success=false, 'busy, retry'.",
          low=1, high=64),

@@ -1,6 +1,7 @@
 """``rats-ros eval``: ``synthetic`` (selection and recurrence ablations on an unseen synthetic
-world) and ``rvs`` (the paper's streaming QA protocol on annotated videos, predictions for a
-judge)."""
+world), ``recall`` (evidence of first / last / how many / before-after questions over caption
+diaries of a day to a month) and ``rvs`` (the paper's streaming QA protocol on annotated videos,
+predictions for a judge)."""
 from __future__ import annotations
 
 import json
@@ -27,6 +28,20 @@ def add_parser(sub) -> None:
     synthetic.add_argument("--json", action="store_true",
                            help="one JSON object per configuration")
     synthetic.set_defaults(handler=run_synthetic)
+    recall = benchmarks.add_parser(
+        "recall", help="evidence recall per question kind over caption diaries (CPU, no model)",
+        description="Write caption diaries of one camera (a day, a week, a month: 2,700 to "
+                    "81,000 captions, exact ground truth) into SQLite stores and ask each kind "
+                    "of question through the retrieval index, read for its kind and by MMR "
+                    "alone; print recall (mean and worst world) and retrieval latency.")
+    recall.add_argument("--horizons", default="day,week,month",
+                        help="comma-separated: day, week, month")
+    recall.add_argument("--seeds", default="0,1,2", help="worlds, comma-separated")
+    recall.add_argument("--budget", type=int, default=10000, help="evidence token budget")
+    recall.add_argument("--mmr-pool", type=int, default=0,
+                        help="as the node's mmr_pool (0: exact MMR over the window)")
+    recall.add_argument("--json", action="store_true", help="one JSON object per row")
+    recall.set_defaults(handler=run_recall)
     rvs = benchmarks.add_parser(
         "rvs", help="stream annotated videos, answer each question at its time (causal)",
         description="Annotations: a JSON list of {video_id, video_path?, conversations: "
@@ -72,6 +87,43 @@ def run_synthetic(args) -> int:
             print(json.dumps(result))
     else:
         print(table(results))
+    return 0
+
+
+def run_recall(args) -> int:
+    from rats_ros.recall.embedders import SentenceEmbedder
+    from rats_ros.world import recall
+    from rats_ros.world.diary import HORIZON_DAYS
+
+    try:
+        horizons = tuple(h.strip() for h in args.horizons.split(",") if h.strip())
+        unknown = [h for h in horizons if h not in HORIZON_DAYS]
+        if unknown or not horizons:
+            raise ConfigError(f"--horizons takes {', '.join(HORIZON_DAYS)}, got {args.horizons!r}")
+        try:
+            seeds = tuple(int(s) for s in args.seeds.split(","))
+        except ValueError:
+            raise ConfigError(f"--seeds takes integers, got {args.seeds!r}") from None
+        if args.budget < 256:
+            raise ConfigError(f"--budget must be >= 256 tokens, got {args.budget}")
+        embedder = SentenceEmbedder.default()
+        if args.mmr_pool < 0:
+            raise ConfigError(f"--mmr-pool must be >= 0, got {args.mmr_pool}")
+        rows = recall.table(recall.evaluate(embedder, embedder.count_tokens, horizons, seeds,
+                                            args.budget, repeats=3,
+                                            mmr_pools=(args.mmr_pool,)))
+    except RatsError as error:
+        return fail("eval", error)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    print(f"{'horizon':8} {'kind':6} {'method':9} {'recall':>7} {'worst':>6} {'p50 ms':>7} "
+          f"{'p99 ms':>7}  count exact")
+    for r in rows:
+        print(f"{r['horizon']:8} {r['kind']:6} {r['method']:9} {r['recall_mean']:7.3f} "
+              f"{r['recall_min']:6.3f} {r['p50_ms']:7.1f} {r['p99_ms']:7.1f}  "
+              f"{r.get('count_exact', '')}")
     return 0
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from rats_ros.recall.coverage import plan_question
 from rats_ros.recall.retrieval import RetrievalIndex
 from rats_ros.recall.store import CaptionStore
-from rats_ros.world.diary import generate
+from rats_ros.world.diary import HORIZON_DAYS, generate
 
 
 @dataclass
@@ -34,6 +34,7 @@ class ProbeResult:
     latency_ms: float
     episodes: int = 0
     reported: int = 0
+    mmr_pool: int = 0
 
 
 def write_store(path: str, diary, embedder) -> None:
@@ -46,8 +47,9 @@ def write_store(path: str, diary, embedder) -> None:
 
 
 def evaluate_diary(diary, index, embedder, horizon: str, seed: int,
-                   budget: int = 10000) -> list[ProbeResult]:
-    """Every probe of ``diary`` asked both ways through ``index``."""
+                   budget: int = 10000, mmr_pool: int = 0) -> list[ProbeResult]:
+    """Every probe of ``diary`` asked both ways through ``index`` (``mmr_pool``: as
+    ``QAConfig.mmr_pool``)."""
     out = []
     for probe in diary.probes:
         plan = plan_question(probe.question)
@@ -55,19 +57,22 @@ def evaluate_diary(diary, index, embedder, horizon: str, seed: int,
         for method in ("covering", "mmr"):
             started = time.perf_counter()
             selection = index.select(vectors[0], budget_tokens=budget, subject_vecs=vectors[1:],
-                                     plan=plan if method == "covering" else None)
+                                     plan=plan if method == "covering" else None,
+                                     mmr_pool=mmr_pool)
             latency = (time.perf_counter() - started) * 1e3
             shown = {c.clip_index for c in selection.captions}
             recall = float(np.mean([bool(shown & set(group)) for group in probe.truth]))
             reported = selection.coverage[0].episodes if selection.coverage else 0
             out.append(ProbeResult(horizon, seed, probe.kind, method, recall, latency,
-                                   len(probe.truth) if probe.kind == "count" else 0, reported))
+                                   len(probe.truth) if probe.kind == "count" else 0, reported,
+                                   mmr_pool))
     return out
 
 
 def evaluate(embedder, count_tokens, horizons=("day", "week", "month"), seeds=(0, 1, 2),
-             budget: int = 10000, repeats: int = 5) -> list[ProbeResult]:
-    """Probe results for each horizon and seed; each probe is timed ``repeats`` times."""
+             budget: int = 10000, repeats: int = 5, mmr_pools=(0,)) -> list[ProbeResult]:
+    """Probe results for each horizon, seed and MMR pool (``QAConfig.mmr_pool``, 0: exact);
+    each probe is timed ``repeats`` times."""
     results = []
     with tempfile.TemporaryDirectory(prefix="rats_recall_") as tmp:
         for horizon in horizons:
@@ -78,24 +83,27 @@ def evaluate(embedder, count_tokens, horizons=("day", "week", "month"), seeds=(0
                 with CaptionStore(path, create=False, readonly=True) as store:
                     index = RetrievalIndex(store, embedder, count_tokens)
                     index.refresh()
-                    for _ in range(repeats):
-                        results += evaluate_diary(diary, index, embedder, horizon, seed, budget)
+                    for pool in mmr_pools:
+                        for _ in range(repeats):
+                            results += evaluate_diary(diary, index, embedder, horizon, seed,
+                                                      budget, pool)
     return results
 
 
 def table(results: list[ProbeResult]) -> list[dict]:
-    """Per horizon, kind and method: mean and min recall over seeds, p50 / p99 latency, and
-    the count episodes reported exactly (share of count probes)."""
+    """Per horizon, MMR pool, kind and method: mean and min recall over seeds, p50 / p99
+    latency, and the count episodes reported exactly (share of count probes)."""
     rows = []
-    keys = sorted({(r.horizon, r.kind, r.method) for r in results},
-                  key=lambda k: (list(("day", "week", "month")).index(k[0]), k[1], k[2]))
-    for horizon, kind, method in keys:
-        part = [r for r in results if (r.horizon, r.kind, r.method) == (horizon, kind, method)]
+    keys = sorted({(r.horizon, r.mmr_pool, r.kind, r.method) for r in results},
+                  key=lambda k: (list(HORIZON_DAYS).index(k[0]), *k[1:]))
+    for horizon, pool, kind, method in keys:
+        part = [r for r in results if (r.horizon, r.mmr_pool, r.kind, r.method)
+                == (horizon, pool, kind, method)]
         per_seed = {}
         for r in part:
             per_seed.setdefault(r.seed, r.recall)
         lat = np.array([r.latency_ms for r in part])
-        row = {"horizon": horizon, "kind": kind, "method": method,
+        row = {"horizon": horizon, "mmr_pool": pool, "kind": kind, "method": method,
                "recall_mean": round(float(np.mean(list(per_seed.values()))), 3),
                "recall_min": round(float(min(per_seed.values())), 3),
                "worlds": len(per_seed), "p50_ms": round(float(np.percentile(lat, 50)), 2),
