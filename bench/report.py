@@ -72,6 +72,31 @@ TABLES = (
           ("size", "weights", "part", "decode_tok_s", "prefill_ms.p50", "projection_mb",
            "clips_agreement", "stream_agreement"),
           "Weight-only int8 / int4 on the fast decode path against native."),
+    Table("Temporal evidence (CPU)", "recall", ("recall",),
+          ("device", "horizon", "mmr_pool", "kind", "method"),
+          ("horizon", "mmr_pool", "kind", "method", "recall_mean", "recall_min", "worlds",
+           "p50_ms", "p99_ms", "count_exact"),
+          "`bench/bench_recall.py` (`rats-ros eval recall`): caption diaries of a day, a week and "
+          "a month of one camera (2,700 / 18,900 / 81,000 captions), each world its own rooms, "
+          "objects and events; share of a question's ground-truth groups (first sighting, last "
+          "sighting, every episode, both events, the rare event) with a caption in the 10k-token "
+          "evidence. `covering`: the question read for its kind; `mmr`: the paper's rule alone. "
+          "`count_exact`: the note's episode count equals the truth. Retrieval latency per "
+          "question on 2 cores, question embedding excluded. A day (2,700 captions) is within "
+          "any pool: its rows are pool 0's.",
+          keep=lambda r: not (r.get("horizon") == "day" and r.get("mmr_pool"))),
+    Table("MMR pool against exact MMR (CPU)", "recall", ("retrieval_pool",),
+          ("device", "horizon", "pool"),
+          ("horizon", "captions", "pool", "p50_ms", "p99_ms", "exact_picks_kept"),
+          "Plain questions over a month of one camera: MMR over the `pool` most relevant "
+          "captions against MMR over the whole window (pool 0, the paper's rule), same run; "
+          "`exact_picks_kept`: share of the exact evidence the pool's evidence holds."),
+    Table("Prompt tokens per caption line (CPU)", "recall", ("prompt_tokens",),
+          ("device", "case", "tokenizer"),
+          ("case", "tokenizer", "stream_tokens_per_line", "clock_tokens_per_line",
+           "clock_vs_stream"),
+          "`[14:03, 2 h 5 min ago] text` against `[86412.0s-86444.0s] text`: lines of the "
+          "question's morning (no date) and of a month (dates on earlier days)."),
     Table("ONNX engine, fleet store, synthetic-world (CPU)", "cpu", ("engine", "fleet", "world"),
           ("bench", "model", "engine", "store", "captions", "recurrence"),
           ("bench", "model", "engine", "store", "captions", "recurrence", "total_p50",

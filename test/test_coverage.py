@@ -162,3 +162,30 @@ def test_an_unknown_timezone_or_format_is_a_config_error():
     with pytest.raises(ConfigError, match="time_format"):
         QAConfig(time_format="sundial")
     assert dt.datetime.fromtimestamp(NOON / NS, dt.timezone.utc).hour == 12
+
+
+def test_eval_recall_and_ask_json_report_kinds_and_coverage(tmp_path, capsys, model_cache):
+    """``rats-ros eval recall --keep`` leaves a diary store and its questions; ``rats-ros ask
+    --json`` on it reports the question's kind and what its subject matched."""
+    import json
+
+    from rats_ros.tools.cli import main
+
+    assert main(["eval", "recall", "--horizons", "day", "--seeds", "6", "--json",
+                 "--keep", str(tmp_path)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {(r["kind"], r["method"]) for r in rows} >= {("count", "covering"), ("last", "mmr")}
+    assert all(r["recall_mean"] == 1.0 for r in rows if r["method"] == "covering")
+    probes = json.loads((tmp_path / "day_6.json").read_text())
+    count = next(p for p in probes if p["kind"] == "count")
+    code = main(["ask", count["question"], "--store", str(tmp_path / "day_6.db"), "--json",
+                 "--model", "tiny-random", "--max-new-tokens", "2", "--context-tokens", "3000",
+                 "--now", "2025-12-02T08:00:00+00:00"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["kind"] == "count"
+    (item,) = out["coverage"]
+    assert item["episodes"] == len(count["truth"]) and item["shown"] == item["found"]
+    shown = {e["clip_index"] for e in out["evidence"]}
+    assert all(set(group) <= shown for group in count["truth"])
+    assert main(["eval", "recall", "--horizons", "year"]) == 2
+    assert "--horizons takes day, week, month" in capsys.readouterr().err

@@ -77,16 +77,22 @@ def run(args) -> int:
     target = None if answer.target is None else {  # a "where" question: where to go
         "clip_index": answer.target.clip_index, "end": answer.target.end_ns / NS,
         **where_json(answer.target)}
+    coverage = [{"subject": c.subject, "found": c.found, "episodes": c.episodes,
+                 "first": c.first_ns / NS, "last": c.last_ns / NS, "shown": c.shown}
+                for c in answer.coverage]  # a temporal question: what its subjects matched
     if args.json:
         print(json.dumps({"success": True, "message": "", "answer": answer.text,
-                          "evidence": evidence, "target": target,
-                          "processing_time": answer.processing_time}))
+                          "kind": answer.kind, "coverage": coverage, "evidence": evidence,
+                          "target": target, "processing_time": answer.processing_time}))
     else:
         print(answer.text)
         if target is not None and "pose" in target:
             pose = target["pose"]
             print(f"  go to ({pose['x']:.2f}, {pose['y']:.2f}, {pose['z']:.2f}) in "
                   f"{pose['frame'] or 'the poses frame'} (clip {target['clip_index']})")
+        for item in coverage:
+            print(f"  {item['found']} captions mention {item['subject']} in "
+                  f"{item['episodes']} episodes ({item['shown']} shown)", file=sys.stderr)
         for item in evidence:
             when = item.get("when") or f"{item['start']:.1f}s-{item['end']:.1f}s"
             print(f"  [{when}] #{item['clip_index']}: {item['text']}", file=sys.stderr)

@@ -40,6 +40,9 @@ def add_parser(sub) -> None:
     recall.add_argument("--budget", type=int, default=10000, help="evidence token budget")
     recall.add_argument("--mmr-pool", type=int, default=0,
                         help="as the node's mmr_pool (0: exact MMR over the window)")
+    recall.add_argument("--keep", metavar="DIR",
+                        help="leave the diary stores (and their questions with the truth) in "
+                             "DIR, to ask them with `rats-ros ask --store DIR/day_0.db`")
     recall.add_argument("--json", action="store_true", help="one JSON object per row")
     recall.set_defaults(handler=run_recall)
     rvs = benchmarks.add_parser(
@@ -111,8 +114,8 @@ def run_recall(args) -> int:
             raise ConfigError(f"--mmr-pool must be >= 0, got {args.mmr_pool}")
         rows = recall.table(recall.evaluate(embedder, embedder.count_tokens, horizons, seeds,
                                             args.budget, repeats=3,
-                                            mmr_pools=(args.mmr_pool,)))
-    except RatsError as error:
+                                            mmr_pools=(args.mmr_pool,), keep=args.keep))
+    except (RatsError, OSError) as error:
         return fail("eval", error)
     if args.json:
         for row in rows:

@@ -8,10 +8,11 @@ question (index warm, question embedding excluded: the model's share of an answe
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -70,16 +71,26 @@ def evaluate_diary(diary, index, embedder, horizon: str, seed: int,
 
 
 def evaluate(embedder, count_tokens, horizons=("day", "week", "month"), seeds=(0, 1, 2),
-             budget: int = 10000, repeats: int = 5, mmr_pools=(0,)) -> list[ProbeResult]:
+             budget: int = 10000, repeats: int = 5, mmr_pools=(0,),
+             keep: str | None = None) -> list[ProbeResult]:
     """Probe results for each horizon, seed and MMR pool (``QAConfig.mmr_pool``, 0: exact);
-    each probe is timed ``repeats`` times."""
+    each probe is timed ``repeats`` times. :param keep: a directory to leave the stores in
+    (``<horizon>_<seed>.db``, with ``<horizon>_<seed>.json``: the probes and their truth), for
+    ``rats-ros ask``; None: a temporary one."""
     results = []
-    with tempfile.TemporaryDirectory(prefix="rats_recall_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rats_recall_") as scratch:
+        tmp = keep or scratch
+        os.makedirs(tmp, exist_ok=True)
         for horizon in horizons:
             for seed in seeds:
                 diary = generate(seed, horizon)
                 path = os.path.join(tmp, f"{horizon}_{seed}.db")
+                if os.path.exists(path):
+                    os.remove(path)
                 write_store(path, diary, embedder)
+                if keep:
+                    with open(os.path.join(tmp, f"{horizon}_{seed}.json"), "w") as out:
+                        json.dump([asdict(p) for p in diary.probes], out, indent=1)
                 with CaptionStore(path, create=False, readonly=True) as store:
                     index = RetrievalIndex(store, embedder, count_tokens)
                     index.refresh()
