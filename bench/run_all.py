@@ -18,8 +18,8 @@ sys.path.insert(0, str(HERE))
 
 OURS = ("bench_clip", "bench_stream", "bench_ask", "bench_overlap", "bench_cameras")
 # run as separate processes when present
-OTHERS = ("bench_retrieval.py", "bench_fleet.py", "bench_world.py", "bench_engine.py",
-          "bench_weights.py", "bench_busy_ask.py", "bench_fused.py")
+OTHERS = ("bench_retrieval.py", "bench_recall.py", "bench_fleet.py", "bench_world.py",
+          "bench_engine.py", "bench_weights.py", "bench_busy_ask.py", "bench_fused.py")
 
 
 def run_ours(name: str, extra: list[str]) -> bool:

@@ -134,3 +134,9 @@ def test_ask_node_stream_prints_the_answer_as_it_comes(node, domain_id, action,
                              text=True, timeout=180)
     assert refused.returncode == 1 and "not answered: the question is empty" in refused.stdout
     assert_no_traceback(refused.stderr)
+    recent = subprocess.run([*command, "--since", "2h", "What moves?"], env=ros_env(domain_id),
+                            capture_output=True, text=True, timeout=180)  # the bag is at 1970
+    assert recent.returncode == 1 and "no captions in the window" in recent.stdout
+    bad = subprocess.run([*command, "--since", "yesterday", "What moves?"],
+                         env=ros_env(domain_id), capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "is not a time" in bad.stderr

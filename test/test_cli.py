@@ -302,8 +302,10 @@ def test_the_default_sample_bag_is_a_world_the_bundled_model_captions(tmp_path, 
 
 
 @pytest.mark.parametrize("command, shown", [
-    (["caption"], "frames sampled per second (default: 0.5)"),
-    (["ask"], "caption token budget (default: 10000)"),
+    (["caption"], "Frames sampled per second of stream time (header stamps); the paper uses "
+                  "0.5 or 1. (default: 0.5)"),
+    (["ask"], "Token budget of the captions given to the LLM for one answer (paper: 10K). "
+              "(default: 10000)"),
     (["check-model"], "(default: 480)"), (["eval", "synthetic"], "(default: 16"),
     (["sample-bag"], "(default: world)"), (["export-onnx"], "(default: 16)")])
 def test_every_command_help_gives_descriptions_and_defaults(capsys, command, shown):
@@ -329,3 +331,26 @@ def test_doctor_says_what_is_usable_and_what_installs_the_rest(capsys):
     assert "psycopg                missing" in hidden.stdout
     assert "pip install 'psycopg[binary]'" in hidden.stdout
     assert "pip install onnxruntime" in hidden.stdout
+
+
+def test_cli_options_that_are_node_parameters_take_the_nodes_default_and_choices():
+    """One definition: a CLI option that means a node parameter is built from its Spec."""
+    from rats_ros.settings import SPECS_BY_NAME
+    from rats_ros.tools.cli import build_parser
+
+    shared = {"caption": {"fps": "fps", "clip_frames": "clip_frames", "keep_ratio": "keep_ratio",
+                          "memory_clips": "memory_clips", "selection": "selection",
+                          "max_new_tokens": "max_caption_tokens", "max_side": "max_image_side",
+                          "device": "device", "dtype": "dtype", "engine": "engine",
+                          "weights": "weights", "stream_id": "stream_id"},
+              "ask": {"embedder": "embedder", "context_tokens": "context_tokens",
+                      "max_new_tokens": "max_answer_tokens", "time_format": "time_format",
+                      "timezone": "timezone", "device": "device", "engine_dir": "engine_dir"}}
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    for command, options in shared.items():
+        actions = {a.dest: a for a in subparsers.choices[command]._actions}
+        for dest, name in options.items():
+            spec = SPECS_BY_NAME[name]
+            assert actions[dest].default == spec.default, (command, dest)
+            if (command, dest) != ("caption", "embedder"):  # caption's adds "none"
+                assert tuple(actions[dest].choices or ()) == spec.choices, (command, dest)

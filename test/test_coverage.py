@@ -13,7 +13,7 @@ from rats_ros.recall.clock import NS, TimeStyle, age_text, parse_when
 from rats_ros.recall.coverage import WordIndex, _coarse_to_fine, plan_question, text_has
 from rats_ros.recall.embedders import SentenceEmbedder
 from rats_ros.recall.qa import QAConfig, QuestionAnswerer
-from rats_ros.recall.retrieval import RetrievalIndex
+from rats_ros.recall.retrieval import RetrievalIndex, format_caption
 from rats_ros.recall.store import CaptionStore
 from rats_ros.world import diary, recall
 
@@ -189,3 +189,25 @@ def test_eval_recall_and_ask_json_report_kinds_and_coverage(tmp_path, capsys, mo
     assert all(set(group) <= shown for group in count["truth"])
     assert main(["eval", "recall", "--horizons", "year"]) == 2
     assert "--horizons takes day, week, month" in capsys.readouterr().err
+
+
+def test_lines_of_the_questions_day_cost_no_date_and_counts_stay_upper_bounds(tmp_path,
+                                                                              backend, embedder):
+    """Token counts assume a date and the longest age; for a question on the captions' day the
+    date is dropped from the count, and every line still costs at most what was counted."""
+    store = CaptionStore(tmp_path / "d.db")
+    texts = [f"A person walks through the hallway, scene {i}." for i in range(40)]
+    for i, (text, emb) in enumerate(zip(texts, embedder.embed(texts), strict=True)):
+        start = NOON - (40 - i) * 60 * NS  # the 40 minutes before noon
+        store.add(Caption(i, start, start + 30 * NS, text), emb, embedder.name, model="m")
+    style = TimeStyle("clock", "UTC")
+    index = RetrievalIndex(store, embedder, backend.count_tokens, style=style)
+    query = embedder.embed(["Who walked?"])[0]
+    undated = index.select(query, budget_tokens=100_000, now_ns=NOON)
+    dated = index.select(query, budget_tokens=100_000, now_ns=NOON + 86400 * NS)  # next day
+    assert undated.tokens < dated.tokens == index.select(query, budget_tokens=100_000).tokens
+    for selection, now in ((undated, NOON), (dated, NOON + 86400 * NS)):
+        real = sum(backend.count_tokens(format_caption(c, index.origin_ns, style, now)) + 1
+                   for c in selection.captions)
+        assert real <= selection.tokens
+    store.close()

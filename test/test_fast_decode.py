@@ -4,6 +4,7 @@ CPU runs exercise the static-cache decode step without a CUDA graph (the same ar
 the graph captures). The CUDA-graph test runs only where CUDA exists (the bench device); on a CPU
 machine pytest reports it as skipped, never as passed.
 """
+import contextlib
 import threading
 from contextlib import contextmanager
 
@@ -114,6 +115,34 @@ def test_capacity_growth_and_bucket_reuse_give_same_results(backend):
         short_again = decoder.run(embeds_short, 6, (), (0, 40))
     assert short_again.token_ids == short_fresh.token_ids
     torch.testing.assert_close(short_again.scores, short_fresh.scores)
+
+
+def test_a_streamed_answer_reports_each_token_and_a_cancel_stops_it_on_both_paths(backend):
+    """generate(stream=...) on the plain loop and the fast decoder: the text after each token
+    grows to the answer; a cancel raises AnswerCancelled before the next step, and the next
+    answer is the same as before."""
+    from rats_ros.errors import AnswerCancelled
+
+    class Stream:
+        def __init__(self, stop_after=0):
+            self.texts, self.stop_after = [], stop_after
+            self.on_text = self.texts.append
+
+        def cancelled(self):
+            return 0 < self.stop_after <= len(self.texts)
+
+    for fast in (False, True):
+        with (forced_fast(backend) if fast else contextlib.nullcontext()):
+            whole = backend.generate("What happened?", 12)
+            stream = Stream()
+            assert backend.generate("What happened?", 12, stream) == whole
+            assert stream.texts[-1] == whole and len(stream.texts) >= 2
+            assert all(whole.startswith(t.strip()) for t in stream.texts[:-1])
+            stopped = Stream(stop_after=3)
+            with pytest.raises(AnswerCancelled, match="cancelled after 3 answer tokens"):
+                backend.generate("What happened?", 12, stopped)
+            assert len(stopped.texts) == 3
+            assert backend.generate("What happened?", 12) == whole  # the decoder is free
 
 
 def test_text_only_generate_matches(backend):

@@ -52,19 +52,19 @@ class FastConfig:
 
 
 def stream_step(stream, decode: Callable[[list[int]], str]) -> Callable:
-    """The per-step callable a decode loop calls as ``step(count, ids)`` for an answer that
-    streams (``ids()`` gives the ids so far, read only when text is wanted): the cancel is
-    polled, then the text so far goes to ``stream.on_text``.
+    """The per-step callable a decode loop calls as ``step(count, ids)`` before each decode
+    step of an answer that streams (``count`` tokens so far; ``ids()`` gives them, read only
+    when text is wanted): the text so far goes to ``stream.on_text``, then the cancel is polled.
 
     :param stream: any object with ``on_text`` (``(str) -> None`` or None) and
         ``cancelled`` (``() -> bool``), e.g. :class:`rats_ros.recall.qa.AskProgress`.
     :raises AnswerCancelled: (from the step) once ``stream.cancelled()`` is true.
     """
     def step(count: int, ids: Callable[[], list[int]]) -> None:
-        if stream.cancelled():
-            raise AnswerCancelled(f"the question was cancelled after {count} answer tokens")
         if stream.on_text is not None:
             stream.on_text(decode(ids()))
+        if stream.cancelled():
+            raise AnswerCancelled(f"the question was cancelled after {count} answer tokens")
     return step
 
 

@@ -100,6 +100,11 @@ class TimeStyle:
         today = None if now_ns is None else dt.datetime.fromtimestamp(now_ns / NS, tz).date()
         return when.strftime("%H:%M" if when.date() == today else "%Y-%m-%d %H:%M")
 
+    def day_start_ns(self, now_ns: int) -> int:
+        """Local midnight of ``now_ns``'s day: lines from then on are written without a date."""
+        now = dt.datetime.fromtimestamp(now_ns / NS, zone(self.timezone))
+        return round(now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp() * NS)
+
     def now_line(self, origin_ns: int, now_ns: int) -> str:
         """The prompt's statement of the question's time (clock format only, else empty)."""
         if not self.uses_clock(origin_ns):

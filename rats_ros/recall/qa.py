@@ -110,6 +110,12 @@ class AskProgress:
     on_text: Callable[[str], None] | None = None
     cancelled: Callable[[], bool] = _not_cancelled
 
+    @property
+    def streams(self) -> bool:
+        """Whether generation must report to it (text wanted or a cancel to poll): a question
+        without either decodes with no per-step hook."""
+        return self.on_text is not None or self.cancelled is not _not_cancelled
+
     def check(self, stage: str) -> None:
         """:raises AnswerCancelled: when cancelled (``stage``: what was next)."""
         if self.cancelled():
@@ -194,7 +200,8 @@ class QuestionAnswerer:
         selection = self.index.select(vectors[0], since_ns, until_ns, cfg.context_tokens,
                                       cfg.mmr_lambda, max_captions or cfg.max_captions,
                                       cameras=tuple(cameras), place=place, plan=plan,
-                                      subject_vecs=vectors[1:], mmr_pool=cfg.mmr_pool)
+                                      subject_vecs=vectors[1:], mmr_pool=cfg.mmr_pool,
+                                      now_ns=now_ns)
         if not selection.captions:
             raise QuestionError("the selected captions were just deleted by retention; ask "
                                 "again or widen the window")
@@ -202,7 +209,8 @@ class QuestionAnswerer:
         progress.check("answering")
         progress.on_stage("answering", len(selection.captions))
         prompt = self.build_prompt(question, selection.captions, now_ns, selection.coverage)
-        text = self._backend.generate(prompt, cfg.max_answer_tokens, progress).strip()
+        text = self._backend.generate(prompt, cfg.max_answer_tokens,
+                                      progress if progress.streams else None).strip()
         target = best_supported(text, selection.captions, self._embedder) \
             if asks_for_place(question) else None
         done = time.perf_counter()

@@ -20,6 +20,7 @@ import numpy as np
 
 from rats_ros.errors import QuestionError, StoreError
 from rats_ros.recall.clock import TimeStyle
+from rats_ros.recall.columns import Columns
 from rats_ros.recall.coverage import NOTE_TOKENS, Coverage, QuestionPlan, WordIndex, cover
 from rats_ros.recall.filters import Place, check_window, where_mask
 from rats_ros.recall.mmr import mmr_picks, select_under_budget
@@ -62,44 +63,6 @@ class Selection:
     coverage: list[Coverage] = field(default_factory=list)  # temporal kinds: per subject
 
 
-class _Columns:
-    """Growable column arrays (amortised doubling); slices handed out stay valid."""
-
-    NAMES = ("ids", "start", "end", "tokens", "emb", "camera", "pose")
-
-    def __init__(self, dim: int):
-        self.n = 0
-        self.ids = np.empty(0, np.int64)
-        self.start = np.empty(0, np.int64)
-        self.end = np.empty(0, np.int64)
-        self.tokens = np.empty(0, np.int64)
-        self.emb = np.empty((0, dim), np.float32)
-        self.camera = np.empty(0, object)  # camera names
-        self.pose = np.empty((0, 3), np.float64)  # (x, y, z); NaN: no pose
-
-    def append(self, **columns):
-        need = self.n + len(columns["ids"])
-        if need > len(self.ids):
-            cap = max(need, 2 * len(self.ids), 1024)
-            for name in self.NAMES:
-                old = getattr(self, name)
-                new = np.empty((cap,) + old.shape[1:], old.dtype)
-                new[: self.n] = old[: self.n]
-                setattr(self, name, new)
-        for name in self.NAMES:
-            getattr(self, name)[self.n:need] = columns[name]
-        self.n = need
-
-    def keep(self, mask):
-        """Drop rows where ``mask`` is False (into fresh arrays: old snapshots stay intact)."""
-        for name in self.NAMES:
-            setattr(self, name, getattr(self, name)[: self.n][mask].copy())
-        self.n = int(mask.sum())
-
-    def snapshot(self) -> dict:
-        return {name: getattr(self, name)[: self.n] for name in self.NAMES}
-
-
 class RetrievalIndex:
     """In-memory retrieval index over one stream of a :class:`~rats_ros.recall.store.CaptionStore`.
 
@@ -122,8 +85,9 @@ class RetrievalIndex:
         self._read_batch = read_batch
         self._lock = threading.Lock()
         self._dim = int(embedder.embed(["dimension probe"]).shape[1])
-        self._cols = _Columns(self._dim)
+        self._cols = Columns(self._dim)
         self._words = WordIndex()
+        self._date_tokens = _date_tokens(count_tokens)
         self._last_id = 0
         self._deleted = 0
         self._origin: int | None = None
@@ -206,7 +170,7 @@ class RetrievalIndex:
                budget_tokens: int = 10000, mmr_lambda: float = 0.5,
                max_captions: int = 0, cameras=(), place: Place | None = None,
                plan: QuestionPlan | None = None, subject_vecs: np.ndarray | None = None,
-               mmr_pool: int = 0) -> Selection:
+               mmr_pool: int = 0, now_ns: int | None = None) -> Selection:
         """Choose the captions for one question.
 
         :param query_embedding: ``(d,)`` unit vector of the question.
@@ -219,6 +183,8 @@ class RetrievalIndex:
             :func:`rats_ros.recall.mmr.select_under_budget`).
         :param subject_vecs: ``(s, d)`` the plan's subjects embedded (embedded here if None;
             callers embed them with the question in one call).
+        :param now_ns: the question's time: clock lines of its day cost their tokens without
+            the date they were counted with (None: every line costs its count).
         :raises QuestionError: inverted window, no captions yet, none in the window (or of
             those cameras, or near that place), or every caption in it longer than the budget.
         """
@@ -226,6 +192,8 @@ class RetrievalIndex:
         with self._lock:
             self._refresh_locked()
             cols = self._cols.snapshot()
+        if now_ns is not None:
+            cols["tokens"] = self._line_tokens(cols, now_ns)
         ids, start, end, tokens, emb = (cols[n] for n in ("ids", "start", "end", "tokens", "emb"))
         if len(ids) == 0:
             raise QuestionError(f"no captions stored yet for stream {self._store.stream_id!r}; "
@@ -253,6 +221,13 @@ class RetrievalIndex:
         return Selection(self._store.get_many(ids[chosen]), int(tokens[chosen].sum()),
                          int(in_window.sum()), used_mmr)
 
+    def _line_tokens(self, cols, now_ns: int) -> np.ndarray:
+        """``(n,)`` prompt tokens per caption for a question at ``now_ns``."""
+        if self._origin is None or not self._style.uses_clock(self._origin):
+            return cols["tokens"]
+        today = cols["start"] >= self._style.day_start_ns(now_ns)  # (n,) written undated
+        return cols["tokens"] - self._date_tokens * today
+
     def _covering(self, plan, vecs, cols, idx, q, budget: int, mmr: tuple, in_window: int):
         """A temporal question: every subject's matches (earliest and latest always), then
         MMR over the other candidates for the budget left; time order."""
@@ -267,6 +242,15 @@ class RetrievalIndex:
         chosen = np.sort(must)
         return Selection(self._store.get_many(cols["ids"][chosen]),
                          int(cols["tokens"][chosen].sum()), in_window, True, plan.kind, report)
+
+
+def _date_tokens(count_tokens) -> int:
+    """Tokens a clock line's date costs at least (its count includes one; a line of the
+    question's day has none), one less for merges across its edges: counts stay upper bounds."""
+    age = ", 1 h 0 min ago] x"
+    dated = min(count_tokens(f"[{day} 00:00{age}") for day in (
+        "2024-01-01", "2025-06-15", "2026-12-31", "2027-09-30", "2031-11-11"))
+    return max(0, dated - count_tokens(f"[00:00{age}") - 1)
 
 
 def _ranked(cols, idx, q, budget: int, lam: float, max_captions: int, pool: int):

@@ -29,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the service name, relative to the root namespace unless it starts "
                              "with / (default: ask_video)")
     parser.add_argument("--cameras", default="", help="only these cameras, comma-separated")
+    parser.add_argument("--since", default="0",
+                        help="only clips that started at or after this time: a duration back "
+                             "from now (2h, 90min), an ISO time or seconds (default 0: all)")
+    parser.add_argument("--until", default="0",
+                        help="only clips that ended at or before this time, as --since "
+                             "(default 0: now)")
     parser.add_argument("--max-captions", type=int, default=0,
                         help="cap on the captions used (default 0: as many as fit the budget)")
     parser.add_argument("--timeout", type=float, default=120.0,
@@ -78,6 +84,11 @@ def _report(question: str, response, as_json: bool, streamed: bool = False) -> N
               f"{item['text']}", file=sys.stderr, flush=True)
 
 
+def _time(stamp_ns: int, time_type):
+    """``stamp_ns`` as a ``builtin_interfaces/Time``."""
+    return time_type(sec=stamp_ns // _NS, nanosec=stamp_ns % _NS)
+
+
 def _streamed(node, args, question: str, request):
     """Ask through the action, printing the answer's new text as feedback brings it (plain
     output only). :returns: the result (the service's response fields)."""
@@ -106,7 +117,16 @@ def _streamed(node, args, question: str, request):
 def main(argv: list[str] | None = None) -> int:
     """Run ``rats-ros ask-node``. :returns: the exit code."""
     args = build_parser().parse_args(argv)  # exits 2 on bad arguments
+    from rats_ros.errors import QuestionError
+    from rats_ros.recall.clock import parse_when
+
+    try:  # the window on this machine's clock, the node's too unless it runs on sim time
+        window = [parse_when(text) for text in (args.since, args.until)]
+    except QuestionError as error:
+        print(f"rats-ros ask-node: {error}", file=sys.stderr)
+        return 2
     import rclpy
+    from builtin_interfaces.msg import Time
     from rclpy.executors import SingleThreadedExecutor
 
     from rats_ros.ros.client import call_service
@@ -125,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for question in args.questions:
             request = AskVideo.Request(question=question, max_captions=args.max_captions,
-                                       cameras=cameras)
+                                       cameras=cameras, since=_time(window[0], Time),
+                                       until=_time(window[1], Time))
             if args.stream:
                 response = _streamed(node, args, question, request)
             else:

@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from rats_ros.errors import InputError, QuestionError, RatsError
-from rats_ros.recall.clock import TIME_FORMATS, TimeStyle, parse_when
+from rats_ros.recall.clock import TimeStyle, parse_when
+from rats_ros.settings import cli_option
 from rats_ros.tools.options import (
     NS,
     add_model_options,
@@ -36,16 +37,13 @@ def add_parser(sub) -> None:
     parser.add_argument("--now", help="the question's time, as --since (default: the system "
                                       "clock): ages and durations count from it, e.g. for a "
                                       "bag recorded earlier")
-    parser.add_argument("--time-format", choices=TIME_FORMATS, default="auto",
-                        help="times in the prompt: clock (local time and age), stream (seconds "
-                             "from the first caption) or auto (clock unless simulation time)")
-    parser.add_argument("--timezone", default="",
-                        help="IANA time zone of clock times and ISO times without an offset "
-                             "(default: the system's)")
-    parser.add_argument("--embedder", choices=("sentence", "model"), default="sentence")
+    cli_option(parser, "time_format")
+    cli_option(parser, "timezone", help="IANA time zone of clock times and of ISO times "
+                                        "without an offset (default: the system's)")
+    cli_option(parser, "embedder")
     parser.add_argument("--max-captions", type=int, default=0, help="cap on captions (0: budget)")
-    parser.add_argument("--context-tokens", type=int, default=10000, help="caption token budget")
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="answer length limit")
+    cli_option(parser, "context_tokens")
+    cli_option(parser, "max_answer_tokens", "--max-new-tokens")
     parser.add_argument("--cameras", help="only captions of these cameras, comma-separated "
                                           "(default: every camera of the stream)")
     parser.add_argument("--near", type=_point, metavar="X,Y[,Z]",

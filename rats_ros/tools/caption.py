@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from rats_ros.errors import InputError, RatsError
+from rats_ros.settings import cli_option
 from rats_ros.tools.options import NS, add_model_options, backend_config, fail, where_json
 
 
@@ -27,25 +28,19 @@ def add_parser(sub) -> None:
                                              "caption gets the pose nearest its clip's end")
     parser.add_argument("--pose-tolerance", type=float, default=0.5,
                         help="seconds within which a pose counts as the clip's (default 0.5)")
-    parser.add_argument("--fps", type=float, default=0.5, help="frames sampled per second")
-    parser.add_argument("--clip-frames", type=int, default=16, help="sampled frames per clip")
-    parser.add_argument("--keep-ratio", type=float, default=1 / 16,
-                        help="fraction of a clip's visual tokens kept as memory")
-    parser.add_argument("--memory-clips", type=int, default=16, help="clips in the FIFO memory")
-    parser.add_argument("--selection", default="attention",
-                        help="attention (rLiVS), uniform, random or all")
+    for name in ("fps", "clip_frames", "keep_ratio", "memory_clips", "selection"):
+        cli_option(parser, name)  # the node parameter's default, choices and description
     parser.add_argument("--no-recurrence", action="store_true",
                         help="caption every clip alone (no memory of past clips)")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="caption length limit")
+    cli_option(parser, "max_caption_tokens", "--max-new-tokens")
     parser.add_argument("--prompt", help="captioning instruction (default: the paper's)")
-    parser.add_argument("--max-side", type=int, default=768,
-                        help="frames are downscaled so their longest side is at most this")
+    cli_option(parser, "max_image_side", "--max-side")
     parser.add_argument("--out", help="JSON lines file (default: stdout)")
     parser.add_argument("--store", help="also store each caption in this caption store: a SQLite "
                                         "file or a postgresql:// URL (with --robot)")
-    parser.add_argument("--embedder", choices=("sentence", "model", "none"), default="sentence",
-                        help="embed captions stored with --store now (none: at the first "
-                             "question)")
+    cli_option(parser, "embedder", choices=("sentence", "model", "none"),
+               help="embed captions stored with --store now with this embedder (none: at the "
+                    "first question)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.set_defaults(handler=run)
 

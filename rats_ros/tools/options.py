@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from rats_ros.errors import ConfigError, InputError, ModelError, QuestionError, RatsError
+from rats_ros.settings import cli_option
 
 NS = 1_000_000_000
 #: refusals: exit 2 (the rest of RatsError: 1)
@@ -24,23 +25,16 @@ def add_model_options(parser: argparse.ArgumentParser, required: bool) -> None:
                              "tiny-random-qwen2_5_vl / tiny-random-qwen3_vl (random weights, "
                              "for tests)")
     add_engine_options(parser)
-    parser.add_argument("--stream-id", default="default", help="stream name inside the store")
+    cli_option(parser, "stream_id")
     parser.add_argument("--robot", default="", help="this robot's name in a postgresql:// store "
                                                     "(default: the hostname)")
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
-    """Where and how the model runs: the :class:`~rats_ros.models.BackendConfig` fields."""
-    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
-    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
-    parser.add_argument("--engine", default="torch", choices=("torch", "onnx"),
-                        help="what runs the vision tower and the LLM: torch, or ONNX Runtime "
-                             "over the graphs `rats-ros export-onnx` wrote into --engine-dir")
-    parser.add_argument("--engine-dir", default="",
-                        help="the export directory of --engine onnx")
-    parser.add_argument("--weights", default="native", choices=("native", "int8", "int4"),
-                        help="LLM projection weights: native (--dtype), or weight-only int8 / "
-                             "int4 on the fast decode path (LLaVA-OneVision, Qwen2.5-VL)")
+    """Where and how the model runs: the :class:`~rats_ros.models.BackendConfig` fields, as
+    the node's parameters of those names."""
+    for name in ("device", "dtype", "engine", "engine_dir", "weights"):
+        cli_option(parser, name)
 
 
 def backend_options(args) -> dict:

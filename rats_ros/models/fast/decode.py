@@ -176,10 +176,8 @@ class FastDecoder:
         t1 = self._now()
         done = 1
         while done < max_new:
-            if step is not None:  # an answer streamed: the ids so far, the cancel polled
-                if eos and float(st.alive) == 0.0:
-                    break
-                step(done, lambda n=done: st.out[:n].flatten().tolist())
+            if step is not None:  # an answer streamed: the cancel polled, the ids read if wanted
+                step(done, lambda n=done: _until_eos(st.out[:n].flatten().tolist(), eos))
             pace()
             step_fn()
             done += 1
@@ -303,3 +301,11 @@ class FastDecoder:
         st.tok.copy_(nxt)
         st.pos += 1
         st.step += 1
+
+
+def _until_eos(ids: list[int], eos: list[int]) -> list[int]:
+    """``ids`` up to and with the first EOS (the decoder runs on up to 7 steps past it)."""
+    for i, token in enumerate(ids):
+        if token in eos:
+            return ids[: i + 1]
+    return ids
