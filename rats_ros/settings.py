@@ -43,6 +43,9 @@ SPECS: tuple[Spec, ...] = (
          "Runtime over the graphs `rats-ros export-onnx` wrote into engine_dir).",
          choices=("torch", "onnx")),
     Spec("engine_dir", "", "The export directory of engine onnx."),
+    Spec("cache_dir", "", "Where the CUDA fast path keeps its tile choices per GPU, driver, "
+         "model shape and software version, so a restart skips timing them; empty = "
+         "$ROS_HOME/rats_ros/cache, none = time them on every start."),
     Spec("weights", "native", "LLM projection weights: native (dtype), or weight-only int8 / "
          "int4 on the fast decode path (LLaVA-OneVision, Qwen2.5-VL; int4 on CUDA needs "
          "bfloat16).", choices=("native", "int8", "int4")),

@@ -137,6 +137,8 @@ class BackendConfig:
     :param weights: the LLM's projection weights: ``native`` (``dtype``), or weight-only
         ``int8`` / ``int4`` on the fast decode path (:mod:`rats_ros.models.fast.quant`).
     :param fast: which parts of the CUDA fast path run (:class:`FastConfig`).
+    :param cache_dir: where the fast path keeps its tile choices across restarts
+        (:mod:`rats_ros.models.fast.tile_cache`); empty: in memory only.
     """
 
     model: str
@@ -147,6 +149,7 @@ class BackendConfig:
     engine_dir: str = ""
     weights: str = "native"
     fast: FastConfig = field(default_factory=FastConfig)
+    cache_dir: str = ""
 
     def __post_init__(self):
         if not isinstance(self.model, str) or not self.model.strip():

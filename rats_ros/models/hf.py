@@ -30,6 +30,7 @@ from rats_ros.models.base import (
 )
 from rats_ros.models.fast import decode as fast_decode
 from rats_ros.models.fast import hook as fast_hook
+from rats_ros.models.fast.tile_cache import TileCache
 from rats_ros.models.prompts import ChatPrompts
 
 #: what torch's CPU allocator says when an allocation fails (alloc_cpu.cpp)
@@ -101,6 +102,7 @@ class HFVideoBackend(ChatPrompts, VideoBackend):
         self.eos_ids = self._eos_ids()
         self.weights = config.weights
         self.fast = fast_hook.FastDecoders(config.fast)  # built on first use, or by prepare
+        self.tile_cache = TileCache(config.cache_dir) if config.cache_dir else None
         if self.weights != "native":
             self._quantize()
         self._layouts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -123,7 +125,8 @@ class HFVideoBackend(ChatPrompts, VideoBackend):
         try:
             with model_errors(f"quantizing {self.name} to {self.weights}"):
                 self.fast.caption = fast_decode.FastDecoder(self.model, self.readout_layers,
-                                                            weights=self.weights)
+                                                            weights=self.weights,
+                                                            tile_cache=self.tile_cache)
         except (ValueError, RuntimeError) as exc:  # a shape or a kernel the device lacks
             raise ModelError(f"cannot quantize {self.name} to {self.weights} on {self.device} "
                              f"({type(exc).__name__}: {exc}); use weights 'native' (or 'int8' "

@@ -57,6 +57,13 @@ class _ParamRules:
             return os.path.expanduser(self.store_path)
         return _ros_home_file(DEFAULT_STORE_NAME)
 
+    def resolved_cache_dir(self) -> str:
+        """The tile cache directory ("" for ``none``: nothing kept on disk)."""
+        if self.cache_dir == "none":
+            return ""
+        return os.path.expanduser(self.cache_dir) if self.cache_dir else \
+            _ros_home_file("rats_ros/cache")
+
     def resolved_spool_path(self) -> str:
         """The spool file of a PostgreSQL store."""
         return os.path.expanduser(self.spool_path) if self.spool_path else \

@@ -87,7 +87,8 @@ class Parts:
 
         self.pipeline = Pipeline(PipelineConfig(
             BackendConfig(params.model, params.device, params.dtype, engine=params.engine,
-                          engine_dir=params.engine_dir, weights=params.weights),
+                          engine_dir=params.engine_dir, weights=params.weights,
+                          cache_dir=params.resolved_cache_dir()),
             CaptionerConfig(keep_ratio=params.keep_ratio, memory_clips=params.memory_clips,
                             selection=params.selection, recurrence=params.recurrence,
                             max_new_tokens=params.max_caption_tokens),

@@ -76,12 +76,14 @@ class FastDecoder:
         6.3k tokens but builds a plan per new prompt length (~50-100 ms: slower answers, whose
         prompts vary) and gave prefill spikes in steady streaming, so flash is the default.
     :raises ModelError: when the model is not supported.
+    :param tile_cache: a :class:`~rats_ros.models.fast.tile_cache.TileCache` keeping the fused
+        products' tile choices across restarts, or None.
     """
 
     def __init__(self, model, readout_layers: Sequence[int] = (),
                  use_cuda_graph: bool | None = None, bucket: int = 512,
                  prefill_attention: str = "flash", weights: str = "native",
-                 fused_step: bool | None = None):
+                 fused_step: bool | None = None, tile_cache=None):
         if not supports(model):
             raise ModelError("fast decoding supports Qwen2, Qwen2.5-VL and Qwen3-VL language "
                              "models with full attention and default RoPE only; "
@@ -112,6 +114,7 @@ class FastDecoder:
             raise ModelError("the fused decode step needs Triton, native weights and a power of "
                              "two head dim; pass fused_step=False")
         self.fused_step = (on_cuda and can_fuse) if fused_step is None else bool(fused_step)
+        self.tile_cache = tile_cache  # tile choices across restarts (tile_cache.TileCache)
         self.tiles = tiles.for_decoder(self, asked=fused_step is not None)  # {}: torch step
         self.use_cuda_graph = on_cuda if use_cuda_graph is None else bool(use_cuda_graph)
         self.bucket = bucket

@@ -100,7 +100,8 @@ def batch_decoder(backend) -> BatchDecoder:
 
 
 def _new_decoder(backend) -> FastDecoder:
-    return FastDecoder(backend.model, backend.readout_layers, weights=backend.weights)
+    return FastDecoder(backend.model, backend.readout_layers, weights=backend.weights,
+                       tile_cache=backend.tile_cache)
 
 
 def prepare(backend, cameras: int) -> float:

@@ -7,8 +7,10 @@ columns with 8 warps (7B down projection: thousands of small programs) to 8 rows
 
 Each candidate runs the product of every layer once, back to back, replayed from one CUDA graph:
 the decode step's access pattern (each layer's weights read once; the whole model does not fit
-in L2), without launch gaps. Choices are cached per shape and GPU, so the answer decoder and a
-reloaded decoder reuse them; Triton caches the compiled kernels on disk across runs.
+in L2), without launch gaps. Choices are kept per shape and GPU in memory, so the answer
+decoder and a reloaded decoder reuse them, and with a
+:class:`~rats_ros.models.fast.tile_cache.TileCache` (the node's ``cache_dir``) on disk, so a
+restarted process does too; Triton caches the compiled kernels on disk across runs.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ def for_decoder(dec, asked: bool, rows: int = 1) -> dict:
     if not dec.fused_step:
         return {}
     try:
-        return tuned_tiles(dec.packed, dec.dtype, dec.device, rows)
+        return tuned_tiles(dec.packed, dec.dtype, dec.device, rows, dec.tile_cache)
     except ModelError as err:
         if asked:
             raise
@@ -103,12 +105,14 @@ def candidates(k_in: int, rows: int = 1) -> list[tuple[int, int, int]]:
                    for n, k, *rest in (CANDIDATES if rows == 1 else ROW_CANDIDATES)})
 
 
-def tuned_tiles(layers, dtype, device, rows: int = 1) -> dict[str, tuple[int, int, int]]:
+def tuned_tiles(layers, dtype, device, rows: int = 1,
+                cache=None) -> dict[str, tuple[int, int, int]]:
     """:returns: ``product -> (BLOCK_N, BLOCK_K, num_warps[, num_stages])``, the fastest
     candidate for each
     product of ``layers`` (:class:`~rats_ros.models.fast.layers.PackedLayer`) on ``device``,
     for one row or (``rows`` > 1) the batched products; candidates this GPU cannot compile
-    are skipped.
+    are skipped. ``cache`` (a :class:`~rats_ros.models.fast.tile_cache.TileCache`, or None)
+    keeps the choices across restarts.
     :raises ModelError: when no candidate of a product compiles."""
     if device.type != "cuda":  # interpreted: one program holds all rows (fused.gemv_config)
         return {}
@@ -121,19 +125,35 @@ def tuned_tiles(layers, dtype, device, rows: int = 1) -> dict[str, tuple[int, in
     for name in PRODUCTS:
         key = (gpu, name, tuple(shapes[name]), len(layers), first.qkv.bias is not None, batched)
         if key not in _chosen:
-            timings = {}
-            for tile in candidates(int(shapes[name][1]), rows):
-                try:
-                    timings[tile] = replay_ms(
-                        lambda t=tile, c=calls[name]: [c(layer, t) for layer in layers], device)
-                except fused.KERNEL_ERRORS:  # too many registers for this GPU: not a candidate
-                    continue
-            if not timings:
-                raise ModelError(f"no tile of the fused {name} product compiles on {gpu}; "
-                                 "use the torch step (FastDecoder(fused_step=False))")
-            _chosen[key] = min(timings, key=timings.get)
+            def time_ms(tile, call=calls[name]):
+                return replay_ms(lambda: [call(layer, tile) for layer in layers], device)
+
+            _chosen[key] = choose(candidates(int(shapes[name][1]), rows), time_ms, cache,
+                                  cache.key(*key) if cache is not None else "", f"{name} on {gpu}")
         tiles[name] = _chosen[key]
     return tiles
+
+
+def choose(options, time_ms, cache=None, key: str = "", what: str = "") -> tuple:
+    """The fastest tile of ``options`` by ``time_ms(tile)`` (a tile that does not compile is
+    no candidate), or the one ``cache`` holds for ``key`` when it is still a candidate; a timed
+    choice is stored there. :raises ModelError: when no candidate compiles."""
+    stored = cache.get(key) if cache is not None else None
+    if stored is not None and stored in options:
+        return stored
+    timings = {}
+    for tile in options:
+        try:
+            timings[tile] = time_ms(tile)
+        except fused.KERNEL_ERRORS:  # too many registers for this GPU: not a candidate
+            continue
+    if not timings:
+        raise ModelError(f"no tile of the fused {what} product compiles; use the torch step "
+                         "(FastDecoder(fused_step=False))")
+    best = min(timings, key=timings.get)
+    if cache is not None:
+        cache.put(key, best)
+    return best
 
 
 def replay_ms(step, device, replays: int = 5) -> float:
