@@ -10,7 +10,13 @@ from helpers import make_caption as Caption
 from rats_ros.errors import ConfigError, QuestionError
 from rats_ros.models import load_backend
 from rats_ros.recall.clock import NS, TimeStyle, age_text, parse_when
-from rats_ros.recall.coverage import WordIndex, _coarse_to_fine, plan_question, text_has
+from rats_ros.recall.coverage import (
+    MATCH_COS,
+    WordIndex,
+    _coarse_to_fine,
+    match,
+    plan_question,
+)
 from rats_ros.recall.embedders import SentenceEmbedder
 from rats_ros.recall.qa import QAConfig, QuestionAnswerer
 from rats_ros.recall.retrieval import RetrievalIndex, format_caption
@@ -46,6 +52,14 @@ def backend(model_cache):
 def test_a_question_is_read_for_its_kind_and_subjects(question, kind, subjects):
     plan = plan_question(question)
     assert (plan.kind, plan.subjects) == (kind, subjects)
+
+
+def text_has(text: str, subject: str) -> bool:
+    """``match`` on one caption whose embedding is near the subject but not sure: the words
+    decide, through the word index the retrieval index keeps."""
+    words = WordIndex()
+    words.add([1], [text])
+    return len(match(subject, np.array([MATCH_COS]), np.array([1]), words)) == 1
 
 
 def test_subject_words_verbs_optional_nouns_required():

@@ -33,8 +33,8 @@ SURE_COS = 0.80  # near enough to match without the words (a synonym, a reworded
 EPISODE_GAP_NS = 60 * 1_000_000_000  # matches closer than this are one episode
 NOTE_TOKENS = 64  # budget kept per subject for the note line that reports its matches
 
-_ORDER = re.compile(r"\b(before|after|which (came|happened|was) first|earlier than|later than)\b",
-                    re.IGNORECASE)
+_WHICH_FIRST = re.compile(r"\bwhich (came|happened|was) first\b", re.IGNORECASE)
+_ORDER = re.compile(r"\b(before|after|earlier than|later than)\b", re.IGNORECASE)
 _COUNT = re.compile(r"\b(how many times|how often|number of times|how many separate|count "
                     r"the times)\b", re.IGNORECASE)
 _FIRST = re.compile(r"\b(first|earliest|initially|for the first time)\b", re.IGNORECASE)
@@ -53,7 +53,7 @@ things
 """.split())
 #: verbs (stemmed) a subject may hold: optional in the text ("a visitor comes in through the front
 #: door" is a "front door open"), the other words are required
-_VERBS = frozenset(_s for _s in """
+_VERBS = frozenset("""
 open close shut drive come go went gone arrive leave left enter exit use get make pass walk run
 move fall break ring beep start stop turn switch pick put place take drop carry bring deliver
 water clean wash cook eat drink sit stand jump fly land ride push pull knock play bark wipe fix
@@ -76,9 +76,9 @@ class QuestionPlan:
 def plan_question(question: str) -> QuestionPlan:
     """Read a question's kind and subjects (module docstring)."""
     text = question.strip().rstrip("?")
-    body = re.sub(r"^.*?\bfirst\s*[,:]\s*", "", text) if re.search(
-        r"which (came|happened|was) first", text, re.IGNORECASE) else text
-    if _ORDER.search(text) or re.search(r"which (came|happened|was) first", text, re.I):
+    which_first = _WHICH_FIRST.search(text)
+    body = re.sub(r"^.*?\bfirst\s*[,:]\s*", "", text) if which_first else text
+    if which_first or _ORDER.search(text):
         parts = [subject_of(p) for p in _SPLIT.split(body)]
         subjects = tuple(p for p in parts if p)
         if len(subjects) >= 2:
@@ -114,13 +114,6 @@ def required_words(subject: str) -> tuple[list[str], int]:
     stems = [_stem(w) for w in subject.split()]
     nouns = [w for w in stems if w not in _VERBS] or stems
     return nouns, len(nouns) if len(nouns) <= 2 else len(nouns) - 1
-
-
-def text_has(text: str, subject: str) -> bool:
-    """Whether ``text`` holds the required words of ``subject`` (:func:`required_words`)."""
-    have = {_stem(w) for w in _words(text)}
-    words, need = required_words(subject)
-    return sum(w in have for w in words) >= need
 
 
 class WordIndex:
