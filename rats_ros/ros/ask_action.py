@@ -29,9 +29,6 @@ class AskAction:
                                    cancel_callback=lambda handle: CancelResponse.ACCEPT,
                                    callback_group=ReentrantCallbackGroup())
 
-    def destroy(self) -> None:
-        self.server.destroy()
-
     def _execute(self, handle):
         """One goal: answered by the desk with feedback; its end state from the outcome."""
         feedback = _Feedback(handle)

@@ -3,11 +3,11 @@
 Timing every candidate tile of every product takes seconds per decoder on a cold start
 (:mod:`rats_ros.models.fast.tiles`); the choice depends only on the GPU, its driver, the
 product's shape and the software that compiles the kernels. ``tiles.json`` in the cache
-directory maps that key to the chosen tile. A file that does not parse, or whose entries are
-not tiles, is set aside (logged) and rebuilt; entries of another driver, torch, Triton or
-package version are dropped when the file is read; a tile that is no longer a candidate is
-timed again. Writes go to a temporary file renamed over the old one: a crash never leaves half
-a file. Triton keeps the compiled kernels in its own on-disk cache.
+directory maps that key to the chosen tile. A file that does not parse or is not this format
+is ignored (logged) and overwritten by the next choice; malformed entries and entries of another
+driver, torch, Triton or package version are dropped when the file is read; a tile that is no
+longer a candidate is timed again. Writes go to a temporary file renamed over the old one: a
+crash never leaves half a file. Triton keeps the compiled kernels in its own on-disk cache.
 """
 from __future__ import annotations
 
